@@ -1,0 +1,180 @@
+"""Sigstore bundle JSON holding a DSSE envelope: build, write atomically, read strictly.
+
+``read_bundle`` treats the file as hostile: every failure is a VerificationError with one
+sentence (a missing or unreadable file is a SentryError: a usage problem, not a forgery).
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sentry.errors import SentryError, VerificationError
+from sentry.signing import _files
+from sentry.signing._json import StrictJSONError, describe, loads_strict, type_name
+from sentry.signing.dsse import PAYLOAD_TYPE
+
+BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
+# What Sentry reads: v0.3 (what model_signing and sigstore-python write), the older spelling
+# of v0.3, and v0.2 (the first bundle version with DSSE envelopes). Sentry writes v0.3.
+ACCEPTED_MEDIA_TYPES = (
+    BUNDLE_MEDIA_TYPE,
+    "application/vnd.dev.sigstore.bundle+json;version=0.3",
+    "application/vnd.dev.sigstore.bundle+json;version=0.2",
+)
+MAX_BUNDLE_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A parsed bundle. ``payload`` and ``signatures`` are decoded, nothing is verified yet."""
+
+    media_type: str
+    verification_material: dict[str, Any]
+    payload: bytes
+    payload_type: str
+    signatures: list[bytes]
+    raw: dict[str, Any] = field(repr=False)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def make_bundle(
+    payload: bytes,
+    signature_der: bytes,
+    verification_material: dict,
+    *,
+    payload_type: str = PAYLOAD_TYPE,
+) -> dict:
+    """A v0.3 bundle dict with one DSSE signature over ``payload``."""
+    return {
+        "mediaType": BUNDLE_MEDIA_TYPE,
+        "verificationMaterial": verification_material,
+        "dsseEnvelope": {
+            "payload": _b64(payload),
+            "payloadType": payload_type,
+            "signatures": [{"sig": _b64(signature_der)}],
+        },
+    }
+
+
+def write_bundle(path: str | os.PathLike, bundle: dict | Bundle) -> None:
+    """Write the bundle as JSON, whole or not at all (temporary file, then os.replace)."""
+    raw = bundle.raw if isinstance(bundle, Bundle) else bundle
+    data = (json.dumps(raw, indent=2, sort_keys=False, allow_nan=False) + "\n").encode("utf-8")
+    _files.write_atomic(path, data, mode=0o666, overwrite=True)
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+def _read_limited(path: Path) -> bytes:
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise SentryError(f"signature bundle {path} does not exist") from None
+    except IsADirectoryError:
+        raise SentryError(f"{path} is a directory, not a signature bundle") from None
+    except OSError as exc:
+        raise SentryError(f"cannot read signature bundle {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if stat.S_ISDIR(st.st_mode):
+            raise SentryError(f"{path} is a directory, not a signature bundle")
+        if not stat.S_ISREG(st.st_mode):
+            raise SentryError(f"{path} is not a regular file, so not a signature bundle")
+        too_large = VerificationError(
+            f"{path} is too large to be a signature bundle "
+            f"(more than {MAX_BUNDLE_BYTES} bytes)"
+        )
+        if st.st_size > MAX_BUNDLE_BYTES:
+            raise too_large
+        try:
+            data = f.read(MAX_BUNDLE_BYTES + 1)  # the file may have grown since fstat
+        except OSError as exc:
+            raise SentryError(f"cannot read signature bundle {path}: {exc.strerror}") from None
+    if len(data) > MAX_BUNDLE_BYTES:
+        raise too_large
+    return data
+
+
+def _decode_b64(value: Any, what: str, bad) -> bytes:
+    if not isinstance(value, str):
+        raise bad(f"{what} must be a base64 string, found {type_name(value)}")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise bad(f"{what} is not valid base64") from None
+
+
+def read_bundle(path: str | os.PathLike) -> Bundle:
+    """Read and structurally check a bundle file. Nothing cryptographic happens here."""
+    path = Path(path)
+    data = _read_limited(path)
+
+    def bad(reason: str) -> VerificationError:
+        return VerificationError(f"{path} is not a valid signature bundle: {reason}")
+
+    if not data.strip():
+        raise bad("the file is empty")
+    try:
+        raw = loads_strict(data)
+    except StrictJSONError as exc:
+        raise bad(str(exc)) from None
+    return parse_bundle(raw, bad)
+
+
+def parse_bundle(raw: Any, bad=None) -> Bundle:
+    """Check an already parsed bundle dict (see ``read_bundle``)."""
+    if bad is None:
+        def bad(reason: str) -> VerificationError:
+            return VerificationError(f"not a valid signature bundle: {reason}")
+
+    if not isinstance(raw, dict):
+        raise bad(f"expected a JSON object, found {type_name(raw)}")
+    media_type = raw.get("mediaType")
+    if media_type is None:
+        raise bad("it has no mediaType")
+    if media_type not in ACCEPTED_MEDIA_TYPES:
+        raise bad(
+            f"its mediaType is {describe(media_type)}, expected {BUNDLE_MEDIA_TYPE!r}"
+        )
+    material = raw.get("verificationMaterial")
+    if not isinstance(material, dict):
+        raise bad(f"verificationMaterial must be an object, found {type_name(material)}")
+    envelope = raw.get("dsseEnvelope")
+    if envelope is None:
+        if "messageSignature" in raw:
+            raise bad("it holds a message signature, not the DSSE envelope Sentry verifies")
+        raise bad("it has no dsseEnvelope")
+    if not isinstance(envelope, dict):
+        raise bad(f"dsseEnvelope must be an object, found {type_name(envelope)}")
+    payload = _decode_b64(envelope.get("payload"), "the DSSE payload", bad)
+    payload_type = envelope.get("payloadType")
+    if not isinstance(payload_type, str):
+        raise bad(f"the DSSE payloadType must be a string, found {type_name(payload_type)}")
+    entries = envelope.get("signatures")
+    if not isinstance(entries, list):
+        raise bad(f"the DSSE signatures must be a list, found {type_name(entries)}")
+    if len(entries) != 1:
+        raise bad(f"expected exactly one DSSE signature, found {len(entries)}")
+    signatures = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            raise bad(f"a DSSE signature must be an object, found {type_name(entry)}")
+        keyid = entry.get("keyid")
+        if keyid is not None and not isinstance(keyid, str):
+            raise bad(f"a DSSE signature's keyid must be a string, found {type_name(keyid)}")
+        sig = _decode_b64(entry.get("sig"), "the DSSE signature", bad)
+        if not sig:
+            raise bad("the DSSE signature is empty")
+        signatures.append(sig)
+    return Bundle(media_type, material, payload, payload_type, signatures, raw)

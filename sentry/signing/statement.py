@@ -1,0 +1,97 @@
+"""The in-toto Statement v1 that Sentry signs: one subject (the artifact's Merkle root).
+
+``parse_statement`` reads untrusted bytes and checks the envelope of the statement only; the
+predicate is the manifest layer's to interpret.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from sentry.errors import VerificationError
+from sentry.signing._json import StrictJSONError, describe, loads_strict, type_name
+
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+PREDICATE_TYPE = "https://github.com/sentry-artifacts/sentry/manifest/v1"
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class Statement:
+    """A parsed statement: its single subject and its (uninterpreted) predicate."""
+
+    subject_name: str
+    digest_hex: str
+    predicate_type: str
+    predicate: dict[str, Any]
+
+
+def make_statement(subject_name: str, root_hex: str, predicate: dict) -> bytes:
+    """The statement's JSON bytes: sorted keys, compact separators, ASCII only."""
+    if not isinstance(subject_name, str) or not subject_name:
+        raise ValueError("subject_name must be a non-empty string")
+    if not isinstance(root_hex, str) or not _HEX64.fullmatch(root_hex):
+        raise ValueError("root_hex must be 64 lowercase hex characters")
+    if not isinstance(predicate, dict):
+        raise ValueError("predicate must be a dict")
+    statement = {
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": subject_name, "digest": {"sha256": root_hex}}],
+        "predicateType": PREDICATE_TYPE,
+        "predicate": predicate,
+    }
+    return json.dumps(
+        statement, sort_keys=True, separators=(",", ":"), allow_nan=False
+    ).encode("ascii")
+
+
+def _bad(reason: str) -> VerificationError:
+    return VerificationError(f"the signed statement is not a valid in-toto Statement v1: {reason}")
+
+
+def parse_statement(payload: bytes) -> Statement:
+    """Parse and check a signed in-toto Statement v1; VerificationError if it is malformed.
+
+    Unknown top-level fields are ignored, as the in-toto spec asks of consumers.
+    """
+    try:
+        doc = loads_strict(payload)
+    except StrictJSONError as exc:
+        raise _bad(str(exc)) from None
+    if not isinstance(doc, dict):
+        raise _bad(f"expected a JSON object, found {type_name(doc)}")
+    if doc.get("_type") != STATEMENT_TYPE:
+        if "_type" not in doc:
+            raise _bad("it has no _type")
+        raise _bad(f"_type is {describe(doc['_type'])}, expected {STATEMENT_TYPE!r}")
+    subjects = doc.get("subject")
+    if not isinstance(subjects, list):
+        raise _bad(f"subject must be a list, found {type_name(subjects)}")
+    if len(subjects) != 1:
+        raise _bad(f"expected exactly one subject, found {len(subjects)}")
+    subject = subjects[0]
+    if not isinstance(subject, dict):
+        raise _bad(f"the subject must be an object, found {type_name(subject)}")
+    name = subject.get("name")
+    if not isinstance(name, str):
+        raise _bad(f"the subject's name must be a string, found {type_name(name)}")
+    digest = subject.get("digest")
+    if not isinstance(digest, dict):
+        raise _bad(f"the subject's digest must be an object, found {type_name(digest)}")
+    if not all(isinstance(v, str) for v in digest.values()):
+        raise _bad("every subject digest must be a string")
+    digest_hex = digest.get("sha256")
+    if digest_hex is None:
+        raise _bad("the subject has no sha256 digest")
+    if not _HEX64.fullmatch(digest_hex):
+        raise _bad("the subject's sha256 digest is not 64 lowercase hex characters")
+    predicate_type = doc.get("predicateType")
+    if not isinstance(predicate_type, str):
+        raise _bad(f"predicateType must be a string, found {type_name(predicate_type)}")
+    predicate = doc.get("predicate")
+    if not isinstance(predicate, dict):
+        raise _bad(f"predicate must be an object, found {type_name(predicate)}")
+    return Statement(name, digest_hex, predicate_type, predicate)
