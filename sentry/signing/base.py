@@ -1,0 +1,26 @@
+"""The two roles every signing method plays: a Signer makes a bundle, a Verifier checks one.
+
+Key, X.509 certificate and Sigstore signers all fit these; the caller never needs to know
+which one it holds.
+"""
+from __future__ import annotations
+
+import abc
+
+from sentry.signing.bundle import Bundle
+
+
+class Signer(abc.ABC):
+    """Signs a statement payload and returns a Sigstore bundle dict holding its DSSE envelope."""
+
+    @abc.abstractmethod
+    def sign(self, payload: bytes) -> dict:
+        """Sign ``payload`` (an in-toto statement's bytes) and return the bundle dict."""
+
+
+class Verifier(abc.ABC):
+    """Checks a bundle's signature and returns the payload that it authenticates."""
+
+    @abc.abstractmethod
+    def verify(self, bundle: Bundle) -> bytes:
+        """Return the verified payload bytes, or raise VerificationError."""

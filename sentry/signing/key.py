@@ -1,0 +1,163 @@
+"""Signing with a private key, verifying with the matching public key (paired, like
+model_signing's ``sign_ec_key``).
+
+The signature is ECDSA over the DSSE pre-authentication encoding of the payload, DER encoded:
+what ``openssl dgst -sha256 -verify`` checks. Sentry signs on P-256 with SHA-256 only; it
+verifies P-384/SHA-384 and P-521/SHA-512 as well, the pairs model_signing uses, so that
+model_signing key bundles verify. Nothing in a bundle's verification material is trusted:
+the caller's public key decides.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
+
+from sentry.errors import VerificationError
+from sentry.signing import keys
+from sentry.signing._json import describe
+from sentry.signing.base import Signer, Verifier
+from sentry.signing.bundle import Bundle, make_bundle
+from sentry.signing.dsse import PAYLOAD_TYPE, pae
+
+
+def _ecdsa(public_key: ec.EllipticCurvePublicKey, *, deterministic: bool) -> ec.ECDSA:
+    algorithm = keys.signature_hash(public_key)
+    if deterministic:
+        try:
+            from cryptography.hazmat.backends.openssl import backend
+
+            if backend.ecdsa_deterministic_supported():
+                return ec.ECDSA(algorithm, deterministic_signing=True)
+        except (ImportError, AttributeError, TypeError):
+            pass
+    return ec.ECDSA(algorithm)
+
+
+class KeySigner(Signer):
+    """Signs with an ECDSA P-256 private key.
+
+    Nonces are deterministic (RFC 6979) where the installed OpenSSL supports it, so the CPU
+    signer and the GPU batch signer produce the same bytes; otherwise they are random.
+    """
+
+    def __init__(self, private_key: ec.EllipticCurvePrivateKey):
+        self._private_key = keys.check_signing_key(private_key)
+        self._hint = keys.public_key_hint(private_key.public_key())
+
+    @property
+    def public_key(self) -> ec.EllipticCurvePublicKey:
+        return self._private_key.public_key()
+
+    def sign(self, payload: bytes) -> dict:
+        payload = bytes(payload)
+        ecdsa = _ecdsa(self._private_key.public_key(), deterministic=True)
+        signature = self._private_key.sign(pae(PAYLOAD_TYPE, payload), ecdsa)
+        material = {"publicKey": {"hint": self._hint}, "tlogEntries": []}
+        return make_bundle(payload, signature, material)
+
+
+class KeyVerifier(Verifier):
+    """Verifies key bundles (Sentry's, and model_signing's) against the caller's public key."""
+
+    def __init__(self, public_key: ec.EllipticCurvePublicKey):
+        self._public_key = keys.check_verifying_key(public_key)
+        self._hint = keys.public_key_hint(public_key)
+        self._spki = public_key.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+    def verify(self, bundle: Bundle) -> bytes:
+        if bundle.payload_type != PAYLOAD_TYPE:
+            raise VerificationError(
+                f"the bundle's payload type is {describe(bundle.payload_type)}, "
+                f"expected {PAYLOAD_TYPE!r}"
+            )
+        claimed_other_key = self._claims_other_key(bundle.verification_material)
+        if len(bundle.signatures) != 1:
+            raise VerificationError(
+                f"expected exactly one signature in the bundle, found {len(bundle.signatures)}"
+            )
+        signature = bundle.signatures[0]
+        self._check_signature_encoding(signature)
+        try:
+            self._public_key.verify(
+                signature,
+                pae(PAYLOAD_TYPE, bundle.payload),
+                _ecdsa(self._public_key, deterministic=False),
+            )
+        except InvalidSignature:
+            if claimed_other_key:
+                raise VerificationError(
+                    "the signature does not match the public key: the bundle says it was "
+                    "made with a different key"
+                ) from None
+            raise VerificationError(
+                "the signature does not match the public key: the signed statement was "
+                "changed, or it was signed with another key"
+            ) from None
+        return bundle.payload
+
+    def _claims_other_key(self, material: dict) -> bool:
+        """Whether the bundle names a key other than ours. Only used to word the error."""
+        if "publicKey" not in material:
+            if "certificate" in material or "x509CertificateChain" in material:
+                raise VerificationError(
+                    "the bundle was signed with a certificate, not a key; "
+                    "verify it with a certificate verifier"
+                )
+            raise VerificationError("the bundle holds no public key identifier")
+        info = material["publicKey"]
+        if not isinstance(info, dict):
+            raise VerificationError("the bundle's publicKey must be an object")
+        hint = info.get("hint")
+        if hint is not None:
+            if not isinstance(hint, str):
+                raise VerificationError("the bundle's public key hint must be a string")
+            if hint and hint != self._hint:
+                return True
+        raw = info.get("rawBytes")
+        if raw is not None:
+            # model_signing 1.0 put the signer's PEM public key here. Untrusted: compared only.
+            if not isinstance(raw, str):
+                raise VerificationError("the bundle's publicKey.rawBytes must be a string")
+            try:
+                blob = base64.b64decode(raw, validate=True)
+            except (binascii.Error, ValueError):
+                raise VerificationError(
+                    "the bundle's publicKey.rawBytes is not valid base64"
+                ) from None
+            return _spki_of(blob) != self._spki
+        return False
+
+    def _check_signature_encoding(self, signature: bytes) -> None:
+        """Strict DER, 0 < r, s < n: refuse malformed and malleable encodings before use."""
+        try:
+            r, s = decode_dss_signature(signature)
+        except ValueError:
+            raise VerificationError("the signature is not a DER-encoded ECDSA signature") from None
+        n = keys.curve_order(self._public_key)
+        if not (0 < r < n and 0 < s < n):
+            raise VerificationError("the signature's values are out of range for the curve")
+        if encode_dss_signature(r, s) != signature:
+            raise VerificationError("the signature is not in canonical DER form")
+
+
+def _spki_of(blob: bytes) -> bytes | None:
+    """DER SubjectPublicKeyInfo of a PEM or DER public key blob, or None if unreadable."""
+    for loader in (serialization.load_pem_public_key, serialization.load_der_public_key):
+        try:
+            key = loader(blob)
+        except Exception:
+            continue
+        return key.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    return None
