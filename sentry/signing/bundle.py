@@ -85,12 +85,16 @@ def _read_limited(path: Path) -> bytes:
         raise SentryError(f"{path} is a directory, not a signature bundle") from None
     except OSError as exc:
         raise SentryError(f"cannot read signature bundle {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
+    try:
+        st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
             raise SentryError(f"{path} is a directory, not a signature bundle")
         if not stat.S_ISREG(st.st_mode):
             raise SentryError(f"{path} is not a regular file, so not a signature bundle")
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as f:
         too_large = VerificationError(
             f"{path} is too large to be a signature bundle "
             f"(more than {MAX_BUNDLE_BYTES} bytes)"
@@ -110,9 +114,13 @@ def _decode_b64(value: Any, what: str, bad) -> bytes:
     if not isinstance(value, str):
         raise bad(f"{what} must be a base64 string, found {type_name(value)}")
     try:
-        return base64.b64decode(value, validate=True)
+        decoded = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise bad(f"{what} is not valid base64") from None
+    # validate=True still lets through extra padding and stray low bits; one text per value.
+    if base64.b64encode(decoded).decode("ascii") != value:
+        raise bad(f"{what} is not valid base64 (not in canonical padded form)")
+    return decoded
 
 
 def read_bundle(path: str | os.PathLike) -> Bundle:

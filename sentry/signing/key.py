@@ -86,19 +86,22 @@ class KeyVerifier(Verifier):
                 f"expected exactly one signature in the bundle, found {len(bundle.signatures)}"
             )
         signature = bundle.signatures[0]
-        self._check_signature_encoding(signature)
         try:
+            self._check_signature_encoding(signature)
             self._public_key.verify(
                 signature,
                 pae(PAYLOAD_TYPE, bundle.payload),
                 _ecdsa(self._public_key, deterministic=False),
             )
-        except InvalidSignature:
+        except (InvalidSignature, VerificationError) as exc:
             if claimed_other_key:
+                # Most likely cause first; the claim itself is untrusted and decided nothing.
                 raise VerificationError(
                     "the signature does not match the public key: the bundle says it was "
                     "made with a different key"
                 ) from None
+            if isinstance(exc, VerificationError):
+                raise
             raise VerificationError(
                 "the signature does not match the public key: the signed statement was "
                 "changed, or it was signed with another key"
