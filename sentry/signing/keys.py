@@ -184,6 +184,15 @@ def _read_key_file(path: Path, what: str) -> bytes:
     return data
 
 
+def _is_encrypted(pem: bytes) -> bool:
+    return b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in pem or b"Proc-Type: 4,ENCRYPTED" in pem
+
+
+def private_key_is_encrypted(path: str | os.PathLike) -> bool:
+    """Whether a PEM private key needs a password (so the CLI asks only when it must)."""
+    return _is_encrypted(_read_key_file(Path(path), "private key"))
+
+
 def load_private_key(
     path: str | os.PathLike, password: bytes | None = None
 ) -> ec.EllipticCurvePrivateKey:
@@ -193,7 +202,7 @@ def load_private_key(
     if b"-----BEGIN PUBLIC KEY-----" in data or b"-----BEGIN CERTIFICATE-----" in data:
         if b"PRIVATE KEY-----" not in data:
             raise SentryError(f"{path} holds a public key or certificate, not a private key")
-    encrypted = b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in data or b"Proc-Type: 4,ENCRYPTED" in data
+    encrypted = _is_encrypted(data)
     if encrypted and password is None:
         raise SentryError(f"the private key {path} is encrypted: give its password")
     if not encrypted and password is not None:

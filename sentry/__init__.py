@@ -1,0 +1,30 @@
+"""Sentry: Merkle-hash ML artifacts (models, checkpoints, datasets), sign the roots, verify them.
+
+Public API (torch, cupy and DALI are imported only when a call needs them)::
+
+    sentry.sign_model(model_or_path, key=..., signature=...)
+    sentry.verify_model(model_or_path, public_key=..., signature=...)
+    sentry.sign_dataset(dir, ...), sentry.verify_dataset(dir, ...)
+    sentry.configure(public_key=..., signature=...); sentry.protect(model)
+"""
+from .errors import SentryError, VerificationError
+
+__version__ = "0.1.0"
+
+_API = {
+    "configure", "sign_model", "verify_model", "sign_dataset", "verify_dataset", "protect",
+    "hash_artifact", "default_signature_path",
+}
+__all__ = sorted(_API | {"SentryError", "VerificationError", "Report"})
+
+
+def __getattr__(name):
+    if name in _API:
+        from . import api
+
+        return getattr(api, name)
+    if name == "Report":
+        from .manifest.compare import Report
+
+        return Report
+    raise AttributeError(f"module 'sentry' has no attribute {name!r}")

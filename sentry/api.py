@@ -1,0 +1,188 @@
+"""The Python API: sign and verify models and datasets, from paths or from memory."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import SentryError, VerificationError
+from .hashing.params import HashParams
+from .manifest.compare import Report, compare_manifests
+from .manifest.manifest import Manifest
+from .manifest.sources import manifest_for_path
+from .manifest.tensors import state_dict_of, tensor_items
+
+_UNSET = object()
+_config: dict = {}
+_CONFIG_KEYS = {"key", "public_key", "signature", "password", "device", "leaf_size", "progress"}
+
+
+def configure(**settings) -> None:
+    """Set defaults for later calls, e.g. ``configure(public_key="pub.pem", signature="model.sig")``
+    so that a training script can call plain ``sentry.verify_model(model)``. ``None`` clears one."""
+    unknown = set(settings) - _CONFIG_KEYS
+    if unknown:
+        raise SentryError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    for name, value in settings.items():
+        if value is None:
+            _config.pop(name, None)
+        else:
+            _config[name] = value
+
+
+def _setting(name, value):
+    return _config.get(name) if value is None else value
+
+
+def default_signature_path(path) -> Path:
+    """``model/`` -> ``model.sig``; ``w.safetensors`` -> ``w.safetensors.sig``, beside the artifact."""
+    p = Path(os.path.abspath(path))
+    return p.with_name(p.name + ".sig")
+
+
+def _is_path(obj) -> bool:
+    return isinstance(obj, (str, os.PathLike))
+
+
+def _signature_path(artifact, signature) -> Path:
+    signature = _setting("signature", signature)
+    if signature is not None:
+        return Path(signature)
+    if _is_path(artifact):
+        return default_signature_path(artifact)
+    raise SentryError("a model in memory has no default signature path: pass signature=PATH")
+
+
+def hash_artifact(artifact, *, artifact_type="model", leaf_size=None, ignore=(), allow_symlinks=False,
+                  exclude=(), strict=True, strip_prefix="", add_prefix="", device=None, progress=None,
+                  params: HashParams | None = None) -> Manifest:
+    """The manifest of a path (directory or file) or of a model/state_dict in memory."""
+    params = params or HashParams(leaf_size=_setting("leaf_size", leaf_size) or HashParams().leaf_size)
+    device = _setting("device", device) or "auto"
+    progress = _setting("progress", progress)
+    if _is_path(artifact):
+        return manifest_for_path(artifact, params, artifact_type=artifact_type, ignore=ignore,
+                                 allow_symlinks=allow_symlinks, exclude=exclude, strict=strict,
+                                 progress=progress, device=device)
+    items = tensor_items(state_dict_of(artifact), params, strip_prefix=strip_prefix,
+                         add_prefix=add_prefix, device=device, progress=progress)
+    return Manifest(params, items, artifact_type, "memory")
+
+
+def _signer(key, password):
+    from .signing import KeySigner, load_private_key
+
+    key = _setting("key", key)
+    if key is None:
+        raise SentryError("no signing key: pass key=PATH (see `sentry keygen`)")
+    if _is_path(key):
+        password = _setting("password", password)
+        if isinstance(password, str):
+            password = password.encode()
+        key = load_private_key(key, password)
+    return KeySigner(key)
+
+
+def _verifier(public_key):
+    from .signing import KeyVerifier, load_public_key
+
+    public_key = _setting("public_key", public_key)
+    if public_key is None:
+        raise SentryError("no public key: pass public_key=PATH")
+    return KeyVerifier(load_public_key(public_key) if _is_path(public_key) else public_key)
+
+
+def _sign(artifact, artifact_type, key, signature, password, **hash_options) -> Path:
+    from .signing import make_statement, write_bundle
+
+    signer = _signer(key, password)  # load the key first: a bad key should not cost a full hash
+    sig_path = _signature_path(artifact, signature)
+    manifest = hash_artifact(artifact, artifact_type=artifact_type, exclude=[sig_path], **hash_options)
+    name = Path(os.path.abspath(artifact)).name if _is_path(artifact) else type(artifact).__name__
+    payload = make_statement(name, manifest.root().hex(), manifest.to_predicate())
+    write_bundle(sig_path, signer.sign(payload))
+    return sig_path
+
+
+def read_signed_manifest(signature: Path, verifier) -> Manifest:
+    """Check the signature, then rebuild the manifest it covers (nothing is hashed yet)."""
+    from .signing import PREDICATE_TYPE, parse_statement, read_bundle
+
+    statement = parse_statement(verifier.verify(read_bundle(signature)))
+    if statement.predicate_type != PREDICATE_TYPE:
+        raise VerificationError(f"{signature} is not a Sentry signature (predicate {statement.predicate_type!r})")
+    manifest = Manifest.from_predicate(statement.predicate)
+    if manifest.root().hex() != statement.digest_hex:
+        raise VerificationError(f"{signature}: the signed manifest does not match the signed digest")
+    return manifest
+
+
+def _verify(artifact, artifact_type, public_key, signature, *, ignore=(), allow_symlinks=False,
+            allow_missing=(), strip_prefix="", add_prefix="", device=None, progress=None) -> Report:
+    verifier = _verifier(public_key)
+    sig_path = _signature_path(artifact, signature)
+    if not sig_path.exists():
+        raise SentryError(f"signature {sig_path} does not exist")
+    signed = read_signed_manifest(sig_path, verifier)
+    if signed.artifact_type != artifact_type:
+        raise VerificationError(f"{sig_path} signs a {signed.artifact_type}, not a {artifact_type}")
+    actual = hash_artifact(
+        artifact, artifact_type=artifact_type, params=signed.params, ignore=tuple(signed.ignore) + tuple(ignore),
+        allow_symlinks=signed.allow_symlinks or allow_symlinks, exclude=[sig_path], strict=False,
+        strip_prefix=strip_prefix, add_prefix=add_prefix, device=device, progress=progress,
+    )
+    report = compare_manifests(signed, actual, allow_missing=allow_missing)
+    if not report.ok:
+        first = report.lines()[0]
+        raise VerificationError(f"verification failed: {report.summary()}; {first}", report)
+    return report
+
+
+def sign_model(model_or_path, key=None, signature=None, *, password=None, ignore=(), allow_symlinks=False,
+               leaf_size=None, strip_prefix="", add_prefix="", device=None, progress=None) -> Path:
+    """Hash a model directory, checkpoint file or in-memory model and write a signature bundle.
+
+    Returns the signature path (default: beside the artifact, ``PATH.sig``)."""
+    return _sign(model_or_path, "model", key, signature, password, leaf_size=leaf_size, ignore=ignore,
+                 allow_symlinks=allow_symlinks, strip_prefix=strip_prefix, add_prefix=add_prefix,
+                 device=device, progress=progress)
+
+
+def verify_model(model_or_path, public_key=None, signature=None, *, ignore=(), allow_symlinks=False,
+                 allow_missing=(), strip_prefix="", add_prefix="", device=None, progress=None) -> Report:
+    """Verify the signature, recompute, compare. Raises VerificationError (with ``.report``) on
+    any missing, extra or changed item; returns the Report when everything matches."""
+    return _verify(model_or_path, "model", public_key, signature, ignore=ignore, allow_symlinks=allow_symlinks,
+                   allow_missing=allow_missing, strip_prefix=strip_prefix, add_prefix=add_prefix,
+                   device=device, progress=progress)
+
+
+def sign_dataset(path, key=None, signature=None, *, password=None, ignore=(), allow_symlinks=False,
+                 leaf_size=None, device=None, progress=None) -> Path:
+    """Sign a dataset directory: every sample file is an item."""
+    if not _is_path(path):
+        raise SentryError("a dataset is given as a directory path")
+    return _sign(path, "dataset", key, signature, password, leaf_size=leaf_size, ignore=ignore,
+                 allow_symlinks=allow_symlinks, device=device, progress=progress)
+
+
+def verify_dataset(path, public_key=None, signature=None, *, ignore=(), allow_symlinks=False,
+                   device=None, progress=None) -> Report:
+    if not _is_path(path):
+        raise SentryError("a dataset is given as a directory path")
+    return _verify(path, "dataset", public_key, signature, ignore=ignore, allow_symlinks=allow_symlinks,
+                   device=device, progress=progress)
+
+
+def protect(model, **verify_options):
+    """Verify ``model`` before its first forward; refuse to run it if verification fails.
+
+    Returns the hook handle. Verification happens once; after a failure every call raises."""
+    state = {"verified": False}
+
+    def pre_hook(module, args):
+        if not state["verified"]:
+            verify_model(module, **verify_options)  # raises VerificationError: forward does not run
+            state["verified"] = True
+        return None
+
+    return model.register_forward_pre_hook(pre_hook)

@@ -1,0 +1,184 @@
+"""Compare a signed manifest with a recomputed one and name every difference."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..hashing.merkle import chunk_leaves, leaf_count
+from ..errors import SentryError
+from .item import Item
+
+
+@dataclass(frozen=True)
+class Change:
+    label: str
+    reasons: tuple[str, ...]
+    # The first difference lies in bytes [offset, offset + length) of the item, when known.
+    first_difference: tuple[int, int] | None = None
+
+    def to_json(self) -> dict:
+        obj = {"item": self.label, "reasons": list(self.reasons)}
+        if self.first_difference:
+            obj["first_difference"] = {"offset": self.first_difference[0], "length": self.first_difference[1]}
+        return obj
+
+    def __str__(self) -> str:
+        text = f"{self.label}: {', '.join(self.reasons)}"
+        if self.first_difference:
+            off, length = self.first_difference
+            text += f" (first difference in bytes {off}..{off + length - 1})"
+        return text
+
+
+@dataclass
+class Report:
+    """What a verification found. ``ok`` is true when nothing is missing, extra or changed."""
+
+    checked: int = 0
+    missing: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    changed: list[Change] = field(default_factory=list)
+    # Tensors the caller declared legitimately absent, and tensors tied (same memory) to a verified one.
+    allowed_absent: list[str] = field(default_factory=list)
+    tied: list[tuple[str, str]] = field(default_factory=list)
+    # Files on disk that a signature of an in-memory model cannot cover (e.g. config.json).
+    uncovered: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.extra or self.changed)
+
+    def to_json(self) -> dict:
+        return {
+            "ok": self.ok,
+            "checked": self.checked,
+            "missing": self.missing,
+            "extra": self.extra,
+            "changed": [c.to_json() for c in self.changed],
+            "allowed_absent": self.allowed_absent,
+            "tied": [{"item": a, "same_memory_as": b} for a, b in self.tied],
+            "uncovered": self.uncovered,
+        }
+
+    def lines(self) -> list[str]:
+        out = [f"missing: {m}" for m in self.missing]
+        out += [f"extra: {e}" for e in self.extra]
+        out += [f"changed: {c}" for c in self.changed]
+        out += [f"absent (allowed): {a}" for a in self.allowed_absent]
+        out += [f"tied: {a} shares memory with {b}" for a, b in self.tied]
+        out += [f"not covered by the signature: {u}" for u in self.uncovered]
+        return out
+
+    def summary(self) -> str:
+        if self.ok:
+            return f"verified {self.checked} items"
+        parts = [f"{len(v)} {k}" for k, v in (("changed", self.changed), ("missing", self.missing), ("extra", self.extra)) if v]
+        return f"{', '.join(parts)} of {self.checked} items"
+
+
+def diff_item(signed: Item, actual: Item, leaf_size: int, max_chunks: int) -> Change | None:
+    reasons = []
+    if signed.kind == "tensor":
+        if signed.dtype != actual.dtype:
+            reasons.append(f"dtype {signed.dtype} -> {actual.dtype}")
+        if signed.shape != actual.shape:
+            reasons.append(f"shape {list(signed.shape)} -> {list(actual.shape)}")
+    if signed.size != actual.size:
+        reasons.append(f"size {signed.size} -> {actual.size} bytes")
+    if signed.root != actual.root:
+        reasons.append("content differs")
+    if not reasons:
+        return None
+    return Change(signed.label, tuple(reasons), _first_difference(signed, actual, leaf_size, max_chunks))
+
+
+def _first_difference(signed: Item, actual: Item, leaf_size: int, max_chunks: int):
+    """Locate the first differing chunk (a single leaf for small items) when sizes agree."""
+    if signed.size != actual.size or signed.root == actual.root or signed.size == 0:
+        return None
+    per_chunk = chunk_leaves(leaf_count(signed.size, leaf_size), max_chunks) * leaf_size
+    a = signed.chunks or (signed.root,)
+    b = actual.chunks or (actual.root,)
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            offset = i * per_chunk
+            return offset, min(per_chunk, signed.size - offset)
+    return None
+
+
+def compare(signed: list[Item], actual: list[Item], key, leaf_size: int, max_chunks: int, report: Report) -> Report:
+    """Fill ``report`` with the differences between two item lists matched by ``key(item)``."""
+    want = {key(it): it for it in signed}
+    have = {key(it): it for it in actual}
+    report.checked += len(want.keys() | have.keys())
+    for k in sorted(want.keys() - have.keys()):
+        report.missing.append(want[k].label)
+    for k in sorted(have.keys() - want.keys()):
+        report.extra.append(have[k].label)
+    for k in sorted(want.keys() & have.keys()):
+        change = diff_item(want[k], have[k], leaf_size, max_chunks)
+        if change:
+            report.changed.append(change)
+    return report
+
+
+def compare_manifests(signed, actual, *, allow_missing=()) -> Report:
+    """Compare a signed manifest with the one just computed.
+
+    Two disk manifests match item by item (files and the tensors inside them). When either side
+    was taken from memory, only tensors can be compared, by name, wherever they were stored;
+    tensors named in ``allow_missing`` may be absent from either side, and a model tensor that
+    shares memory with a verified one (tied weights) counts as verified through it. Both are
+    listed in the report.
+    """
+    p = signed.params
+    report = Report()
+    if "memory" not in (signed.source, actual.source):
+        return compare(signed.items, actual.items, lambda it: it.key, p.leaf_size, p.max_chunks, report)
+
+    if signed.source == "memory":
+        report.uncovered = [it.label for it in actual.items if it.kind == "file"]
+    want, have = _tensors_by_name(signed), _tensors_by_name(actual)
+    allowed = set(allow_missing)
+    for name in sorted(allowed & (want.keys() ^ have.keys())):
+        report.allowed_absent.append(name)
+        want.pop(name, None)
+        have.pop(name, None)
+    for name in sorted(have.keys() - want.keys()):
+        twin = _same_memory(have[name], [have[n] for n in sorted(want.keys() & have.keys())])
+        if twin is not None:
+            report.tied.append((name, twin.name))
+            del have[name]
+    return compare(list(want.values()), list(have.values()), lambda it: it.name, p.leaf_size, p.max_chunks, report)
+
+
+def _tensors_by_name(manifest) -> dict:
+    by_name = {}
+    for it in manifest.items:
+        if it.kind != "tensor":
+            continue
+        if it.name in by_name:
+            raise SentryError(
+                f"tensor {it.name!r} appears in both {by_name[it.name].file} and {it.file}; "
+                "verify the checkpoint file that holds the model instead of its directory"
+            )
+        by_name[it.name] = it
+    return by_name
+
+
+def _same_memory(item: Item, verified: list[Item]):
+    """A verified tensor viewing exactly the same memory as ``item``'s live tensor, if any."""
+    t = item.extra.get("tensor")
+    if t is None:
+        return None
+    for other in verified:
+        u = other.extra.get("tensor")
+        if (
+            u is not None
+            and u.device == t.device
+            and u.dtype == t.dtype
+            and u.shape == t.shape
+            and u.stride() == t.stride()
+            and u.data_ptr() == t.data_ptr()
+        ):
+            return other
+    return None

@@ -1,0 +1,99 @@
+"""One hashed item of a manifest: a file, or a tensor (from a file or from memory)."""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+
+from ..errors import VerificationError
+from ..hashing.merkle import root_of_hashes
+from .dtypes import ELEMENT_SIZE
+
+FILE, TENSOR = "file", "tensor"
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+MAX_NAME = 4096
+
+
+@dataclass(frozen=True)
+class Item:
+    kind: str  # FILE or TENSOR
+    name: str  # POSIX path relative to the artifact root, or the state_dict key
+    size: int
+    root: bytes
+    chunks: tuple[bytes, ...] = ()  # roots of aligned chunks (see docs/spec.md); () when one chunk
+    dtype: str | None = None  # tensors only
+    shape: tuple[int, ...] | None = None  # tensors only
+    file: str | None = None  # for a tensor read from a file: that file's name
+    extra: dict = field(default_factory=dict, compare=False)  # not signed; e.g. the live tensor
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """Identity inside one manifest: kind, origin file, name."""
+        return (self.kind, self.file or "", self.name)
+
+    @property
+    def label(self) -> str:
+        if self.kind == TENSOR and self.file:
+            return f"tensor {self.name} (in {self.file})"
+        return f"{self.kind} {self.name}"
+
+    def to_json(self) -> dict:
+        obj = {"kind": self.kind, "name": self.name, "size": self.size, "root": self.root.hex()}
+        if len(self.chunks) > 1:
+            obj["chunks"] = [c.hex() for c in self.chunks]
+        if self.kind == TENSOR:
+            obj["dtype"] = self.dtype
+            obj["shape"] = list(self.shape)
+            if self.file:
+                obj["file"] = self.file
+        return obj
+
+    def record(self) -> bytes:
+        """Canonical bytes of the item: the leaf that the manifest root commits to."""
+        return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+    @classmethod
+    def from_json(cls, obj) -> "Item":
+        """Parse an item from a signed (but otherwise untrusted) manifest, checking every field."""
+
+        def bad(why):
+            return VerificationError(f"the signed manifest has an invalid item: {why}")
+
+        if not isinstance(obj, dict):
+            raise bad("not an object")
+        kind, name, size = obj.get("kind"), obj.get("name"), obj.get("size")
+        if kind not in (FILE, TENSOR):
+            raise bad(f"unknown kind {kind!r}")
+        if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME:
+            raise bad("missing or overlong name")
+        if type(size) is not int or size < 0:
+            raise bad(f"{name!r} has no valid size")
+        root = _hex(obj.get("root"), bad, name)
+        chunks = tuple(_hex(c, bad, name) for c in _list(obj.get("chunks", []), bad, name))
+        if chunks and root_of_hashes(chunks) != root:
+            raise bad(f"{name!r} has chunk roots that do not combine to its root")
+        if kind == FILE:
+            if set(obj) - {"kind", "name", "size", "root", "chunks"}:
+                raise bad(f"{name!r} has unexpected fields")
+            return cls(FILE, name, size, root, chunks)
+        dtype, shape, file = obj.get("dtype"), obj.get("shape"), obj.get("file")
+        if dtype not in ELEMENT_SIZE:
+            raise bad(f"{name!r} has an unknown dtype {dtype!r}")
+        shape = _list(shape, bad, name)
+        if not all(type(d) is int and d >= 0 for d in shape):
+            raise bad(f"{name!r} has an invalid shape")
+        if file is not None and not isinstance(file, str):
+            raise bad(f"{name!r} has an invalid file")
+        return cls(TENSOR, name, size, root, chunks, dtype, tuple(shape), file)
+
+
+def _hex(value, bad, name) -> bytes:
+    if not isinstance(value, str) or not _HEX64.fullmatch(value):
+        raise bad(f"{name!r} has a root that is not 64 lowercase hex digits")
+    return bytes.fromhex(value)
+
+
+def _list(value, bad, name) -> list:
+    if not isinstance(value, list):
+        raise bad(f"{name!r} has a field that should be a list")
+    return value

@@ -1,0 +1,133 @@
+"""Build a manifest from what is on disk: a directory, a single file, .safetensors tensors."""
+from __future__ import annotations
+
+import fnmatch
+import os
+import stat
+from pathlib import Path, PurePosixPath
+
+from ..errors import SentryError
+from ..hashing.params import HashParams
+from ..io.posix import FileSource
+from .item import FILE, TENSOR, Item
+from .manifest import Manifest
+from .safetensors import InvalidSafetensors, read_tensor_ranges
+
+# Version-control and cache entries never belong to a model; matched against any path component.
+DEFAULT_IGNORES = (".git", ".github", ".gitattributes", ".gitignore", ".hg", ".svn", "__pycache__", ".DS_Store")
+
+
+def is_ignored(relpath: str, patterns) -> bool:
+    """True if a pattern matches the path, one of its parent directories, or (for a pattern
+    without '/') any single component of it."""
+    parts = PurePosixPath(relpath).parts
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    for pat in patterns:
+        pat = pat.strip("/")
+        if "/" in pat:
+            if any(fnmatch.fnmatchcase(p, pat) for p in prefixes):
+                return True
+        elif any(fnmatch.fnmatchcase(c, pat) for c in parts):
+            return True
+    return False
+
+
+def list_files(root: Path, ignore=(), allow_symlinks=False, exclude=()) -> list[tuple[str, Path]]:
+    """Every regular file under ``root`` as (POSIX relative name, path to read), sorted by name."""
+    root = Path(root)
+    real_root = root.resolve()
+    excluded = {Path(os.path.abspath(p)) for p in exclude}
+    patterns = DEFAULT_IGNORES + tuple(ignore)
+    found = []
+
+    def walk(directory: Path, rel: str):
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError as exc:
+            raise SentryError(f"cannot read directory {directory}: {exc.strerror}") from None
+        for entry in entries:
+            name = entry.name
+            try:
+                name.encode("utf-8")
+            except UnicodeEncodeError:
+                raise SentryError(f"{directory}: a file name is not valid UTF-8") from None
+            relname = f"{rel}{name}"
+            path = Path(entry.path)
+            if is_ignored(relname, patterns) or Path(os.path.abspath(path)) in excluded:
+                continue
+            st = entry.stat(follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                found.append((relname, _symlink_target(path, relname, real_root, allow_symlinks)))
+            elif stat.S_ISDIR(st.st_mode):
+                walk(path, relname + "/")
+            elif stat.S_ISREG(st.st_mode):
+                found.append((relname, path))
+            else:
+                raise SentryError(f"{path} is not a regular file (device, socket or pipe)")
+
+    walk(root, "")
+    return found
+
+
+def _symlink_target(path: Path, relname: str, real_root: Path, allowed: bool) -> Path:
+    if not allowed:
+        raise SentryError(f"{path} is a symbolic link; pass --allow-symlinks to hash what it points to")
+    target = path.resolve()
+    if not target.is_relative_to(real_root):
+        raise SentryError(f"{path} is a symbolic link that points outside {real_root}")
+    if not target.is_file():
+        raise SentryError(f"{path} is a symbolic link to something other than a regular file")
+    return target
+
+
+def file_ranges(name: str, path: Path, strict: bool):
+    """The whole-file range plus, for .safetensors, one range per tensor.
+
+    ``strict`` (signing) turns an invalid safetensors header into an error; when verifying, the
+    file's own item already shows the change, so its tensors are simply not found.
+    """
+    with FileSource(path, follow_symlinks=True) as src:
+        specs = [(Item(FILE, name, src.size, b""), 0, src.size)]
+        if name.endswith(".safetensors"):
+            try:
+                for t in read_tensor_ranges(src):
+                    specs.append((Item(TENSOR, t.name, t.size, b"", (), t.dtype, t.shape, name), t.offset, t.size))
+            except InvalidSafetensors:
+                if strict:
+                    raise
+    return specs
+
+
+def manifest_for_path(
+    path, params: HashParams, *, artifact_type="model", ignore=(), allow_symlinks=False,
+    exclude=(), strict=True, progress=None, device="auto",
+) -> Manifest:
+    from ..hashing import digest_ranges, FileRange
+
+    path = Path(path)
+    if path.is_dir():
+        source, files = "directory", list_files(path, ignore, allow_symlinks, exclude)
+    elif path.is_file() or path.is_symlink():
+        if path.is_symlink() and not allow_symlinks:
+            raise SentryError(f"{path} is a symbolic link; pass --allow-symlinks to hash what it points to")
+        source, files = "file", [(path.name, path.resolve() if allow_symlinks else path)]
+    elif path.exists():
+        raise SentryError(f"{path} is not a regular file or directory")
+    else:
+        raise SentryError(f"{path} does not exist")
+    if not files and artifact_type == "model":
+        raise SentryError(f"{path} holds no files to hash")
+
+    specs, ranges = [], []
+    for name, real in files:
+        for item, offset, size in file_ranges(name, real, strict):
+            specs.append(item)
+            ranges.append(FileRange(real, offset, size))
+    if hasattr(progress, "set_total"):
+        progress.set_total(sum(r.size for r in ranges))
+    digests = digest_ranges(ranges, params, progress=progress, device=device)
+    items = [
+        Item(it.kind, it.name, d.size, d.root, d.chunks if len(d.chunks) > 1 else (), it.dtype, it.shape, it.file)
+        for it, d in zip(specs, digests)
+    ]
+    return Manifest(params, items, artifact_type, source, tuple(ignore), allow_symlinks)

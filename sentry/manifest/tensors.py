@@ -1,0 +1,48 @@
+"""Items for tensors held in memory: an nn.Module or a state_dict, on whatever device.
+
+A tensor's item hashes its C-contiguous little-endian bytes, exactly what safetensors stores,
+so it matches the same tensor's item read from a .safetensors file. torch is imported only when a model is hashed.
+"""
+from __future__ import annotations
+
+from ..errors import SentryError
+from ..hashing.params import HashParams
+from .dtypes import torch_dtype_name
+from .item import TENSOR, Item
+
+
+def state_dict_of(model) -> dict:
+    """The tensors of a module (parameters and buffers) or of a mapping of tensors."""
+    import torch
+
+    if isinstance(model, torch.nn.Module):
+        state = model.state_dict(keep_vars=False)
+    elif isinstance(model, dict):
+        state = model
+    else:
+        raise SentryError(f"expected a torch.nn.Module, a state_dict or a path, got {type(model).__name__}")
+    for name, t in state.items():
+        if not isinstance(name, str) or not isinstance(t, torch.Tensor):
+            raise SentryError(f"state_dict entry {name!r} is not a tensor")
+    return state
+
+
+def tensor_items(state: dict, params: HashParams, *, strip_prefix="", add_prefix="", device="auto", progress=None) -> list[Item]:
+    """One item per tensor, named by its state_dict key after prefix mapping; ``extra`` holds the tensor."""
+    from ..hashing import digest_tensor
+
+    if hasattr(progress, "set_total"):
+        progress.set_total(sum(t.numel() * t.element_size() for t in state.values()))
+    items = []
+    for key, t in state.items():
+        dtype = torch_dtype_name(t.dtype)
+        if dtype is None:
+            raise SentryError(f"tensor {key!r} has dtype {t.dtype}, which safetensors cannot store")
+        name = add_prefix + (key[len(strip_prefix):] if strip_prefix and key.startswith(strip_prefix) else key)
+        d = digest_tensor(key, t, params, device=device)
+        if progress:
+            progress(d.size)
+        items.append(
+            Item(TENSOR, name, d.size, d.root, d.chunks if len(d.chunks) > 1 else (), dtype, tuple(t.shape), None, {"tensor": t, "key": key})
+        )
+    return items
