@@ -218,3 +218,18 @@ def test_report_json_names_everything(model_dir, keys):
     assert data["missing"] == ["file sub/weights.bin"]
     assert data["changed"] == [{"item": "file config.json", "reasons": ["content differs"],
                                 "first_difference": {"offset": 0, "length": 14}}]
+
+
+def test_file_replaced_between_listing_and_hashing_is_an_error(model_dir, keys, monkeypatch):
+    import sentry.hashing as hashing
+
+    real = hashing.digest_ranges
+
+    def replace_then_hash(ranges, *args, **kw):
+        f = model_dir / "model.safetensors"
+        save_tensors(f, {"big": torch.zeros(100_000)})  # a new, larger file under the same name
+        return real(ranges, *args, **kw)
+
+    monkeypatch.setattr(hashing, "digest_ranges", replace_then_hash)
+    with pytest.raises(SentryError, match="changed while it was being hashed"):
+        sentry.sign_model(model_dir, key=keys[0])

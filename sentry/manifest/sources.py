@@ -80,13 +80,18 @@ def _symlink_target(path: Path, relname: str, real_root: Path, allowed: bool) ->
     return target
 
 
+def _stamp(st) -> tuple:
+    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
+
+
 def file_ranges(name: str, path: Path, strict: bool):
-    """The whole-file range plus, for .safetensors, one range per tensor.
+    """The file's identity stamp, and its whole-file range plus, for .safetensors, one range per tensor.
 
     ``strict`` (signing) turns an invalid safetensors header into an error; when verifying, the
     file's own item already shows the change, so its tensors are simply not found.
     """
     with FileSource(path, follow_symlinks=True) as src:
+        stamp = (src.size, src.mtime_ns, src.ino, src.dev)
         specs = [(Item(FILE, name, src.size, b""), 0, src.size)]
         if name.endswith(".safetensors"):
             try:
@@ -95,7 +100,7 @@ def file_ranges(name: str, path: Path, strict: bool):
             except InvalidSafetensors:
                 if strict:
                     raise
-    return specs
+    return stamp, specs
 
 
 def manifest_for_path(
@@ -118,14 +123,24 @@ def manifest_for_path(
     if not files and artifact_type == "model":
         raise SentryError(f"{path} holds no files to hash")
 
-    specs, ranges = [], []
+    specs, ranges, stamps = [], [], {}
     for name, real in files:
-        for item, offset, size in file_ranges(name, real, strict):
+        stamps[real], file_specs = file_ranges(name, real, strict)
+        for item, offset, size in file_specs:
             specs.append(item)
             ranges.append(FileRange(real, offset, size))
     if hasattr(progress, "set_total"):
         progress.set_total(sum(r.size for r in ranges))
     digests = digest_ranges(ranges, params, progress=progress, device=device)
+    # The engine checks each file from its own open to its last block; this closes the gap since
+    # the listing, when the tensor ranges were read from the header.
+    for real, stamp in stamps.items():
+        try:
+            unchanged = _stamp(os.stat(real)) == stamp
+        except OSError:
+            unchanged = False
+        if not unchanged:
+            raise SentryError(f"{real} changed while it was being hashed")
     items = [
         Item(it.kind, it.name, d.size, d.root, d.chunks if len(d.chunks) > 1 else (), it.dtype, it.shape, it.file)
         for it, d in zip(specs, digests)
