@@ -31,6 +31,17 @@ except ImportError:  # pragma: no cover
 needs_c = pytest.mark.skipif(_cmerkle is None, reason="C extension not built")
 
 
+@pytest.fixture(params=[True, False], ids=["sha-ni", "openssl"])
+def c_lanes(request):
+    """Run a C-extension test with the two-lane SHA-NI leaf code, then with OpenSSL only."""
+    if _cmerkle is None:
+        pytest.skip("C extension not built")
+    if _cmerkle.set_sha_ni(request.param) != request.param:
+        pytest.skip("this CPU has no SHA extensions")
+    yield
+    _cmerkle.set_sha_ni(True)
+
+
 def vector_data(vec) -> bytes:
     data = make_vectors.make_data(vec["data"], vec["size"])
     assert hashlib.sha256(data).hexdigest() == vec["data_sha256"]
@@ -119,9 +130,8 @@ def test_vector_reference_and_oracle(vec):
         assert len(chunks) <= vec["max_chunks"]
 
 
-@needs_c
 @pytest.mark.parametrize("vec", VECTORS, ids=vec_id)
-def test_vector_c_extension(vec):
+def test_vector_c_extension(vec, c_lanes):
     data = vector_data(vec)
     size, root, chunks = expected(vec)
     assert _cmerkle.merkle_root(data, vec["leaf_size"]) == root
@@ -191,6 +201,18 @@ def test_property_boundaries_all_paths_agree(leaf_size, monkeypatch):
         got = cpu.digest_bytes(data, params, workers=rng.randrange(1, 5))
         assert got.root == root and got.size == size
         assert got.chunks == ref_chunks(data, leaf_size, max_chunks)
+
+
+def test_c_extension_any_leaf_size(c_lanes):
+    # Odd leaf sizes put the SHA-256 padding everywhere in a block (one- and two-block tails).
+    blob = make_vectors.random_bytes(20_000, seed="leaf sizes")
+    for leaf_size in [1, 2, 31, 54, 55, 56, 62, 63, 64, 65, 119, 127, 128, 1000, 4096]:
+        for size in {0, 1, leaf_size, 2 * leaf_size, 2 * leaf_size + 1, 5 * leaf_size - 1, min(20_000, 37 * leaf_size + 3)}:
+            data = blob[:size]
+            assert _cmerkle.merkle_root(data, leaf_size) == merkle.merkle_root(data, leaf_size), (leaf_size, size)
+            assert _cmerkle.chunk_roots(data, leaf_size, 4) == b"".join(
+                merkle.merkle_root(data[i : i + 4 * leaf_size], leaf_size) for i in range(0, size, 4 * leaf_size)
+            )
 
 
 def test_property_random_large_sizes_blocks_and_workers(tmp_path, monkeypatch):

@@ -6,8 +6,10 @@ in parallel over aligned blocks of leaves with bounded memory.
 Why a C extension: measured on the 2-core development VM, hashing 4 KiB leaves with per-leaf
 ``hashlib`` calls runs at ~1.2 GB/s on one thread (flat SHA-256 of the same bytes: ~1.5-1.7 GB/s)
 and gets *slower* with two Python threads, because every 4 KiB leaf hands the GIL over twice.
-``_cmerkle`` hashes a whole block per call with the GIL released, so threads scale with cores.
-Without it (no compiler / no OpenSSL headers) the same roots come from ``merkle.py`` + hashlib.
+``_cmerkle`` hashes a whole block per call with the GIL released, so threads scale with cores, and
+on CPUs with SHA extensions it hashes two leaves at once (~1.8-1.9 GB/s per core here, a little
+faster than flat SHA-256 despite the tree's extra blocks). Without it (no compiler / no OpenSSL
+headers) the same roots come from ``merkle.py`` + hashlib, only slower.
 
 Why blocks fold with the same rule: MTH(D[0:n]) splits at k, the largest power of two below n.
 If blocks hold B = 2^b leaves (the last one possibly fewer) and n > B, then k >= B and, both being
@@ -32,7 +34,7 @@ try:
     from . import _cmerkle
 
     _chunk_roots = _cmerkle.chunk_roots
-    ACCELERATED = True
+    ACCELERATED = True  # the C extension is in use (SHA-NI or not: see _cmerkle.set_sha_ni)
 except ImportError:  # pragma: no cover - exercised by the fallback tests via monkeypatch
     _cmerkle = None
     ACCELERATED = False
