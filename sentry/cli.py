@@ -1,12 +1,15 @@
 """`sentry` command line: keygen, hash, sign, verify.
 
-Exit codes: 0 success, 1 verification failed, 2 usage or input error. Errors are one sentence
-on stderr; results go to stdout (``--json`` for scripts).
+Exit codes: 0 success, 1 verification failed, 2 usage or input error (and 141, as for SIGPIPE,
+when stdout is closed before the output is written). Errors are one sentence on stderr; results
+go to stdout (``--json`` for scripts).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -18,6 +21,7 @@ examples:
   sentry sign model/ --key signing-key.pem # writes model.sig beside model/
   sentry verify model/ --public-key signing-key.pub.pem
 """
+EXIT_CODES = "exit codes: 0 success, 1 verification failed, 2 usage or input error."
 
 
 def _hashing_options(p: argparse.ArgumentParser, *, leaf_size: bool) -> None:
@@ -42,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("keygen", help="write a new ECDSA P-256 key pair",
-                       description="Write a new ECDSA P-256 key pair: the private key (mode 0600) and its public key.")
+                       description="Write a new ECDSA P-256 key pair: the private key (mode 0600) and its public key.",
+                       epilog=EXIT_CODES)
     p.add_argument("key", help="private key file to write (PEM)")
     p.add_argument("--public-key", metavar="FILE", help="public key file (default: KEY with .pub.pem)")
     p.add_argument("--encrypt", action="store_true",
@@ -51,12 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite existing key files")
 
     p = sub.add_parser("hash", help="print the Merkle roots of an artifact's items",
-                       description="Print every item's size and RFC 9162 Merkle root, and the manifest root.")
+                       description="Print every item's size and RFC 9162 Merkle root, and the manifest root.",
+                       epilog=EXIT_CODES)
     _hashing_options(p, leaf_size=True)
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
 
     p = sub.add_parser("sign", help="hash an artifact and write a signature bundle",
-                       description="Hash an artifact and write a Sigstore bundle (DSSE, in-toto statement) signing its manifest.")
+                       description="Hash an artifact and write a Sigstore bundle (DSSE, in-toto statement) signing its manifest.",
+                       epilog=EXIT_CODES)
     _hashing_options(p, leaf_size=True)
     p.add_argument("--key", required=True, metavar="KEY.pem", help="ECDSA P-256 private key (PEM)")
     p.add_argument("--signature", metavar="SIG", help="where to write the bundle (default: PATH.sig beside PATH)")
@@ -66,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", help="check a signature, then the artifact against it",
                        description="Check the bundle's signature, recompute the artifact's manifest and name every "
-                                   "missing, extra or changed item.")
+                                   "missing, extra or changed item.",
+                       epilog=EXIT_CODES)
     _hashing_options(p, leaf_size=False)
     p.add_argument("--public-key", required=True, metavar="PUB.pem", help="public key of the signer (PEM)")
     p.add_argument("--signature", metavar="SIG", help="the bundle (default: PATH.sig beside PATH)")
@@ -93,6 +101,9 @@ def cmd_keygen(args) -> int:
     from .signing import write_keypair
     from .signing.keys import read_password
 
+    if args.password_file is not None and not args.encrypt:
+        # Without this, `keygen k.pem --password-file pw` would quietly write an unencrypted key.
+        raise SentryError("--password-file is for an encrypted key: add --encrypt")
     key = Path(args.key)
     public = Path(args.public_key) if args.public_key else key.with_name(key.name.removesuffix(".pem") + ".pub.pem")
     password = read_password(args.password_file, prompt=True, confirm=True) if args.encrypt else None
@@ -153,7 +164,16 @@ COMMANDS = {"keygen": cmd_keygen, "hash": cmd_hash, "sign": cmd_sign, "verify": 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # a closed pipe must show up here, not as a message at interpreter exit
+        return code
+    except BrokenPipeError:
+        # stdout was closed early (`sentry hash big/ | head`): stop quietly, as a tool killed by SIGPIPE
+        # would (not 0 or 1: the output is incomplete, and 1 means "verification failed").
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 128 + signal.SIGPIPE
     except SentryError as exc:
         print(f"sentry: {exc}", file=sys.stderr)
         return exc.exit_code
