@@ -56,7 +56,9 @@ def hash_artifact(artifact, *, artifact_type="model", leaf_size=None, ignore=(),
                   exclude=(), strict=True, strip_prefix="", add_prefix="", device=None, progress=None,
                   params: HashParams | None = None) -> Manifest:
     """The manifest of a path (directory or file) or of a model/state_dict in memory."""
-    params = params or HashParams(leaf_size=_setting("leaf_size", leaf_size) or HashParams().leaf_size)
+    if params is None:
+        leaf_size = _setting("leaf_size", leaf_size)
+        params = HashParams() if leaf_size is None else HashParams(leaf_size=leaf_size)
     device = _setting("device", device) or "auto"
     progress = _setting("progress", progress)
     if _is_path(artifact):

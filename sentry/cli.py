@@ -151,8 +151,11 @@ def cmd_verify(args) -> int:
             report = verify(args.path, public_key=args.public_key, signature=args.signature, ignore=args.ignore,
                             allow_symlinks=args.allow_symlinks, device=args.device, progress=bar)
     except VerificationError as exc:
-        if exc.report is not None:
-            print(json.dumps(exc.report.to_json(), indent=2) if args.json else "\n".join(exc.report.lines()))
+        if args.json:  # scripts always get a JSON verdict, also when the signature itself is bad
+            body = exc.report.to_json() if exc.report is not None else {"ok": False}
+            print(json.dumps({**body, "error": str(exc)}, indent=2))
+        elif exc.report is not None:
+            print("\n".join(exc.report.lines()))
         raise
     print(json.dumps(report.to_json(), indent=2) if args.json else f"OK: {report.summary()}")
     return 0

@@ -275,8 +275,7 @@ def test_leaf_size_changes_the_roots(model):
 
 @pytest.mark.parametrize("leaf", [
     "1000", "32", "-4096", str(1 << 25),
-    # api.hash_artifact reads `leaf_size or 4096`, so 0 silently means the default (reported).
-    pytest.param("0", marks=pytest.mark.xfail(strict=True, reason="--leaf-size 0 falls back to 4096")),
+    "0",
 ])
 def test_invalid_leaf_size(model, keys, leaf):
     line = error(cli("hash", "model", "--leaf-size", leaf, cwd=model.parent), 2)
@@ -406,6 +405,9 @@ def test_verify_wrong_public_key(model, signed, tmp_path):
     r = cli("verify", "model", "--public-key", other, cwd=model.parent)
     assert "signature" in error(r, 1)
     assert r.stdout == ""
+    r = cli("verify", "model", "--public-key", other, "--json", cwd=model.parent)
+    verdict = json.loads(r.stdout)
+    assert verdict["ok"] is False and "signature" in verdict["error"] and "signature" in error(r, 1)
 
 
 def test_verify_missing_signature(model, keys):
