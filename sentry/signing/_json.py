@@ -51,6 +51,16 @@ def describe(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+_JSON_TYPES = {dict: "an object", list: "a list", str: "a string"}
+
+
+def expect(value: Any, json_type: type, what: str, bad) -> Any:
+    """``value`` if it has ``json_type`` (dict, list or str), else ``bad("WHAT must be ..., found ...")``."""
+    if not isinstance(value, json_type):
+        raise bad(f"{what} must be {_JSON_TYPES[json_type]}, found {type_name(value)}")
+    return value
+
+
 def type_name(value: Any) -> str:
     """The JSON name of a parsed value's type, for messages."""
     if value is None:

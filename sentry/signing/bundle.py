@@ -16,7 +16,7 @@ from typing import Any
 
 from sentry.errors import SentryError, VerificationError
 from sentry.signing import _files
-from sentry.signing._json import StrictJSONError, describe, loads_strict, type_name
+from sentry.signing._json import StrictJSONError, describe, expect, loads_strict, type_name
 from sentry.signing.dsse import PAYLOAD_TYPE
 
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
@@ -156,28 +156,23 @@ def parse_bundle(raw: Any, bad=None) -> Bundle:
             f"its mediaType is {describe(media_type)}, expected {BUNDLE_MEDIA_TYPE!r}"
         )
     material = raw.get("verificationMaterial")
-    if not isinstance(material, dict):
-        raise bad(f"verificationMaterial must be an object, found {type_name(material)}")
+    expect(material, dict, "verificationMaterial", bad)
     envelope = raw.get("dsseEnvelope")
     if envelope is None:
         if "messageSignature" in raw:
             raise bad("it holds a message signature, not the DSSE envelope Sentry verifies")
         raise bad("it has no dsseEnvelope")
-    if not isinstance(envelope, dict):
-        raise bad(f"dsseEnvelope must be an object, found {type_name(envelope)}")
+    expect(envelope, dict, "dsseEnvelope", bad)
     payload = _decode_b64(envelope.get("payload"), "the DSSE payload", bad)
     payload_type = envelope.get("payloadType")
-    if not isinstance(payload_type, str):
-        raise bad(f"the DSSE payloadType must be a string, found {type_name(payload_type)}")
+    expect(payload_type, str, "the DSSE payloadType", bad)
     entries = envelope.get("signatures")
-    if not isinstance(entries, list):
-        raise bad(f"the DSSE signatures must be a list, found {type_name(entries)}")
+    expect(entries, list, "the DSSE signatures", bad)
     if len(entries) != 1:
         raise bad(f"expected exactly one DSSE signature, found {len(entries)}")
     signatures = []
     for entry in entries:
-        if not isinstance(entry, dict):
-            raise bad(f"a DSSE signature must be an object, found {type_name(entry)}")
+        expect(entry, dict, "a DSSE signature", bad)
         keyid = entry.get("keyid")
         if keyid is not None and not isinstance(keyid, str):
             raise bad(f"a DSSE signature's keyid must be a string, found {type_name(keyid)}")

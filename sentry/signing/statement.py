@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sentry.errors import VerificationError
-from sentry.signing._json import StrictJSONError, describe, loads_strict, type_name
+from sentry.signing._json import StrictJSONError, describe, expect, loads_strict, type_name
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://github.com/sentry-artifacts/sentry/manifest/v1"
@@ -68,19 +68,15 @@ def parse_statement(payload: bytes) -> Statement:
             raise _bad("it has no _type")
         raise _bad(f"_type is {describe(doc['_type'])}, expected {STATEMENT_TYPE!r}")
     subjects = doc.get("subject")
-    if not isinstance(subjects, list):
-        raise _bad(f"subject must be a list, found {type_name(subjects)}")
+    expect(subjects, list, "subject", _bad)
     if len(subjects) != 1:
         raise _bad(f"expected exactly one subject, found {len(subjects)}")
     subject = subjects[0]
-    if not isinstance(subject, dict):
-        raise _bad(f"the subject must be an object, found {type_name(subject)}")
+    expect(subject, dict, "the subject", _bad)
     name = subject.get("name")
-    if not isinstance(name, str):
-        raise _bad(f"the subject's name must be a string, found {type_name(name)}")
+    expect(name, str, "the subject's name", _bad)
     digest = subject.get("digest")
-    if not isinstance(digest, dict):
-        raise _bad(f"the subject's digest must be an object, found {type_name(digest)}")
+    expect(digest, dict, "the subject's digest", _bad)
     if not all(isinstance(v, str) for v in digest.values()):
         raise _bad("every subject digest must be a string")
     digest_hex = digest.get("sha256")
@@ -89,9 +85,7 @@ def parse_statement(payload: bytes) -> Statement:
     if not _HEX64.fullmatch(digest_hex):
         raise _bad("the subject's sha256 digest is not 64 lowercase hex characters")
     predicate_type = doc.get("predicateType")
-    if not isinstance(predicate_type, str):
-        raise _bad(f"predicateType must be a string, found {type_name(predicate_type)}")
+    expect(predicate_type, str, "predicateType", _bad)
     predicate = doc.get("predicate")
-    if not isinstance(predicate, dict):
-        raise _bad(f"predicate must be an object, found {type_name(predicate)}")
+    expect(predicate, dict, "predicate", _bad)
     return Statement(name, digest_hex, predicate_type, predicate)
