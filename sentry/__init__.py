@@ -7,7 +7,7 @@ Public API (torch, cupy and DALI are imported only when a call needs them)::
     sentry.sign_dataset(dir, ...), sentry.verify_dataset(dir, ...)
     sentry.configure(public_key=..., signature=...); sentry.protect(model)
 """
-from .errors import SentryError, VerificationError
+from .errors import SentryError, VerificationError  # noqa: F401  (public names)
 
 __version__ = "0.1.0"
 

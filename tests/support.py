@@ -5,7 +5,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from sentry.signing import write_keypair
 
