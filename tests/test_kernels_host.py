@@ -1,8 +1,9 @@
 """The CUDA kernels' per-thread code, built for the host with g++, against hashlib and the CPU backend.
 
 tests/host/kernels_host.cpp includes kernels/merkle.cuh (and so kernels/sha256.cuh) unchanged and
-runs each launch's threads in a loop; the work tables come from sentry.hashing.gpu_plan, exactly
-as the CUDA backend builds them. Only the CuPy glue is left for the GPU tests (tests/test_cuda.py).
+runs each launch's threads in a loop. The CUDA backend's own driver (``cuda._digest``: work plan,
+windows, tables, launches, assembly) runs over it through a host stand-in for the GPU, so only
+the CuPy calls themselves are left for the GPU tests (tests/test_cuda.py).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sentry.hashing import cpu, gpu_plan, merkle
+from sentry.hashing import cpu, cuda, gpu_plan, merkle
 from sentry.hashing.params import HashParams
 
 from test_merkle import VECTORS, expected, vec_id, vector_data
@@ -58,25 +59,40 @@ def host_leaf(lib, data: np.ndarray) -> bytes:
     return out.tobytes()
 
 
-def host_digests(lib, buffers, params=HashParams(), block_leaves=1 << 21, window_leaves=1 << 21):
-    """What cuda.py does, with the host build of the kernels: plan, windows, launches, assemble."""
+class HostGpu:
+    """``cuda._Gpu`` over host memory and the g++ build of the kernels: the CUDA backend's own
+    driver (``cuda._digest``: plan, windows, tables, launches, assembly) runs here unchanged."""
+
+    def __init__(self, lib):
+        self.lib = lib
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+    def empty(self, nbytes):
+        a = np.full(max(nbytes, H), 0xA5, np.uint8)  # poisoned: results must overwrite it
+        return a, ptr(a)
+
+    def upload(self, array):
+        owner, p = self.empty(array.nbytes)
+        ctypes.memmove(p, ptr(np.ascontiguousarray(array)), array.nbytes)
+        return owner, p
+
+    def download(self, p, nbytes):
+        return ctypes.string_at(p, nbytes)
+
+    def launch(self, name, threads, *args):
+        if threads:
+            getattr(self.lib, name.replace("merkle_", "host_"))(*map(int, args))
+
+
+def host_digests(lib, buffers, params=HashParams(), window_leaves=1 << 21):
     buffers = [np.frombuffer(b, np.uint8) if isinstance(b, bytes) else b for b in buffers]
-    work = gpu_plan.plan([len(b) for b in buffers], params, block_leaves)
-    grains = np.full(max(work.grains, 1) * H, 0xA5, np.uint8)  # poisoned: every row must be written
-    roots = np.full(max(len(work.segments), 1) * H, 0xA5, np.uint8)
-    nodes = np.full(window_leaves * H, 0xA5, np.uint8)
-
-    def pointers(segs):
-        return [ptr(buffers[s.item]) + s.start for s in segs]
-
-    for first, table, firsts, counts in gpu_plan.window_tables(work, params.leaf_size, window_leaves, pointers):
-        nseg, nleaves = len(table), int(table[:, gpu_plan.LEAVES].sum())
-        assert nleaves <= window_leaves
-        lib.host_leaves(ptr(table), nseg, params.leaf_size, nleaves, ptr(nodes), ptr(grains))
-        for level, n in enumerate(counts):
-            lib.host_level(ptr(table), nseg, ptr(firsts[level]), level, n, ptr(nodes), ptr(grains))
-        lib.host_roots(ptr(table), nseg, ptr(nodes), ptr(roots[first * H :]))
-    return gpu_plan.assemble(work, grains.tobytes(), roots.tobytes())
+    return cuda._digest(HostGpu(lib), [len(b) for b in buffers], lambda i: (buffers[i], ptr(buffers[i])),
+                        params, window_leaves)
 
 
 def as_tuple(d):
@@ -135,13 +151,13 @@ def test_vectors(lib, vec):
 
 
 def test_all_vectors_in_one_batch_and_tiny_windows(lib):
-    """Every 4 KiB-leaf vector in one call, then again with blocks and windows of 2 and 4 leaves, so
-    items span several segments and windows and fold on the host."""
+    """Every 4 KiB-leaf vector in one call, then again with windows of 1, 2 and 4 leaves, so items
+    span several segments and windows and fold on the host."""
     vecs = [v for v in VECTORS if v["leaf_size"] == 4096 and v["max_chunks"] == 16]
     data = [vector_data(v) for v in vecs]
-    for block, window in ((1 << 21, 1 << 21), (2, 4), (4, 4), (1, 3)):
-        got = host_digests(lib, data, block_leaves=block, window_leaves=window)
-        assert [as_tuple(d) for d in got] == [expected(v) for v in vecs], (block, window)
+    for window in (1 << 21, 4, 2, 1):
+        got = host_digests(lib, data, window_leaves=window)
+        assert [as_tuple(d) for d in got] == [expected(v) for v in vecs], window
 
 
 def sizes_around_boundaries(leaf_size: int) -> list:
@@ -183,4 +199,4 @@ def test_tens_of_megabytes(lib):
     params = HashParams()
     want = as_tuple(cpu.digest_bytes(data, params))
     assert as_tuple(host_digests(lib, [data], params)[0]) == want
-    assert as_tuple(host_digests(lib, [data], params, block_leaves=1024, window_leaves=2048)[0]) == want
+    assert as_tuple(host_digests(lib, [data], params, window_leaves=1024)[0]) == want
