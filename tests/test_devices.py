@@ -52,6 +52,8 @@ def test_digest_tensors_batch_equals_one_by_one_with_progress(no_gpu):
     assert seen == [d.size for d in got]
     with pytest.raises(SentryError, match="cannot hash on CUDA"):
         hashing.digest_tensors(named, HashParams(), device="cuda")
+    with pytest.raises(SentryError, match="unknown device"):
+        hashing.digest_tensors(named, HashParams(), device="gpu")
 
 
 def test_file_driver_with_another_block_hasher_and_block_size(tmp_path):

@@ -49,7 +49,7 @@ def digest_tensors(named_tensors, params: HashParams, *, device="auto", progress
         check_tensor(name, t)
     on_gpu = [i for i, (_, t) in enumerate(named_tensors) if t.device.type == "cuda"]
     out: list = [None] * len(named_tensors)
-    backend = resolve_device(device) if on_gpu or device == "cuda" else "cpu"
+    backend = resolve_device(device) if on_gpu or device != "auto" else "cpu"
     if backend == "cuda" and on_gpu:
         from . import cuda
 

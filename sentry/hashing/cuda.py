@@ -89,12 +89,14 @@ class _Gpu:
         with self.device:
             if stream_ptr is None:
                 self.stream = cupy.cuda.get_current_stream()
+            elif stream_ptr == 0:  # torch's default stream is the legacy default stream
+                self.stream = cupy.cuda.Stream.null
             elif hasattr(cupy.cuda.Stream, "from_external"):
                 self.stream = cupy.cuda.Stream.from_external(_StreamRef(stream_ptr))
             else:  # CuPy < 14
                 self.stream = cupy.cuda.ExternalStream(stream_ptr, device_id)
         self.grid_cap = self.device.attributes["MultiProcessorCount"] * BLOCKS_PER_SM
-        self.module = _module()
+        self.kernels: dict = {}
 
     def __enter__(self):
         self.device.__enter__()
@@ -132,7 +134,9 @@ class _Gpu:
     def launch(self, name: str, threads: int, *args) -> None:
         if threads:
             grid = min(-(-threads // THREADS), self.grid_cap)
-            self.module.get_function(name)((grid,), (THREADS,), args)
+            if name not in self.kernels:
+                self.kernels[name] = _module().get_function(name)
+            self.kernels[name]((grid,), (THREADS,), args)
 
 
 def _run(gpu: _Gpu, work: gpu_plan.Work, leaf_size: int, pointers, window_leaves: int) -> tuple:
