@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from sentry.errors import SentryError, VerificationError
+from sentry.errors import SentryError, VerificationError, reason
 from sentry.signing import keys
 from sentry.signing._json import expect
 from sentry.signing.base import Signer, Verifier
@@ -88,7 +88,8 @@ class CertificateVerifier(Verifier):
             builder.build_client_verifier().verify(leaf, chain[1:])
         except verification.VerificationError as exc:
             raise VerificationError(
-                f"the signing certificate does not chain to a trusted CA certificate ({_reason(exc)})"
+                "the signing certificate does not chain to a trusted CA certificate "
+                f"({reason(exc).removeprefix('validation failed: ')})"
             ) from None
         _check_code_signing(leaf)
         try:
@@ -148,9 +149,3 @@ def _check_code_signing(cert: x509.Certificate) -> None:
         return
     if not usage.digital_signature:
         raise VerificationError("the signing certificate's key usage does not allow digital signatures")
-
-
-def _reason(exc: Exception) -> str:
-    """cryptography's message, first line, without its 'validation failed:' prefix."""
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text.removeprefix("validation failed: ")[:200]
