@@ -118,8 +118,11 @@ def _sign(artifact, artifact_type, key, signature, password, format="sentry", **
 
 
 def _oms_statement(artifact, artifact_type, sig_path, name, *, leaf_size=None, ignore=(), allow_symlinks=False,
-                   progress=None, **tensor_options) -> bytes:
-    """An OMS (model_signing) statement: plain SHA-256 per file, as model_signing makes them."""
+                   progress=None, **_tensor_options) -> bytes:
+    """An OMS (model_signing) statement: plain SHA-256 per file, as model_signing makes them.
+
+    The remaining options (state_dict prefixes, the hashing device) concern tensors and the
+    Merkle engine, which this format does not use."""
     from .manifest import oms
     from .signing import make_statement
 

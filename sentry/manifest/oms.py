@@ -150,15 +150,14 @@ def _hash_range(src: FileSource, start: int, end: int, progress) -> bytes:
 
 
 def _hash_file(name: str, real: Path, shard_size: int | None, progress) -> list[tuple[tuple, str, bytes]]:
+    """(sort key, resource name, SHA-256) for the file, or for each of its shards."""
     with FileSource(real, follow_symlinks=True) as src:
         if shard_size is None:
-            spans = [(name, 0, src.size, name)]
+            spans = [(0, src.size, name)]
         else:
-            spans = [(name, s, min(s + shard_size, src.size), None) for s in range(0, src.size, shard_size)]
-        out = []
-        for _, start, end, label in spans:
-            digest = _hash_range(src, start, end, progress)
-            out.append((_sort_key(name, start, end), label or f"{name}:{start}:{end}", digest))
+            spans = [(s, min(s + shard_size, src.size), None) for s in range(0, src.size, shard_size)]
+        out = [(_sort_key(name, start, end), label or f"{name}:{start}:{end}", _hash_range(src, start, end, progress))
+               for start, end, label in spans]
         src.check_unchanged()
     return out
 
