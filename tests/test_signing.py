@@ -45,19 +45,12 @@ from sentry.signing import (
     write_keypair,
 )
 
+from support import shared_interop
+
 ROOT = "ab" * 32
 
 
-def _shared_dir() -> Path | None:
-    here = Path(__file__).resolve()
-    for candidate in (here.parents[2] / "shared", here.parents[1] / "shared"):
-        if (candidate / "interop" / "model-transparency").is_dir():
-            return candidate
-    return None
-
-
-SHARED = _shared_dir()
-INTEROP = SHARED / "interop" / "model-transparency" if SHARED else None
+INTEROP = shared_interop()
 needs_interop = pytest.mark.skipif(INTEROP is None, reason="shared interop data absent")
 
 

@@ -17,7 +17,6 @@ from sentry.errors import SentryError, VerificationError
 from sentry.signing import make_statement
 from support import shared_interop
 
-sigstore_signing = pytest.importorskip("sentry.signing.sigstore")
 pytest.importorskip("sigstore")
 from sentry.signing.sigstore import (  # noqa: E402
     NO_IDENTITY,

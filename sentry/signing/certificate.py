@@ -71,9 +71,9 @@ class CertificateVerifier(Verifier):
             raise SentryError("a certificate verifier needs at least one trusted CA certificate")
         self._store = verification.Store(list(roots))
 
-    def verify(self, bundle: Bundle, *, now: datetime.datetime | None = None) -> bytes:
+    def verify(self, bundle: Bundle) -> bytes:
         require_method(bundle, "certificate")
-        now = now or datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.timezone.utc)
         chain = _bundle_chain(bundle)
         leaf = chain[0]
         for cert in chain:
