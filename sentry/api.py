@@ -11,7 +11,6 @@ from .manifest.manifest import Manifest
 from .manifest.sources import manifest_for_path
 from .manifest.tensors import state_dict_of, tensor_items
 
-_UNSET = object()
 _config: dict = {}
 _CONFIG_KEYS = {"key", "public_key", "signature", "password", "device", "leaf_size", "progress"}
 
