@@ -107,9 +107,16 @@ def _sign(artifact, artifact_type, key, signature, password, **hash_options) -> 
 
 def read_signed_manifest(signature: Path, verifier) -> Manifest:
     """Check the signature, then rebuild the manifest it covers (nothing is hashed yet)."""
-    from .signing import PREDICATE_TYPE, parse_statement, read_bundle
+    from .signing import read_bundle
 
-    statement = parse_statement(verifier.verify(read_bundle(signature)))
+    return signed_manifest(verifier.verify(read_bundle(signature)), signature)
+
+
+def signed_manifest(payload: bytes, signature: Path) -> Manifest:
+    """The manifest in a verified payload (an in-toto statement with Sentry's predicate)."""
+    from .signing import PREDICATE_TYPE, parse_statement
+
+    statement = parse_statement(payload)
     if statement.predicate_type != PREDICATE_TYPE:
         raise VerificationError(f"{signature} is not a Sentry signature (predicate {statement.predicate_type!r})")
     manifest = Manifest.from_predicate(statement.predicate)
@@ -118,8 +125,23 @@ def read_signed_manifest(signature: Path, verifier) -> Manifest:
     return manifest
 
 
-def _verify(artifact, artifact_type, public_key, signature, *, ignore=(), allow_symlinks=False,
-            allow_missing=(), strip_prefix="", add_prefix="", device=None, progress=None) -> Report:
+def check_artifact(artifact, signed: Manifest, sig_path: Path, *, ignore=(), allow_symlinks=False,
+                   allow_missing=(), strip_prefix="", add_prefix="", device=None, progress=None) -> Report:
+    """Hash the artifact as the signed manifest says and compare; VerificationError on a difference."""
+    actual = hash_artifact(
+        artifact, artifact_type=signed.artifact_type, params=signed.params,
+        ignore=tuple(signed.ignore) + tuple(ignore), allow_symlinks=signed.allow_symlinks or allow_symlinks,
+        exclude=[sig_path], strict=False, strip_prefix=strip_prefix, add_prefix=add_prefix, device=device,
+        progress=progress,
+    )
+    report = compare_manifests(signed, actual, allow_missing=allow_missing)
+    if not report.ok:
+        first = report.lines()[0]
+        raise VerificationError(f"verification failed: {report.summary()}; {first}", report)
+    return report
+
+
+def _verify(artifact, artifact_type, public_key, signature, **check_options) -> Report:
     verifier = _verifier(public_key)
     sig_path = _signature_path(artifact, signature)
     if not sig_path.exists():
@@ -127,16 +149,7 @@ def _verify(artifact, artifact_type, public_key, signature, *, ignore=(), allow_
     signed = read_signed_manifest(sig_path, verifier)
     if signed.artifact_type != artifact_type:
         raise VerificationError(f"{sig_path} signs a {signed.artifact_type}, not a {artifact_type}")
-    actual = hash_artifact(
-        artifact, artifact_type=artifact_type, params=signed.params, ignore=tuple(signed.ignore) + tuple(ignore),
-        allow_symlinks=signed.allow_symlinks or allow_symlinks, exclude=[sig_path], strict=False,
-        strip_prefix=strip_prefix, add_prefix=add_prefix, device=device, progress=progress,
-    )
-    report = compare_manifests(signed, actual, allow_missing=allow_missing)
-    if not report.ok:
-        first = report.lines()[0]
-        raise VerificationError(f"verification failed: {report.summary()}; {first}", report)
-    return report
+    return check_artifact(artifact, signed, sig_path, **check_options)
 
 
 def sign_model(model_or_path, key=None, signature=None, *, password=None, ignore=(), allow_symlinks=False,

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
+from sentry.crypto.cpu import ecdsa_algorithm
 from sentry.errors import VerificationError
 from sentry.signing import keys
 from sentry.signing._json import describe
@@ -29,16 +30,7 @@ from sentry.signing.dsse import PAYLOAD_TYPE, pae
 
 
 def _ecdsa(public_key: ec.EllipticCurvePublicKey, *, deterministic: bool) -> ec.ECDSA:
-    algorithm = keys.signature_hash(public_key)
-    if deterministic:
-        try:
-            from cryptography.hazmat.backends.openssl import backend
-
-            if backend.ecdsa_deterministic_supported():
-                return ec.ECDSA(algorithm, deterministic_signing=True)
-        except (ImportError, AttributeError, TypeError):
-            pass
-    return ec.ECDSA(algorithm)
+    return ecdsa_algorithm(keys.signature_hash(public_key), deterministic=deterministic)
 
 
 class KeySigner(Signer):
@@ -74,7 +66,21 @@ class KeyVerifier(Verifier):
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
 
+    @property
+    def public_key(self) -> ec.EllipticCurvePublicKey:
+        return self._public_key
+
     def verify(self, bundle: Bundle) -> bytes:
+        message, signature = self.signed_message(bundle)
+        try:
+            self._public_key.verify(signature, message, _ecdsa(self._public_key, deterministic=False))
+        except InvalidSignature:
+            raise self.mismatch(bundle) from None
+        return bundle.payload
+
+    def signed_message(self, bundle: Bundle) -> tuple[bytes, bytes]:
+        """The bytes the bundle's signature must cover and the signature (strict DER, in range),
+        after every check but the cryptographic one, which `verify` (or a batch) then does."""
         if bundle.payload_type != PAYLOAD_TYPE:
             raise VerificationError(
                 f"the bundle's payload type is {describe(bundle.payload_type)}, "
@@ -88,25 +94,24 @@ class KeyVerifier(Verifier):
         signature = bundle.signatures[0]
         try:
             self._check_signature_encoding(signature)
-            self._public_key.verify(
-                signature,
-                pae(PAYLOAD_TYPE, bundle.payload),
-                _ecdsa(self._public_key, deterministic=False),
-            )
-        except (InvalidSignature, VerificationError) as exc:
+        except VerificationError:
             if claimed_other_key:
-                # Most likely cause first; the claim itself is untrusted and decided nothing.
-                raise VerificationError(
-                    "the signature does not match the public key: the bundle says it was "
-                    "made with a different key"
-                ) from None
-            if isinstance(exc, VerificationError):
-                raise
-            raise VerificationError(
-                "the signature does not match the public key: the signed statement was "
-                "changed, or it was signed with another key"
-            ) from None
-        return bundle.payload
+                raise self.mismatch(bundle) from None
+            raise
+        return pae(PAYLOAD_TYPE, bundle.payload), signature
+
+    def mismatch(self, bundle: Bundle) -> VerificationError:
+        """The error for a bundle whose signature does not verify with our key."""
+        if self._claims_other_key(bundle.verification_material):
+            # Most likely cause first; the claim itself is untrusted and decided nothing.
+            return VerificationError(
+                "the signature does not match the public key: the bundle says it was "
+                "made with a different key"
+            )
+        return VerificationError(
+            "the signature does not match the public key: the signed statement was "
+            "changed, or it was signed with another key"
+        )
 
     def _claims_other_key(self, material: dict) -> bool:
         """Whether the bundle names a key other than ours. Only used to word the error."""
