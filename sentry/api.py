@@ -84,7 +84,8 @@ def _signer(key, password):
     return KeySigner(key)
 
 
-def _verifier(public_key):
+def key_verifier(public_key):
+    """A KeyVerifier for a public key file or object (default: the configured one)."""
     from .signing import KeyVerifier, load_public_key
 
     public_key = _setting("public_key", public_key)
@@ -142,7 +143,7 @@ def check_artifact(artifact, signed: Manifest, sig_path: Path, *, ignore=(), all
 
 
 def _verify(artifact, artifact_type, public_key, signature, **check_options) -> Report:
-    verifier = _verifier(public_key)
+    verifier = key_verifier(public_key)
     sig_path = _signature_path(artifact, signature)
     if not sig_path.exists():
         raise SentryError(f"signature {sig_path} does not exist")
