@@ -122,13 +122,7 @@ P256_HD bool p256_verify(const uint8_t pub[65], const uint8_t digest[32], const 
     fp_mul(lhs, cand, z2);
     if (fe_eq(lhs, sum.x)) return true;
     p256_fe rn;
-    uint64_t c = 0;
-    for (int i = 0; i < 8; i++) {
-        c += (uint64_t)r.v[i] + N.m.v[i];
-        rn.v[i] = (uint32_t)c;
-        c >>= 32;
-    }
-    if (c || !fe_lt(rn, P.m)) return false;
+    if (fe_add_raw(rn, r, N.m) || !fe_lt(rn, P.m)) return false;
     fe_to_mont(cand, rn, P);
     fp_mul(lhs, cand, z2);
     return fe_eq(lhs, sum.x) != 0;

@@ -112,27 +112,28 @@ P256_HD void fe_reduce_once(p256_fe& r, const p256_fe& lo, uint32_t hi, const p2
     fe_cmov(r, d, use_d);
 }
 
-P256_HD void fe_add(p256_fe& r, const p256_fe& a, const p256_fe& b, const p256_mod& M) {
-    p256_fe s;
+// r = a + b over 256 bits; returns the carry (0 or 1).
+P256_HD uint32_t fe_add_raw(p256_fe& r, const p256_fe& a, const p256_fe& b) {
     uint64_t c = 0;
     for (int i = 0; i < 8; i++) {
         c += (uint64_t)a.v[i] + b.v[i];
-        s.v[i] = (uint32_t)c;
+        r.v[i] = (uint32_t)c;
         c >>= 32;
     }
-    fe_reduce_once(r, s, (uint32_t)c, M);
+    return (uint32_t)c;
+}
+
+P256_HD void fe_add(p256_fe& r, const p256_fe& a, const p256_fe& b, const p256_mod& M) {
+    p256_fe s;
+    uint32_t carry = fe_add_raw(s, a, b);
+    fe_reduce_once(r, s, carry, M);
 }
 
 P256_HD void fe_sub(p256_fe& r, const p256_fe& a, const p256_fe& b, const p256_mod& M) {
     p256_fe d, m = M.m;
     uint32_t mask = 0u - fe_sub_raw(d, a, b);
     for (int i = 0; i < 8; i++) m.v[i] &= mask;
-    uint64_t c = 0;
-    for (int i = 0; i < 8; i++) {
-        c += (uint64_t)d.v[i] + m.v[i];
-        r.v[i] = (uint32_t)c;
-        c >>= 32;
-    }
+    fe_add_raw(r, d, m);
 }
 
 P256_HD void fe_neg(p256_fe& r, const p256_fe& a, const p256_mod& M) {
