@@ -88,7 +88,8 @@ def _signer(key, password):
     return KeySigner(key)
 
 
-def _verifier(public_key):
+def verifier_for(public_key):
+    """The verifier to use: a Verifier object as given, else a KeyVerifier for a key file or object."""
     from .signing import KeyVerifier, Verifier, load_public_key
 
     public_key = _setting("public_key", public_key)
@@ -141,11 +142,15 @@ def read_signed_statement(signature: Path, verifier):
     return parse_statement(verifier.verify(read_bundle(signature)))
 
 
-def read_signed_manifest(signature: Path, verifier, statement=None) -> Manifest:
+def read_signed_manifest(signature: Path, verifier) -> Manifest:
     """Check the signature, then rebuild the Sentry manifest it covers (nothing is hashed yet)."""
+    return signed_manifest(read_signed_statement(signature, verifier), signature)
+
+
+def signed_manifest(statement, signature: Path) -> Manifest:
+    """The manifest in a verified statement with Sentry's predicate."""
     from .signing import PREDICATE_TYPE
 
-    statement = statement or read_signed_statement(signature, verifier)
     if statement.predicate_type != PREDICATE_TYPE:
         raise VerificationError(f"{signature} is not a Sentry signature (predicate {statement.predicate_type!r})")
     manifest = Manifest.from_predicate(statement.predicate)
@@ -158,7 +163,7 @@ def _verify(artifact, artifact_type, public_key, signature, *, ignore=(), allow_
             allow_missing=(), strip_prefix="", add_prefix="", device=None, progress=None) -> Report:
     from .manifest import oms
 
-    verifier = _verifier(public_key)
+    verifier = verifier_for(public_key)
     sig_path = _signature_path(artifact, signature)
     if not sig_path.exists():
         raise SentryError(f"signature {sig_path} does not exist")
@@ -170,13 +175,22 @@ def _verify(artifact, artifact_type, public_key, signature, *, ignore=(), allow_
         report = oms.verify_model(signed, artifact, patterns=ignore, allow_symlinks=allow_symlinks,
                                   exclude=[sig_path], progress=_setting("progress", progress))
         return _verdict(report)
-    signed = read_signed_manifest(sig_path, verifier, statement)
+    signed = signed_manifest(statement, sig_path)
     if signed.artifact_type != artifact_type:
         raise VerificationError(f"{sig_path} signs a {signed.artifact_type}, not a {artifact_type}")
+    return check_artifact(artifact, signed, sig_path, ignore=ignore, allow_symlinks=allow_symlinks,
+                          allow_missing=allow_missing, strip_prefix=strip_prefix, add_prefix=add_prefix,
+                          device=device, progress=progress)
+
+
+def check_artifact(artifact, signed: Manifest, sig_path: Path, *, ignore=(), allow_symlinks=False,
+                   allow_missing=(), strip_prefix="", add_prefix="", device=None, progress=None) -> Report:
+    """Hash the artifact as the signed manifest says and compare; VerificationError on a difference."""
     actual = hash_artifact(
-        artifact, artifact_type=artifact_type, params=signed.params, ignore=tuple(signed.ignore) + tuple(ignore),
-        allow_symlinks=signed.allow_symlinks or allow_symlinks, exclude=[sig_path], strict=False,
-        strip_prefix=strip_prefix, add_prefix=add_prefix, device=device, progress=progress,
+        artifact, artifact_type=signed.artifact_type, params=signed.params,
+        ignore=tuple(signed.ignore) + tuple(ignore), allow_symlinks=signed.allow_symlinks or allow_symlinks,
+        exclude=[sig_path], strict=False, strip_prefix=strip_prefix, add_prefix=add_prefix, device=device,
+        progress=progress,
     )
     return _verdict(compare_manifests(signed, actual, allow_missing=allow_missing))
 

@@ -1,4 +1,4 @@
-"""`sentry` command line: keygen, hash, sign, verify.
+"""`sentry` command line: keygen, hash, sign, verify, audit.
 
 Exit codes: 0 success, 1 verification failed, 2 usage or input error (and 141, as for SIGPIPE,
 when stdout is closed before the output is written). Errors are one sentence on stderr; results
@@ -22,6 +22,7 @@ examples:
   sentry verify model/ --public-key signing-key.pub.pem
   sentry sign model/ --sigstore --format oms          # keyless, in model_signing's format
   sentry verify model/ --identity me@example.com --issuer https://github.com/login/oauth
+  sentry audit hub/ --public-key signing-key.pub.pem  # every *.sig under hub/, one batch
 """
 EXIT_CODES = "exit codes: 0 success, 1 verification failed, 2 usage or input error."
 
@@ -108,6 +109,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--signature", metavar="SIG", help="the bundle (default: PATH.sig beside PATH)")
     p.add_argument("--dataset", action="store_true", help="PATH is a dataset")
     p.add_argument("--json", action="store_true", help="print the verification report as JSON")
+
+    p = sub.add_parser("audit", help="check every signature under a directory in one batch, then the artifacts",
+                       description="Find every bundle (*.sig) under DIR, check all their signatures in one batch "
+                                   "(on the GPU when one is usable), then verify each artifact X beside its X.sig.",
+                       epilog=EXIT_CODES)
+    p.add_argument("directory", metavar="DIR", help="directory holding signed models or datasets and their .sig files")
+    p.add_argument("--public-key", required=True, metavar="PUB.pem", help="public key of the signer (PEM)")
+    p.add_argument("--signatures-only", action="store_true", help="check the signatures, not the artifacts")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="for the signatures and the hashing (default: auto = CUDA when a GPU is usable, else CPU)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print one record per bundle as JSON")
     return parser
 
 
@@ -241,7 +254,25 @@ def cmd_verify(args) -> int:
     return 0
 
 
-COMMANDS = {"keygen": cmd_keygen, "hash": cmd_hash, "sign": cmd_sign, "verify": cmd_verify}
+def cmd_audit(args) -> int:
+    from .audit import audit
+
+    with _progress(args) as bar:
+        entries = audit(args.directory, args.public_key, signatures_only=args.signatures_only,
+                        device=args.device, progress=bar)
+    if not entries:
+        raise SentryError(f"no signature bundles (*.sig) under {args.directory}")
+    failed = [e for e in entries if not e.ok]
+    if args.json:
+        print(json.dumps({"ok": not failed, "bundles": [e.to_json() for e in entries]}, indent=2))
+    else:
+        for e in entries:
+            print(f"OK    {e.signature}: {e.summary}" if e.ok else f"FAIL  {e.signature}: {e.error}")
+        print(f"{len(entries) - len(failed)} of {len(entries)} bundles verified")
+    return 1 if failed else 0
+
+
+COMMANDS = {"keygen": cmd_keygen, "hash": cmd_hash, "sign": cmd_sign, "verify": cmd_verify, "audit": cmd_audit}
 
 
 def main(argv=None) -> int:

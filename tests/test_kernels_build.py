@@ -1,7 +1,8 @@
 """nvcc compiles every CUDA source in kernels/ for sm_90 (Hopper), with no GPU needed.
 
-Also compiled: the single text the CUDA backend hands NVRTC (includes inlined), and ptxas must keep
-every kernel free of stack frames and spills (the SHA-256 state and schedule stay in registers).
+Also compiled: the single text the CUDA backend hands NVRTC (includes inlined). ptxas must keep
+every kernel free of spills, and the Merkle kernels free of stack frames too (the SHA-256 state and
+schedule stay in registers; the ECDSA kernels call a non-inlined field multiplication).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from sentry.hashing import kernel_source
 KERNELS = Path(__file__).resolve().parents[1] / "kernels"
 NVCC = shutil.which("nvcc")
 pytestmark = pytest.mark.skipif(NVCC is None, reason="nvcc not found")
+REGISTER_ONLY = {"merkle.cu", "sha256_rate.cu"}
 
 
 def nvcc_cubin(src: Path, out: Path) -> str:
@@ -34,7 +36,9 @@ def test_nvcc_compiles_for_sm90(src, tmp_path):
     report = nvcc_cubin(src, tmp_path / (src.stem + ".cubin"))
     frames = re.findall(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", report)
     assert frames, report
-    assert all(f == ("0", "0", "0") for f in frames), report
+    assert all(f[1:] == ("0", "0") for f in frames), report
+    if src.name in REGISTER_ONLY:
+        assert all(f[0] == "0" for f in frames), report
 
 
 def test_runtime_source_compiles(tmp_path):

@@ -76,19 +76,38 @@ class KeyVerifier(Verifier):
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
 
+    @property
+    def public_key(self) -> ec.EllipticCurvePublicKey:
+        return self._public_key
+
     def verify(self, bundle: Bundle) -> bytes:
-        require_method(bundle, "key")
-        claimed_other_key = self._claims_other_key(bundle.verification_material)
+        message, signature = self.signed_message(bundle)
         try:
-            return verify_dsse_signature(self._public_key, bundle)
+            self._public_key.verify(signature, message, _ecdsa(self._public_key, deterministic=False))
+        except InvalidSignature:
+            raise self.mismatch(bundle) from None
+        return bundle.payload
+
+    def signed_message(self, bundle: Bundle) -> tuple[bytes, bytes]:
+        """The bytes the bundle's signature must cover and the signature, after every check but
+        the cryptographic one, which `verify` (or a batch, see sentry.audit) then does."""
+        require_method(bundle, "key")
+        try:
+            return dsse_signed_message(self._public_key, bundle)
         except VerificationError:
-            if claimed_other_key:
-                # Most likely cause first; the claim itself is untrusted and decided nothing.
-                raise VerificationError(
-                    "the signature does not match the public key: the bundle says it was "
-                    "made with a different key"
-                ) from None
+            if self._claims_other_key(bundle.verification_material):
+                raise self.mismatch(bundle) from None
             raise
+
+    def mismatch(self, bundle: Bundle) -> VerificationError:
+        """The error for a bundle whose signature does not verify with our key."""
+        if self._claims_other_key(bundle.verification_material):
+            # Most likely cause first; the claim itself is untrusted and decided nothing.
+            return VerificationError(
+                "the signature does not match the public key: the bundle says it was "
+                "made with a different key"
+            )
+        return VerificationError(_MISMATCH)
 
     def _claims_other_key(self, material: dict) -> bool:
         """Whether the bundle names a key other than ours. Only used to word the error."""
@@ -116,11 +135,15 @@ class KeyVerifier(Verifier):
         return False
 
 
-def verify_dsse_signature(public_key: ec.EllipticCurvePublicKey, bundle: Bundle) -> bytes:
-    """The bundle's payload if its one DSSE signature verifies with ``public_key``.
+_MISMATCH = (
+    "the signature does not match the public key: the signed statement was changed, or it was "
+    "signed with another key"
+)
 
-    Whoever calls this has already decided to trust the key (given by the user, or certified).
-    """
+
+def dsse_signed_message(public_key: ec.EllipticCurvePublicKey, bundle: Bundle) -> tuple[bytes, bytes]:
+    """The DSSE PAE bytes the bundle's one signature must cover, and that signature (strict DER,
+    in range for ``public_key``'s curve): every check but the cryptographic one."""
     if bundle.payload_type != PAYLOAD_TYPE:
         raise VerificationError(
             f"the bundle's payload type is {describe(bundle.payload_type)}, "
@@ -132,15 +155,19 @@ def verify_dsse_signature(public_key: ec.EllipticCurvePublicKey, bundle: Bundle)
         )
     signature = bundle.signatures[0]
     _check_signature_encoding(public_key, signature)
+    return pae(PAYLOAD_TYPE, bundle.payload), signature
+
+
+def verify_dsse_signature(public_key: ec.EllipticCurvePublicKey, bundle: Bundle) -> bytes:
+    """The bundle's payload if its one DSSE signature verifies with ``public_key``.
+
+    Whoever calls this has already decided to trust the key (given by the user, or certified).
+    """
+    message, signature = dsse_signed_message(public_key, bundle)
     try:
-        public_key.verify(
-            signature, pae(PAYLOAD_TYPE, bundle.payload), _ecdsa(public_key, deterministic=False)
-        )
+        public_key.verify(signature, message, _ecdsa(public_key, deterministic=False))
     except InvalidSignature:
-        raise VerificationError(
-            "the signature does not match the public key: the signed statement was "
-            "changed, or it was signed with another key"
-        ) from None
+        raise VerificationError(_MISMATCH) from None
     return bundle.payload
 
 

@@ -1,0 +1,77 @@
+"""CUDA backend of the batch API: kernels/ecdsa.cu, compiled at run time with NVRTC (CuPy
+RawModule; CuPy caches the binary per source, options and GPU architecture).
+
+Same packed inputs and outputs as the CPU backend. Private keys are copied to the device only
+for the signing launch and overwritten with zeros there before the buffer is freed.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pathlib import Path
+
+import cupy as cp
+import numpy as np
+
+KERNELS = Path(__file__).resolve().parents[2] / "kernels"
+THREADS = 128  # per block; each block also holds the 33 KB table in shared memory
+TABLE_BYTES = 65 * 8 * 64
+_modules: dict[int, tuple[cp.RawModule, cp.ndarray]] = {}
+
+
+def available() -> bool:
+    try:
+        return cp.cuda.runtime.getDeviceCount() > 0
+    except cp.cuda.runtime.CUDARuntimeError:
+        return False
+
+
+def _module() -> tuple[cp.RawModule, cp.ndarray]:
+    """The compiled kernels and the fixed-base table, once per device."""
+    device = cp.cuda.Device().id
+    if device not in _modules:
+        source = (KERNELS / "ecdsa.cu").read_text()
+        module = cp.RawModule(code=source, options=("-std=c++17", f"-I{KERNELS}"))
+        table = cp.empty(TABLE_BYTES, dtype=cp.uint8)
+        module.get_function("p256_build_table")((1,), (65,), (table,))
+        _modules[device] = (module, table)
+    return _modules[device]
+
+
+def _device_bytes(data) -> cp.ndarray:
+    return cp.asarray(np.frombuffer(data, dtype=np.uint8))
+
+
+def _index(index: Sequence[int] | None):
+    return None if index is None else cp.asarray(np.asarray(index, dtype=np.uint32))
+
+
+def _grid(count: int) -> tuple[int]:
+    return ((count + THREADS - 1) // THREADS,)
+
+
+def sign(private: bytearray, index: Sequence[int] | None, digests: bytes) -> bytes:
+    module, table = _module()
+    count = len(digests) // 32
+    keys = _device_bytes(private)
+    try:
+        out = cp.empty(64 * count, dtype=cp.uint8)
+        module.get_function("p256_sign_batch")(
+            _grid(count), (THREADS,),
+            (keys, _index(index), _device_bytes(digests), table, out, np.uint32(count)))
+        return out.get().tobytes()
+    finally:
+        keys.fill(0)
+        cp.cuda.get_current_stream().synchronize()
+        del keys
+
+
+def verify(public: list[bytes], index: Sequence[int] | None, digests: bytes, signatures: bytes) -> list[bool]:
+    module, table = _module()
+    count = len(digests) // 32
+    ok = cp.zeros(count, dtype=cp.uint8)
+    module.get_function("p256_verify_batch")(
+        _grid(count), (THREADS,),
+        (_device_bytes(b"".join(public)), _index(index), _device_bytes(digests), _device_bytes(signatures),
+         table, ok, np.uint32(count)))
+    return [bool(v) for v in ok.get()]
