@@ -187,9 +187,10 @@ def sign_dataset(path, key=None, signature=None, *, sidecar=None, password=None,
     items = dataset.hash_samples(path, params, ignore=ignore, allow_symlinks=allow_symlinks,
                                  exclude=[sig_path, side_path], progress=_setting("progress", progress),
                                  device=_setting("device", device) or "auto")
-    data = records.encode(items)
-    claim = dataset.DatasetClaim(params, len(items), side_path.name, len(data),
-                                 records.records_root(it.record() for it in items), tuple(ignore), allow_symlinks)
+    lines = [it.record() for it in items]
+    data = b"".join(line + b"\n" for line in lines)
+    claim = dataset.DatasetClaim(params, len(items), side_path.name, len(data), records.records_root(lines),
+                                 tuple(ignore), allow_symlinks)
     write_atomic(side_path, data)  # first: a bundle never points at a sidecar that is not there yet
     payload = make_statement(Path(os.path.abspath(path)).name, claim.root.hex(), claim.to_predicate())
     write_bundle(sig_path, signer.sign(payload))

@@ -158,12 +158,14 @@ def _record(name, size=1, root="00" * 32, **extra):
     ([_record("../etc/passwd")], "outside the dataset"),
     ([_record("/etc/passwd")], "outside the dataset"),
     ([_record("a/./b")], "outside the dataset"),
-    ([_record("a", chunks=["00" * 32])], "not a valid sample record"),
+    ([_record("a", chunks=["00" * 32])], "not a canonical sample record"),
     ([_record("a").replace(b",", b", ", 1)], "not a canonical sample record"),
     ([b'{"kind":"sample","kind":"sample","name":"a","root":"' + b"0" * 64 + b'","size":1}'], "not a canonical"),
     ([_record("a").replace(b'"sample"', b'"file"')], "not a canonical sample record"),
-    ([b"not json"], "not a valid sample record"),
-    ([_record("a", size=-1)], "not a valid sample record"),
+    ([b"not json"], "not a canonical sample record"),
+    ([_record("a", size=-1)], "not a canonical sample record"),
+    ([_record("a", size=1.0)], "not a canonical sample record"),
+    ([_record("a").replace(b'"a"', b'"\\u0061"')], "not a canonical sample record"),
 ])
 def test_hostile_sidecar_is_refused(data_dir, keys, lines, message):
     _resign_with(data_dir, keys, lines)
@@ -234,3 +236,22 @@ def test_cli_sign_verify_sample(data_dir, keys):
     assert r.returncode == 1 and json.loads(r.stdout)["changed"][0]["item"] == "sample dog/001.bin"
     r = run_cli("verify", data_dir, "--public-key", keys[1], "--sample", "x")
     assert r.returncode == 2 and "add --dataset" in r.stderr
+
+
+@pytest.mark.slow
+def test_100k_tiny_samples_sign_and_verify(tmp_path, keys):
+    import os
+
+    d = tmp_path / "tiny"
+    for i in range(100_000):
+        if i % 1000 == 0:
+            os.makedirs(d / f"{i // 1000:03d}")
+        fd = os.open(d / f"{i // 1000:03d}" / f"{i:06d}", os.O_WRONLY | os.O_CREAT, 0o644)
+        os.write(fd, i.to_bytes(4, "little") * 4)
+        os.close(fd)
+    sig = sentry.sign_dataset(d, key=keys[0])
+    assert _sidecar(sig).stat().st_size == 122 * 100_000 and sig.stat().st_size < 2000  # O(n) sidecar, small bundle
+    assert sentry.verify_dataset(d, public_key=keys[1]).checked == 100_000
+    flip_bit(d / "042" / "042042", 1)
+    report = _fails(d, keys[1], samples=["042/042042", "099/099999"])
+    assert [c.label for c in report.changed] == ["sample 042/042042"] and report.checked == 2

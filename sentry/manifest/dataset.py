@@ -114,8 +114,8 @@ class SignedDataset:
             raise
         except SentryError as exc:
             raise SentryError(f"cannot read the dataset's {exc}") from None
-        items = sidecar.parse(data, where)
-        if sidecar.records_root(it.record() for it in items) != claim.root:
+        items, root = sidecar.parse(data, where)
+        if root != claim.root:
             raise VerificationError(f"{where} does not match the signature: its records do not hash to the signed root")
         if len(items) != claim.samples:  # unreachable with a matching root, unless the signer lied
             raise VerificationError(f"{where} lists {len(items)} samples but the signature says {claim.samples}")

@@ -62,7 +62,7 @@ class Item:
         if not isinstance(obj, dict):
             raise bad("not an object")
         kind, name, size = obj.get("kind"), obj.get("name"), obj.get("size")
-        if kind not in (FILE, TENSOR, SAMPLE):
+        if kind not in (FILE, TENSOR):  # samples are read from a sidecar (manifest/sidecar.py)
             raise bad(f"unknown kind {kind!r}")
         if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME:
             raise bad("missing or overlong name")
@@ -72,11 +72,10 @@ class Item:
         chunks = tuple(_hex(c, bad, name) for c in _list(obj.get("chunks", []), bad, name))
         if chunks and root_of_hashes(chunks) != root:
             raise bad(f"{name!r} has chunk roots that do not combine to its root")
-        if kind in (FILE, SAMPLE):
-            # A sample records no chunks: dataset sidecars stay compact (docs/spec.md §5).
-            if set(obj) - {"kind", "name", "size", "root", "chunks"} or (kind == SAMPLE and "chunks" in obj):
+        if kind == FILE:
+            if set(obj) - {"kind", "name", "size", "root", "chunks"}:
                 raise bad(f"{name!r} has unexpected fields")
-            return cls(kind, name, size, root, chunks)
+            return cls(FILE, name, size, root, chunks)
         dtype, shape, file = obj.get("dtype"), obj.get("shape"), obj.get("file")
         if dtype not in ELEMENT_SIZE:
             raise bad(f"{name!r} has an unknown dtype {dtype!r}")
