@@ -9,7 +9,7 @@ import sentry
 from sentry import SentryError, VerificationError
 from sentry.manifest import sidecar
 from sentry.manifest.dataset import DatasetClaim
-from support import flip_bit, make_keys, run_cli
+from support import flip_bit, make_keys, run_cli, verification_fails
 
 
 @pytest.fixture
@@ -33,10 +33,7 @@ def _sidecar(sig):
 
 
 def _fails(path, public, **kw) -> sentry.Report:
-    with pytest.raises(VerificationError) as exc:
-        sentry.verify_dataset(path, public_key=public, **kw)
-    assert exc.value.report is not None and not exc.value.report.ok
-    return exc.value.report
+    return verification_fails(sentry.verify_dataset, path, public_key=public, **kw)
 
 
 def test_round_trip_writes_a_small_bundle_and_a_sorted_sidecar(data_dir, keys):
