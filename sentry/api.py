@@ -11,7 +11,6 @@ from .manifest.manifest import Manifest
 from .manifest.sources import manifest_for_path
 from .manifest.tensors import state_dict_of, tensor_items
 
-_UNSET = object()
 _config: dict = {}
 _CONFIG_KEYS = {"key", "public_key", "signature", "password", "device", "leaf_size", "progress"}
 
@@ -70,12 +69,17 @@ def hash_artifact(artifact, *, artifact_type="model", leaf_size=None, ignore=(),
     return Manifest(params, items, artifact_type, "memory")
 
 
+FORMATS = ("sentry", "oms")
+
+
 def _signer(key, password):
-    from .signing import KeySigner, load_private_key
+    from .signing import KeySigner, Signer, load_private_key
 
     key = _setting("key", key)
+    if isinstance(key, Signer):  # a certificate or Sigstore signer, built by the caller
+        return key
     if key is None:
-        raise SentryError("no signing key: pass key=PATH (see `sentry keygen`)")
+        raise SentryError("no signing key: pass key=PATH (see `sentry keygen`) or a Signer")
     if _is_path(key):
         password = _setting("password", password)
         if isinstance(password, str):
@@ -85,74 +89,126 @@ def _signer(key, password):
 
 
 def _verifier(public_key):
-    from .signing import KeyVerifier, load_public_key
+    from .signing import KeyVerifier, Verifier, load_public_key
 
     public_key = _setting("public_key", public_key)
+    if isinstance(public_key, Verifier):  # a certificate or Sigstore verifier
+        return public_key
     if public_key is None:
-        raise SentryError("no public key: pass public_key=PATH")
+        raise SentryError("no public key: pass public_key=PATH or a Verifier")
     return KeyVerifier(load_public_key(public_key) if _is_path(public_key) else public_key)
 
 
-def _sign(artifact, artifact_type, key, signature, password, **hash_options) -> Path:
+def _sign(artifact, artifact_type, key, signature, password, format="sentry", **hash_options) -> Path:
     from .signing import make_statement, write_bundle
 
+    if format not in FORMATS:
+        raise SentryError(f"unknown signature format {format!r}: use one of {', '.join(FORMATS)}")
     signer = _signer(key, password)  # load the key first: a bad key should not cost a full hash
     sig_path = _signature_path(artifact, signature)
-    manifest = hash_artifact(artifact, artifact_type=artifact_type, exclude=[sig_path], **hash_options)
     name = Path(os.path.abspath(artifact)).name if _is_path(artifact) else type(artifact).__name__
-    payload = make_statement(name, manifest.root().hex(), manifest.to_predicate())
+    if format == "oms":
+        payload = _oms_statement(artifact, artifact_type, sig_path, name, **hash_options)
+    else:
+        manifest = hash_artifact(artifact, artifact_type=artifact_type, exclude=[sig_path], **hash_options)
+        payload = make_statement(name, manifest.root().hex(), manifest.to_predicate())
     write_bundle(sig_path, signer.sign(payload))
     return sig_path
 
 
-def _signed_statement(signature: Path, verifier, artifact_type: str):
-    """Check the signature and that it is Sentry's and signs an ``artifact_type``; the statement."""
-    from .signing import PREDICATE_TYPE, parse_statement, read_bundle
+def _oms_statement(artifact, artifact_type, sig_path, name, *, leaf_size=None, ignore=(), allow_symlinks=False,
+                   progress=None, **_tensor_options) -> bytes:
+    """An OMS (model_signing) statement: plain SHA-256 per file, as model_signing makes them.
 
-    statement = parse_statement(verifier.verify(read_bundle(signature)))
+    The remaining options (state_dict prefixes, the hashing device) concern tensors and the
+    Merkle engine, which this format does not use."""
+    from .manifest import oms
+    from .signing import make_statement
+
+    if not _is_path(artifact) or artifact_type != "model":
+        raise SentryError("the OMS format signs a model directory or file, not a model in memory or a dataset")
+    if leaf_size is not None:
+        raise SentryError("the OMS format hashes whole files: a leaf size does not apply")
+    manifest = oms.manifest_for_model(artifact, ignore=ignore, allow_symlinks=allow_symlinks, exclude=[sig_path],
+                                      progress=_setting("progress", progress))
+    return make_statement(name, manifest.digest().hex(), manifest.to_predicate(), predicate_type=oms.PREDICATE_TYPE)
+
+
+def read_signed_statement(signature: Path, verifier):
+    """Check the bundle's signature with ``verifier``; return the statement it authenticates."""
+    from .signing import parse_statement, read_bundle
+
+    return parse_statement(verifier.verify(read_bundle(signature)))
+
+
+def read_signed_manifest(signature: Path, verifier, statement=None) -> Manifest:
+    """Check the signature, then rebuild the Sentry manifest it covers (nothing is hashed yet)."""
+    from .signing import PREDICATE_TYPE
+
+    statement = statement or read_signed_statement(signature, verifier)
     if statement.predicate_type != PREDICATE_TYPE:
         raise VerificationError(f"{signature} is not a Sentry signature (predicate {statement.predicate_type!r})")
-    artifact = statement.predicate.get("artifact")
-    signed_type = artifact.get("type") if isinstance(artifact, dict) else None
-    if signed_type in ("model", "dataset") and signed_type != artifact_type:
-        raise VerificationError(f"{signature} signs a {signed_type}, not a {artifact_type}")
-    return statement
-
-
-def read_signed_manifest(signature: Path, verifier, artifact_type: str = "model") -> Manifest:
-    """Check the signature, then rebuild the manifest it covers (nothing is hashed yet)."""
-    statement = _signed_statement(signature, verifier, artifact_type)
     manifest = Manifest.from_predicate(statement.predicate)
     if manifest.root().hex() != statement.digest_hex:
         raise VerificationError(f"{signature}: the signed manifest does not match the signed digest")
     return manifest
 
 
+def _check_signed_type(signature: Path, statement, artifact_type: str) -> None:
+    """Before the predicate is parsed: a Sentry signature, and of a model for a model, of a dataset
+    for a dataset (their predicates differ, so a mix-up would otherwise read as a corrupt one)."""
+    from .signing import PREDICATE_TYPE
+
+    if statement.predicate_type != PREDICATE_TYPE:
+        raise VerificationError(f"{signature} is not a Sentry signature (predicate {statement.predicate_type!r})")
+    artifact = statement.predicate.get("artifact")
+    signed_type = artifact.get("type") if isinstance(artifact, dict) else None
+    if signed_type in ("model", "dataset") and signed_type != artifact_type:
+        raise VerificationError(f"{signature} signs a {signed_type}, not a {artifact_type}")
+
+
 def _verify(artifact, artifact_type, public_key, signature, *, ignore=(), allow_symlinks=False,
             allow_missing=(), strip_prefix="", add_prefix="", device=None, progress=None) -> Report:
+    from .manifest import oms
+
     verifier = _verifier(public_key)
     sig_path = _signature_path(artifact, signature)
     if not sig_path.exists():
         raise SentryError(f"signature {sig_path} does not exist")
-    signed = read_signed_manifest(sig_path, verifier, artifact_type)
+    statement = read_signed_statement(sig_path, verifier)
+    if statement.predicate_type == oms.PREDICATE_TYPE:
+        if not _is_path(artifact) or artifact_type != "model":
+            raise VerificationError(f"{sig_path} is a model_signing signature: it verifies a model directory or file")
+        signed = oms.OmsManifest.from_statement(statement.digest_hex, statement.predicate)
+        report = oms.verify_model(signed, artifact, patterns=ignore, allow_symlinks=allow_symlinks,
+                                  exclude=[sig_path], progress=_setting("progress", progress))
+        return _verdict(report)
+    _check_signed_type(sig_path, statement, artifact_type)
+    signed = read_signed_manifest(sig_path, verifier, statement)
     actual = hash_artifact(
         artifact, artifact_type=artifact_type, params=signed.params, ignore=tuple(signed.ignore) + tuple(ignore),
         allow_symlinks=signed.allow_symlinks or allow_symlinks, exclude=[sig_path], strict=False,
         strip_prefix=strip_prefix, add_prefix=add_prefix, device=device, progress=progress,
     )
-    report = compare_manifests(signed, actual, allow_missing=allow_missing)
+    return _verdict(compare_manifests(signed, actual, allow_missing=allow_missing))
+
+
+def _verdict(report: Report) -> Report:
     if not report.ok:
         first = report.lines()[0]
         raise VerificationError(f"verification failed: {report.summary()}; {first}", report)
     return report
 
 
-def sign_model(model_or_path, key=None, signature=None, *, password=None, ignore=(), allow_symlinks=False,
-               leaf_size=None, strip_prefix="", add_prefix="", device=None, progress=None) -> Path:
+def sign_model(model_or_path, key=None, signature=None, *, password=None, format="sentry", ignore=(),
+               allow_symlinks=False, leaf_size=None, strip_prefix="", add_prefix="", device=None,
+               progress=None) -> Path:
     """Hash a model directory, checkpoint file or in-memory model and write a signature bundle.
 
-    Returns the signature path (default: beside the artifact, ``PATH.sig``)."""
-    return _sign(model_or_path, "model", key, signature, password, leaf_size=leaf_size, ignore=ignore,
+    ``key`` is a private key (path or object) or a Signer (``CertificateSigner``,
+    ``SigstoreSigner``). ``format="oms"`` writes what model_signing writes and verifies (a path
+    only). Returns the signature path (default: beside the artifact, ``PATH.sig``)."""
+    return _sign(model_or_path, "model", key, signature, password, format, leaf_size=leaf_size, ignore=ignore,
                  allow_symlinks=allow_symlinks, strip_prefix=strip_prefix, add_prefix=add_prefix,
                  device=device, progress=progress)
 
@@ -160,7 +216,11 @@ def sign_model(model_or_path, key=None, signature=None, *, password=None, ignore
 def verify_model(model_or_path, public_key=None, signature=None, *, ignore=(), allow_symlinks=False,
                  allow_missing=(), strip_prefix="", add_prefix="", device=None, progress=None) -> Report:
     """Verify the signature, recompute, compare. Raises VerificationError (with ``.report``) on
-    any missing, extra or changed item; returns the Report when everything matches."""
+    any missing, extra or changed item; returns the Report when everything matches.
+
+    ``public_key`` is a public key (path or object) or a Verifier (``CertificateVerifier``,
+    ``SigstoreVerifier``). Sentry and model_signing (OMS) signatures are told apart by their
+    predicate type."""
     return _verify(model_or_path, "model", public_key, signature, ignore=ignore, allow_symlinks=allow_symlinks,
                    allow_missing=allow_missing, strip_prefix=strip_prefix, add_prefix=add_prefix,
                    device=device, progress=progress)
@@ -204,7 +264,8 @@ def _dataset_claim(sig_path: Path, public_key):
     verifier = _verifier(public_key)
     if not sig_path.exists():
         raise SentryError(f"signature {sig_path} does not exist")
-    statement = _signed_statement(sig_path, verifier, "dataset")
+    statement = read_signed_statement(sig_path, verifier)
+    _check_signed_type(sig_path, statement, "dataset")
     claim = DatasetClaim.from_predicate(statement.predicate)
     if claim.root.hex() != statement.digest_hex:
         raise VerificationError(f"{sig_path}: the signed sidecar root does not match the signed digest")
@@ -248,10 +309,7 @@ def verify_dataset(path_or_root, public_key=None, signature=None, *, sidecar=Non
         path_or_root, claim.params, names=samples, ignore=claim.ignore + tuple(ignore),
         allow_symlinks=claim.allow_symlinks or allow_symlinks, exclude=[signed.signature, signed.sidecar],
         progress=_setting("progress", progress), device=_setting("device", device) or "auto")
-    report = signed.compare(actual, samples)
-    if not report.ok:
-        raise VerificationError(f"verification failed: {report.summary()}; {report.lines()[0]}", report)
-    return report
+    return _verdict(signed.compare(actual, samples))
 
 
 def protect(model, **verify_options):

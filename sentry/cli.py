@@ -20,6 +20,8 @@ examples:
   sentry keygen signing-key.pem            # writes signing-key.pem (0600) and signing-key.pub.pem
   sentry sign model/ --key signing-key.pem # writes model.sig beside model/
   sentry verify model/ --public-key signing-key.pub.pem
+  sentry sign model/ --sigstore --format oms          # keyless, in model_signing's format
+  sentry verify model/ --identity me@example.com --issuer https://github.com/login/oauth
 """
 EXIT_CODES = "exit codes: 0 success, 1 verification failed, 2 usage or input error."
 
@@ -34,7 +36,7 @@ def _hashing_options(p: argparse.ArgumentParser, *, leaf_size: bool) -> None:
                    help="hashing backend (default: auto = CUDA when a GPU is usable, else CPU)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     if leaf_size:
-        p.add_argument("--leaf-size", type=int, default=4096, metavar="BYTES",
+        p.add_argument("--leaf-size", type=int, metavar="BYTES",
                        help="Merkle leaf size, a power of two (default 4096); recorded in the signature")
 
 
@@ -75,13 +77,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
 
     p = sub.add_parser("sign", help="hash an artifact and write a signature bundle",
-                       description="Hash an artifact and write a Sigstore bundle (DSSE, in-toto statement) signing its manifest.",
+                       description="Hash an artifact and write a Sigstore bundle (DSSE, in-toto statement) signing its "
+                                   "manifest: with a private key, a key and its X.509 certificate, or Sigstore keyless.",
                        epilog=EXIT_CODES)
     _hashing_options(p, leaf_size=True)
-    p.add_argument("--key", required=True, metavar="KEY.pem", help="ECDSA P-256 private key (PEM)")
-    p.add_argument("--signature", metavar="SIG", help="where to write the bundle (default: PATH.sig beside PATH)")
+    p.add_argument("--key", metavar="KEY.pem", help="ECDSA P-256 private key (PEM)")
+    p.add_argument("--certificate", metavar="CERT.pem",
+                   help="with --key: its X.509 signing certificate (PEM; further certificates in it join the chain)")
+    p.add_argument("--certificate-chain", action="append", default=[], metavar="CHAIN.pem",
+                   help="with --certificate: intermediate certificates to put in the bundle; repeatable")
     p.add_argument("--password-file", metavar="FILE",
                    help="password of an encrypted key (else SENTRY_KEY_PASSWORD, else a prompt on a terminal)")
+    p.add_argument("--sigstore", action="store_true",
+                   help="sign keyless with Sigstore: an OIDC identity (--identity-token, ambient CI credentials, "
+                        "or a login on a terminal) gets a short-lived certificate; needs the network")
+    p.add_argument("--identity-token", metavar="TOKEN", help="with --sigstore: the OIDC identity token to use")
+    p.add_argument("--staging", action="store_true", help="with --sigstore: use Sigstore's staging instance")
+    p.add_argument("--trust-config", metavar="FILE", help="with --sigstore: a Sigstore client trust config to use")
+    p.add_argument("--cache-dir", metavar="DIR",
+                   help="with --sigstore: where the trust root fetched by TUF is kept "
+                        "(default: $SENTRY_CACHE_DIR, else ~/.cache/sentry)")
+    p.add_argument("--format", choices=("sentry", "oms"), default="sentry",
+                   help="sentry (default: Merkle roots, per tensor too) or oms (model_signing's format, "
+                        "SHA-256 per file, which `model_signing verify` accepts)")
+    p.add_argument("--signature", metavar="SIG", help="where to write the bundle (default: PATH.sig beside PATH)")
     p.add_argument("--dataset", action="store_true",
                    help="sign PATH as a dataset: its samples go to a sidecar that the signature covers")
     _dataset_options(p)
@@ -91,7 +110,16 @@ def build_parser() -> argparse.ArgumentParser:
                                    "missing, extra or changed item.",
                        epilog=EXIT_CODES)
     _hashing_options(p, leaf_size=False)
-    p.add_argument("--public-key", required=True, metavar="PUB.pem", help="public key of the signer (PEM)")
+    p.add_argument("--public-key", metavar="PUB.pem", help="for a key bundle: the signer's public key (PEM)")
+    p.add_argument("--certificate-chain", action="append", default=[], metavar="CA.pem",
+                   help="for a certificate bundle: trusted CA certificates (PEM); repeatable")
+    p.add_argument("--identity", metavar="ID",
+                   help="for a Sigstore bundle: the signer's identity (e-mail, or workflow URI in CI)")
+    p.add_argument("--issuer", metavar="URL", help="for a Sigstore bundle: the identity's OIDC issuer")
+    p.add_argument("--trust-config", metavar="FILE",
+                   help="for a Sigstore bundle: a client trust config (default: the public instance's trusted "
+                        "root shipped with sigstore-python; verification is offline either way)")
+    p.add_argument("--staging", action="store_true", help="for a Sigstore bundle: trust Sigstore's staging instance")
     p.add_argument("--signature", metavar="SIG", help="the bundle (default: PATH.sig beside PATH)")
     p.add_argument("--dataset", action="store_true", help="PATH is a dataset")
     _dataset_options(p)
@@ -148,15 +176,65 @@ def cmd_hash(args) -> int:
     return 0
 
 
+def _signer_for(args):
+    """The Signer the options ask for; every combination problem is a usage error."""
+    from .signing import CertificateSigner, KeySigner, load_certificates, load_private_key
+
+    sigstore_only = [o for o, v in (("--identity-token", args.identity_token), ("--staging", args.staging),
+                                    ("--trust-config", args.trust_config), ("--cache-dir", args.cache_dir)) if v]
+    if args.sigstore:
+        if args.key or args.certificate:
+            raise SentryError("--sigstore signs without a key of yours: leave out --key and --certificate")
+        from .signing.sigstore import SigstoreSigner
+
+        return SigstoreSigner(identity_token=args.identity_token, staging=args.staging,
+                              trust_config=args.trust_config, cache_dir=args.cache_dir)
+    if sigstore_only:
+        raise SentryError(f"{sigstore_only[0]} is for keyless signing: add --sigstore")
+    if args.key is None:
+        raise SentryError("choose how to sign: --key KEY.pem (with --certificate CERT.pem for X.509) or --sigstore")
+    if args.certificate_chain and not args.certificate:
+        raise SentryError("--certificate-chain goes with --certificate")
+    key = load_private_key(args.key, _password_for(args.key, args.password_file))
+    if not args.certificate:
+        return KeySigner(key)
+    certificate, *chain = load_certificates(args.certificate)
+    return CertificateSigner(key, certificate, chain + [c for p in args.certificate_chain for c in load_certificates(p)])
+
+
+def _verifier_for(args):
+    """The Verifier the options ask for: exactly one of a public key, CA certificates, a Sigstore identity."""
+    from .signing import CertificateVerifier, KeyVerifier, load_certificates, load_public_key
+
+    chosen = [o for o, v in (("--public-key", args.public_key), ("--certificate-chain", args.certificate_chain),
+                             ("--identity/--issuer", args.identity or args.issuer)) if v]
+    if len(chosen) != 1:
+        raise SentryError("choose one way to verify: --public-key PUB.pem, --certificate-chain CA.pem, "
+                          "or --identity ID with --issuer URL")
+    if (args.trust_config or args.staging) and not (args.identity or args.issuer):
+        raise SentryError("--trust-config and --staging are for Sigstore bundles: add --identity and --issuer")
+    if args.public_key:
+        return KeyVerifier(load_public_key(args.public_key))
+    if args.certificate_chain:
+        return CertificateVerifier([c for p in args.certificate_chain for c in load_certificates(p)])
+    if not (args.identity and args.issuer):
+        raise SentryError("Sigstore verification needs both --identity and --issuer")
+    from .signing.sigstore import SigstoreVerifier
+
+    return SigstoreVerifier(args.identity, args.issuer, trust_config=args.trust_config, staging=args.staging)
+
+
 def cmd_sign(args) -> int:
     from .api import sign_dataset, sign_model
 
-    password = _password_for(args.key, args.password_file)
+    if args.dataset and args.format == "oms":
+        raise SentryError("the OMS format signs models: leave out --dataset or --format oms")
+    signer = _signer_for(args)
+    options = {"format": args.format} if args.format != "sentry" else {}
     sign = sign_dataset if args.dataset else sign_model
     with _progress(args) as bar:
-        sig = sign(args.path, key=args.key, signature=args.signature, password=password, ignore=args.ignore,
-                   allow_symlinks=args.allow_symlinks, leaf_size=args.leaf_size, device=args.device, progress=bar,
-                   **_dataset_args(args))
+        sig = sign(args.path, key=signer, signature=args.signature, ignore=args.ignore, allow_symlinks=args.allow_symlinks,
+                   leaf_size=args.leaf_size, device=args.device, progress=bar, **options, **_dataset_args(args))
     if args.dataset:
         from .manifest.dataset import default_sidecar_path
 
@@ -170,9 +248,10 @@ def cmd_verify(args) -> int:
     from .api import verify_dataset, verify_model
 
     verify = verify_dataset if args.dataset else verify_model
+    verifier = _verifier_for(args)
     try:
         with _progress(args) as bar:
-            report = verify(args.path, public_key=args.public_key, signature=args.signature, ignore=args.ignore,
+            report = verify(args.path, public_key=verifier, signature=args.signature, ignore=args.ignore,
                             allow_symlinks=args.allow_symlinks, device=args.device, progress=bar,
                             **_dataset_args(args))
     except VerificationError as exc:

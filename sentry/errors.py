@@ -16,3 +16,15 @@ class VerificationError(SentryError):
     def __init__(self, message: str, report=None):
         super().__init__(message)
         self.report = report
+
+
+def reason(exc: BaseException, limit: int = 200) -> str:
+    """A library exception as a short clause for a one-sentence message: its first line (or,
+    for an exception without a message, its class name and the cause's)."""
+    lines = str(exc).strip().splitlines()
+    if lines:
+        text = lines[0].rstrip(".")
+    else:
+        cause = exc.__cause__ or exc.__context__
+        text = type(exc).__name__ + (f": {reason(cause, limit)}" if cause is not None else "")
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -63,3 +63,64 @@ def run_cli(*args, cwd=None, env=None):
         [sys.executable, "-m", "sentry.cli", *map(str, args)],
         capture_output=True, text=True, cwd=cwd, env=env, timeout=300,
     )
+
+
+def shared_interop() -> Path | None:
+    """../shared/interop/model-transparency beside the checkout (real model_signing bundles), if there."""
+    here = Path(__file__).resolve()
+    for shared in (here.parents[2] / "shared", here.parents[1] / "shared"):
+        if (shared / "interop" / "model-transparency").is_dir():
+            return shared / "interop" / "model-transparency"
+    return None
+
+
+def make_pki(tmp: Path, *, days=(-1, 365), code_signing=True, key_usage=True, leaf_key=None):
+    """A root CA, an intermediate and a code-signing leaf (P-256), written as PEM files.
+
+    Returns a dict of paths: root, intermediate, leaf (certificate), key (the leaf's private key).
+    ``days`` is the leaf's validity (notBefore, notAfter) in days from now.
+    """
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def name(cn):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def cert(subject, key, issuer, issuer_key, ca, start, end, extra=()):
+        b = (x509.CertificateBuilder().subject_name(name(subject)).issuer_name(name(issuer))
+             .public_key(key.public_key()).serial_number(x509.random_serial_number())
+             .not_valid_before(now + datetime.timedelta(days=start))
+             .not_valid_after(now + datetime.timedelta(days=end))
+             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False))
+        if ca:
+            b = b.add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        for ext, critical in extra:
+            b = b.add_extension(ext, critical=critical)
+        return b.sign(issuer_key, hashes.SHA256())
+
+    root_key, int_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    leaf_key = leaf_key or ec.generate_private_key(ec.SECP256R1())
+    root = cert("test root", root_key, "test root", root_key, True, -10, 3650)
+    inter = cert("test intermediate", int_key, "test root", root_key, True, -10, 3650)
+    extra = []
+    if key_usage:
+        extra.append((x509.KeyUsage(True, False, False, False, False, False, False, False, False), True))
+    if code_signing:
+        extra.append((x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), False))
+    leaf = cert("test signer", leaf_key, "test intermediate", int_key, False, *days, extra)
+    paths = {}
+    for label, c in (("root", root), ("intermediate", inter), ("leaf", leaf)):
+        paths[label] = tmp / f"{label}.crt.pem"
+        paths[label].write_bytes(c.public_bytes(serialization.Encoding.PEM))
+    paths["key"] = tmp / "leaf.key.pem"
+    paths["key"].write_bytes(leaf_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                    serialization.NoEncryption()))
+    return paths

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 import sentry
-from support import flip_bit, make_keys, run_cli, save_tensors, tensor_offset
+from support import flip_bit, make_keys, run_cli, save_tensors, shared_interop, tensor_offset
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout under test
 HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -478,8 +478,11 @@ def test_top_level_help(tmp_path):
 @pytest.mark.parametrize("command, options", [
     ("keygen", ["--encrypt", "--password-file", "--force", "--public-key"]),
     ("hash", ["--leaf-size", "--json", "--quiet", "--ignore"]),
-    ("sign", ["--key", "--password-file", "SENTRY_KEY_PASSWORD", "--signature", "--leaf-size"]),
-    ("verify", ["--public-key", "--signature", "--json", "--quiet"]),
+    ("sign", ["--key", "--password-file", "SENTRY_KEY_PASSWORD", "--signature", "--leaf-size", "--certificate",
+              "--certificate-chain", "--sigstore", "--identity-token", "--staging", "--trust-config", "--cache-dir",
+              "--format"]),
+    ("verify", ["--public-key", "--signature", "--json", "--quiet", "--certificate-chain", "--identity", "--issuer",
+                "--trust-config"]),
 ])
 def test_subcommand_help(tmp_path, command, options):
     r = ok(cli(command, "--help", cwd=tmp_path))
@@ -498,10 +501,8 @@ def test_no_subcommand_is_a_usage_error(tmp_path):
 
 
 def test_missing_required_option_is_a_usage_error(model):
-    r = cli("sign", "model", cwd=model.parent)
-    assert r.returncode == 2 and "--key" in r.stderr and "Traceback" not in r.stderr
-    r = cli("verify", "model", cwd=model.parent)
-    assert r.returncode == 2 and "--public-key" in r.stderr
+    assert "choose how to sign: --key KEY.pem" in error(cli("sign", "model", cwd=model.parent), 2)
+    assert "choose one way to verify: --public-key" in error(cli("verify", "model", cwd=model.parent), 2)
 
 
 def test_python_dash_m_sentry(tmp_path):
@@ -565,3 +566,69 @@ def test_closed_stdout_pipe_is_not_a_traceback(tmp_path):
     assert first.endswith(b"file f0000\n")
     assert "Traceback" not in err and "Exception ignored" not in err
     assert code == 141  # as if killed by SIGPIPE: neither success nor "verification failed"
+
+
+# ---------------------------------------------------------------------------- certificates, Sigstore, OMS
+
+
+def test_certificate_sign_and_verify(model, tmp_path):
+    from support import make_pki
+
+    pki = make_pki(tmp_path)
+    cwd = model.parent
+    ok(cli("sign", "model", "--key", pki["key"], "--certificate", pki["leaf"], "--certificate-chain",
+           pki["intermediate"], cwd=cwd))
+    assert ok(cli("verify", "model", "--certificate-chain", pki["root"], cwd=cwd)).stdout.startswith("OK: verified")
+    (tmp_path / "other").mkdir()
+    other = make_pki(tmp_path / "other")
+    assert "does not chain to a trusted CA certificate" in error(
+        cli("verify", "model", "--certificate-chain", other["root"], cwd=cwd), 1)
+    line = error(cli("verify", "model", "--public-key", make_keys(tmp_path)[1], cwd=cwd), 1)
+    assert line.endswith("signed with an X.509 certificate, not a key; verify it with --certificate-chain CA.pem")
+
+
+def test_option_combinations_are_usage_errors(model, keys):
+    cwd = model.parent
+    for args, words in (
+        (["sign", "model", "--key", keys[0], "--identity-token", "t"], "--identity-token is for keyless signing"),
+        (["sign", "model", "--sigstore", "--key", keys[0]], "--sigstore signs without a key of yours"),
+        (["sign", "model", "--key", keys[0], "--certificate-chain", keys[1]], "--certificate-chain goes with"),
+        (["sign", "model", "--key", keys[0], "--format", "oms", "--dataset"], "the OMS format signs models"),
+        (["verify", "model", "--public-key", keys[1], "--identity", "me"], "choose one way to verify"),
+        (["verify", "model", "--identity", "me@example.com"], "needs both --identity and --issuer"),
+        (["verify", "model", "--public-key", keys[1], "--staging"], "--trust-config and --staging are for Sigstore"),
+    ):
+        assert words in error(cli(*args, cwd=cwd), 2), args
+
+
+def test_sigstore_sign_without_identity_or_with_a_bad_token(model):
+    ambient = ("GITHUB_ACTIONS", "ACTIONS_ID_TOKEN_REQUEST_URL", "ACTIONS_ID_TOKEN_REQUEST_TOKEN", "GITLAB_CI",
+               "BUILDKITE", "CIRCLECI", "GOOGLE_SERVICE_ACCOUNT_NAME")
+    env = {k: v for k, v in _env().items() if k not in ambient}
+    r = subprocess.run([sys.executable, "-m", "sentry.cli", "sign", "model", "--sigstore"], capture_output=True,
+                       text=True, cwd=model.parent, env=env, stdin=subprocess.DEVNULL, timeout=60)
+    assert "Sigstore signing needs an OIDC identity: pass --identity-token" in error(r, 2)
+    line = error(cli("sign", "model", "--sigstore", "--identity-token", "not.a.jwt", cwd=model.parent), 2)
+    assert "no usable Sigstore identity" in line
+    assert not (model.parent / "model.sig").exists()
+
+
+def test_oms_format_round_trip_and_detection(model, keys):
+    cwd = model.parent
+    ok(cli("sign", "model", "--key", keys[0], "--format", "oms", "--signature", "model/model.sig", cwd=cwd))
+    statement = json.loads(base64.b64decode(json.loads((model / "model.sig").read_text())["dsseEnvelope"]["payload"]))
+    assert statement["predicateType"] == "https://model_signing/signature/v1.0"
+    r = ok(cli("verify", "model", "--public-key", keys[1], "--signature", "model/model.sig", "--json", cwd=cwd))
+    assert json.loads(r.stdout)["checked"] == 3  # files only: OMS has no tensors
+    (model / "config.json").write_text("{}")
+    r = cli("verify", "model", "--public-key", keys[1], "--signature", "model/model.sig", cwd=cwd)
+    assert "changed: file config.json" in error(r, 1) and "changed: file config.json" in r.stdout
+
+
+@pytest.mark.skipif(shared_interop() is None, reason="shared interop data absent")
+def test_real_sigstore_bundle_verifies_offline_by_identity(tmp_path):
+    d = shared_interop() / "v1.0.1-sigstore"
+    args = ["verify", d, "--signature", d / "model.sig", "--ignore", "ignore-me",
+            "--issuer", "https://sigstore.verify.ibm.com/oauth2"]
+    assert ok(cli(*args, "--identity", "stefanb@us.ibm.com", cwd=tmp_path)).stdout == "OK: verified 2 items\n"
+    assert "SANs do not match" in error(cli(*args, "--identity", "eve@example.com", cwd=tmp_path), 1)

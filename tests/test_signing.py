@@ -45,19 +45,12 @@ from sentry.signing import (
     write_keypair,
 )
 
+from support import shared_interop
+
 ROOT = "ab" * 32
 
 
-def _shared_dir() -> Path | None:
-    here = Path(__file__).resolve()
-    for candidate in (here.parents[2] / "shared", here.parents[1] / "shared"):
-        if (candidate / "interop" / "model-transparency").is_dir():
-            return candidate
-    return None
-
-
-SHARED = _shared_dir()
-INTEROP = SHARED / "interop" / "model-transparency" if SHARED else None
+INTEROP = shared_interop()
 needs_interop = pytest.mark.skipif(INTEROP is None, reason="shared interop data absent")
 
 
@@ -454,7 +447,7 @@ def test_certificate_bundle_is_not_a_key_bundle(tmp_path, key, statement):
     path = tmp_path / "c.sig"
     sig = key.sign(pae(PAYLOAD_TYPE, statement), ec.ECDSA(hashes.SHA256()))
     write_bundle(path, make_bundle(statement, sig, {"certificate": {"rawBytes": "AAAA"}}))
-    with pytest.raises(VerificationError, match="signed with a certificate, not a key"):
+    with pytest.raises(VerificationError, match="signed with an X.509 certificate, not a key"):
         KeyVerifier(key.public_key()).verify(read_bundle(path))
     write_bundle(path, make_bundle(statement, sig, {}))
     with pytest.raises(VerificationError, match="no public key"):
@@ -622,7 +615,7 @@ def test_model_signing_certificate_bundles_are_read_but_not_key_verified():
     pub = load_public_key(INTEROP / "keys" / "signing-key-pub.pem")
     for name in ("v1.0.1-certificate", "v1.0.1-sigstore"):
         bundle = read_bundle(INTEROP / name / "model.sig")
-        with pytest.raises(VerificationError, match="certificate, not a key"):
+        with pytest.raises(VerificationError, match="not a key; verify it with"):
             KeyVerifier(pub).verify(bundle)
 
 

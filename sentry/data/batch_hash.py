@@ -1,10 +1,10 @@
-"""Roots of a batch of sample buffers: the one place a GPU Merkle backend plugs into the loaders.
+"""Roots of a batch of sample buffers, on the CPU or, for samples already on a GPU, the CUDA engine.
 
-``hash_batch(buffers, params, device)`` returns one ``(size, root)`` per buffer. On ``"cpu"`` each
-host buffer is hashed by the CPU engine (the C accelerator releases the GIL, so samples of one
-batch hash on several cores). ``"cuda"`` hashes device buffers with the CUDA engine's batch
-function, ``sentry.hashing.digest_device_batch(buffers, params) -> [ItemDigest]``, once the CUDA
-engine provides it; until then it is a clear error, and loaders hash on the CPU.
+``hash_batch(buffers, params, device)`` returns one ``(size, root)`` per buffer. ``"cpu"``: each
+host buffer is hashed by the CPU engine (the C accelerator releases the GIL, so the samples of a
+large batch hash on several cores). ``"cuda"``: device buffers (anything with ``__dlpack__``:
+CuPy arrays, DALI GPU tensors, torch tensors) are hashed in place by the CUDA engine, the whole
+batch in one run of its kernels (``sentry.hashing.digest_tensors``).
 """
 from __future__ import annotations
 
@@ -20,19 +20,21 @@ PARALLEL_BYTES = 1 << 20
 _pool: ThreadPoolExecutor | None = None
 
 
-def cuda_batch_hasher():
-    """The CUDA engine's batch function, or None when this build has none."""
-    from .. import hashing
+def cuda_available() -> bool:
+    """True when the CUDA engine can hash device buffers here."""
+    from ..hashing import resolve_device
 
-    return getattr(hashing, "digest_device_batch", None)
+    return resolve_device("auto") == "cuda"
 
 
 def hash_batch(buffers, params: HashParams, device: str = "cpu") -> list[tuple[int, bytes]]:
     if device == "cuda":
-        digest = cuda_batch_hasher()
-        if digest is None:
-            raise SentryError("hashing samples on the GPU requires the CUDA engine, which this build does not have")
-        return [(d.size, d.root) for d in digest(buffers, params)]
+        import torch
+
+        from ..hashing import digest_tensors
+
+        tensors = [(f"sample {i}", torch.from_dlpack(b).reshape(-1).view(torch.uint8)) for i, b in enumerate(buffers)]
+        return [(d.size, d.root) for d in digest_tensors(tensors, params, device="cuda")]
     if device != "cpu":
         raise SentryError(f"unknown hashing device {device!r}: choose cpu or cuda")
 

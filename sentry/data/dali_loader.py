@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..errors import SentryError, VerificationError
 from ..manifest.dataset import hash_samples
-from .batch_hash import cuda_batch_hasher
+from .batch_hash import cuda_available
 from .verify import IMAGE_EXTENSIONS, DatasetHasher, class_labels, signed_dataset
 
 KINDS = {"image": IMAGE_EXTENSIONS, "numpy": (".npy",)}
@@ -43,7 +43,7 @@ def get_image_dataloader(path, batch_size: int, device: str = "gpu", gds: bool =
         raise SentryError(f"batch size must be a positive integer, got {batch_size!r}")
     root = Path(path)
     on_gpu_data = device == "gpu" and kind == "numpy"
-    hash_device = "cuda" if on_gpu_data and cuda_batch_hasher() is not None else "cpu"
+    hash_device = "cuda" if on_gpu_data and cuda_available() else "cpu"
     hasher = DatasetHasher(signed_dataset(root, public_key, signature, sidecar), policy=policy, device=hash_device)
     names = hasher.select(root, KINDS[kind])
     if not names:

@@ -16,7 +16,7 @@ from ..errors import SentryError, VerificationError
 from ..manifest.compare import Change, Report
 from ..manifest.item import SAMPLE, Item
 from ..manifest.sidecar import records_root
-from ..manifest.sources import list_files
+from ..manifest.sources import list_files, pattern_skipper
 from .batch_hash import hash_batch
 
 POLICIES = ("raise", "drop")
@@ -50,7 +50,8 @@ class DatasetHasher:
         is absent is a missing one: each raises (or, under "drop", is reported)."""
         signed = self.signed
         exclude = [p for p in (signed.sidecar, signed.signature) if p is not None]
-        on_disk = [n for n, _ in list_files(root, signed.claim.ignore, signed.claim.allow_symlinks, exclude)]
+        skip = pattern_skipper(signed.claim.ignore)
+        on_disk = [n for n, _ in list_files(root, skip, signed.claim.allow_symlinks, exclude)]
 
         def wanted(name):
             return extensions is None or name.lower().endswith(tuple(extensions))

@@ -80,9 +80,9 @@ class FileRange(NamedTuple):
 
 
 # -- planning: which blocks an item is cut into, and how their roots fold ---------------------------
-def _block_leaves(params: HashParams) -> int:
+def _block_leaves(params: HashParams, block_bytes: Optional[int] = None) -> int:
     """Leaves per work block: a power of two, at least one leaf."""
-    leaves = max(1, int(BLOCK_BYTES) // params.leaf_size)
+    leaves = max(1, int(block_bytes or BLOCK_BYTES) // params.leaf_size)
     return 1 << (leaves.bit_length() - 1)
 
 
@@ -163,6 +163,8 @@ def digest_ranges(
     workers: Optional[int] = None,
     *,
     follow_symlinks: bool = False,
+    hash_block: Callable[..., bytes] = _hash_file_block,
+    block_bytes: Optional[int] = None,
 ) -> list:
     """Digests of file byte ranges, in the order given (one :class:`ItemDigest` per range).
 
@@ -172,6 +174,9 @@ def digest_ranges(
     symlinks unless ``follow_symlinks``), every range must lie inside it, and after its last block
     is hashed the file must be unchanged, or SentryError. ``progress(nbytes)`` is called from the
     calling thread as blocks complete.
+
+    ``hash_block(src, offset, length, leaf_size, grain)`` hashes one block (the CUDA backend passes
+    its own), and ``block_bytes`` sets the block size (default ``BLOCK_BYTES``).
     """
     _check_params(params)
     ranges = [r if isinstance(r, FileRange) else FileRange(*r) for r in ranges]
@@ -184,7 +189,7 @@ def digest_ranges(
             )
     workers = max(1, workers or os.cpu_count() or 1)
     ls = params.leaf_size
-    block_leaves = _block_leaves(params)
+    block_leaves = _block_leaves(params, block_bytes)
 
     by_path: dict = {}  # path -> indices of its ranges, files in order of first appearance
     for i, r in enumerate(ranges):
@@ -233,7 +238,7 @@ def digest_ranges(
                     return
                 path, i, j, offset, length = task
                 src = open_files[path][0]
-                fut = pool.submit(_hash_file_block, src, offset, length, ls, plans[i].grain)
+                fut = pool.submit(hash_block, src, offset, length, ls, plans[i].grain)
                 pending[fut] = task
 
         try:

@@ -4,13 +4,20 @@ from __future__ import annotations
 from ..errors import SentryError
 
 
+def check_tensor(name: str, t) -> None:
+    """SentryError unless the tensor has plain strided bytes to hash."""
+    import torch
+
+    if t.layout != torch.strided or t.is_quantized or t.device.type == "meta":
+        raise SentryError(f"tensor {name!r} is sparse, quantized or on the meta device and cannot be hashed")
+
+
 def cpu_tensor_bytes(name: str, t):
     """A uint8 numpy view of the tensor's bytes in host memory (zero-copy for a contiguous CPU tensor;
     strided or device tensors are copied, one tensor at a time)."""
     import torch
 
-    if t.layout != torch.strided or t.is_quantized or t.device.type == "meta":
-        raise SentryError(f"tensor {name!r} is sparse, quantized or on the meta device and cannot be hashed")
+    check_tensor(name, t)
     t = t.detach()
     if t.device.type != "cpu":
         t = t.cpu()

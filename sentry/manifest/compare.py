@@ -121,6 +121,16 @@ def compare(signed: list[Item], actual: list[Item], key, leaf_size: int, max_chu
     return report
 
 
+def compare_digests(signed: dict[str, bytes], actual: dict[str, bytes], kind: str) -> Report:
+    """The report for two {name: digest} maps (formats that record only a digest per item)."""
+    report = Report(checked=len(signed.keys() | actual.keys()))
+    report.missing = [f"{kind} {n}" for n in sorted(signed.keys() - actual.keys())]
+    report.extra = [f"{kind} {n}" for n in sorted(actual.keys() - signed.keys())]
+    report.changed = [Change(f"{kind} {n}", ("content differs",))
+                      for n in sorted(signed.keys() & actual.keys()) if signed[n] != actual[n]]
+    return report
+
+
 def compare_manifests(signed, actual, *, allow_missing=()) -> Report:
     """Compare a signed manifest with the one just computed.
 

@@ -2,7 +2,7 @@
 
 :class:`DatasetClaim` is what a signature says about a dataset (parameters, sample count, the
 sidecar's name, size and root); :class:`SignedDataset` is a claim together with the sample records
-of a sidecar that matched it, ready to check any sample on its own (docs/spec.md §5).
+of a sidecar that matched it, ready to check any sample on its own (docs/spec.md §6).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from . import sidecar
 from .compare import Report, compare, diff_item
 from .item import _HEX64, SAMPLE, Item
 from .manifest import MAX_ITEMS, Manifest
-from .sources import list_files
+from .sources import list_files, pattern_skipper
 
 SIDECAR_SUFFIX = ".samples.jsonl"
 
@@ -80,7 +80,7 @@ def hash_samples(root, params: HashParams, *, names=None, ignore=(), allow_symli
     if not root.is_dir():
         raise SentryError(f"{root} is not a directory; a dataset is a directory of samples")
     if names is None:
-        files = list_files(root, ignore, allow_symlinks, exclude)
+        files = list_files(root, pattern_skipper(ignore), allow_symlinks, exclude)
     else:
         bad = [n for n in names if not sidecar.is_plain_name(n)]
         if bad:

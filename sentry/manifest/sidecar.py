@@ -2,7 +2,7 @@
 
 Its root is the manifest root of docs/spec.md §2 over those records, so a bundle signs a dataset of
 any size with one digest. The sidecar itself is untrusted until its root matches the signed one;
-:func:`parse` refuses anything but the exact bytes signing writes (docs/spec.md §5).
+:func:`parse` refuses anything but the exact bytes signing writes (docs/spec.md §6).
 """
 from __future__ import annotations
 

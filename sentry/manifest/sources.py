@@ -41,12 +41,19 @@ def is_ignored(relpath: str, patterns) -> bool:
     return bool(prefix) and any(prefix("/".join(parts[: i + 1])) for i in range(len(parts)))
 
 
-def list_files(root: Path, ignore=(), allow_symlinks=False, exclude=()) -> list[tuple[str, Path]]:
-    """Every regular file under ``root`` as (POSIX relative name, path to read), sorted by name."""
+def pattern_skipper(ignore=()):
+    """Sentry's rule for what a directory listing leaves out: the defaults plus ``ignore``."""
+    patterns = DEFAULT_IGNORES + tuple(ignore)
+    return lambda relpath: is_ignored(relpath, patterns)
+
+
+def list_files(root: Path, skip, allow_symlinks=False, exclude=()) -> list[tuple[str, Path]]:
+    """Every regular file under ``root`` as (POSIX relative name, path to read), sorted by name.
+
+    ``skip(relative name)`` leaves out a file, or a directory with everything below it."""
     root = Path(root)
     real_root = root.resolve()
     excluded = {os.path.abspath(p) for p in exclude}
-    patterns = DEFAULT_IGNORES + tuple(ignore)
     found = []
 
     def walk(directory: Path, rel: str):
@@ -61,7 +68,7 @@ def list_files(root: Path, ignore=(), allow_symlinks=False, exclude=()) -> list[
             except UnicodeEncodeError:
                 raise SentryError(f"{directory}: a file name is not valid UTF-8") from None
             relname = f"{rel}{name}"
-            if is_ignored(relname, patterns) or os.path.abspath(entry.path) in excluded:
+            if skip(relname) or os.path.abspath(entry.path) in excluded:
                 continue
             path = Path(entry.path)
             st = entry.stat(follow_symlinks=False)
@@ -112,6 +119,19 @@ def file_ranges(name: str, path: Path, strict: bool):
     return stamp, specs
 
 
+def files_of(path: Path, skip, allow_symlinks=False, exclude=()) -> tuple[str, list[tuple[str, Path]]]:
+    """("directory", its files as ``list_files`` gives them) or ("file", [(its name, path to read)])."""
+    if path.is_dir():
+        return "directory", list_files(path, skip, allow_symlinks, exclude)
+    if path.is_file() or path.is_symlink():
+        if path.is_symlink() and not allow_symlinks:
+            raise SentryError(f"{path} is a symbolic link; pass --allow-symlinks to hash what it points to")
+        return "file", [(path.name, path.resolve() if allow_symlinks else path)]
+    if path.exists():
+        raise SentryError(f"{path} is not a regular file or directory")
+    raise SentryError(f"{path} does not exist")
+
+
 def manifest_for_path(
     path, params: HashParams, *, artifact_type="model", ignore=(), allow_symlinks=False,
     exclude=(), strict=True, progress=None, device="auto",
@@ -119,16 +139,7 @@ def manifest_for_path(
     from ..hashing import digest_ranges, FileRange
 
     path = Path(path)
-    if path.is_dir():
-        source, files = "directory", list_files(path, ignore, allow_symlinks, exclude)
-    elif path.is_file() or path.is_symlink():
-        if path.is_symlink() and not allow_symlinks:
-            raise SentryError(f"{path} is a symbolic link; pass --allow-symlinks to hash what it points to")
-        source, files = "file", [(path.name, path.resolve() if allow_symlinks else path)]
-    elif path.exists():
-        raise SentryError(f"{path} is not a regular file or directory")
-    else:
-        raise SentryError(f"{path} does not exist")
+    source, files = files_of(path, pattern_skipper(ignore), allow_symlinks, exclude)
     if not files and artifact_type == "model":
         raise SentryError(f"{path} holds no files to hash")
 

@@ -29,19 +29,18 @@ def state_dict_of(model) -> dict:
 
 def tensor_items(state: dict, params: HashParams, *, strip_prefix="", add_prefix="", device="auto", progress=None) -> list[Item]:
     """One item per tensor, named by its state_dict key after prefix mapping; ``extra`` holds the tensor."""
-    from ..hashing import digest_tensor
+    from ..hashing import digest_tensors
 
     if hasattr(progress, "set_total"):
         progress.set_total(sum(t.numel() * t.element_size() for t in state.values()))
-    items = []
     for key, t in state.items():
-        dtype = torch_dtype_name(t.dtype)
-        if dtype is None:
+        if torch_dtype_name(t.dtype) is None:
             raise SentryError(f"tensor {key!r} has dtype {t.dtype}, which safetensors cannot store")
+    digests = digest_tensors(state.items(), params, device=device, progress=progress)  # one GPU run for all
+    items = []
+    for (key, t), d in zip(state.items(), digests):
+        dtype = torch_dtype_name(t.dtype)
         name = add_prefix + (key[len(strip_prefix):] if strip_prefix and key.startswith(strip_prefix) else key)
-        d = digest_tensor(key, t, params, device=device)
-        if progress:
-            progress(d.size)
         items.append(
             Item(TENSOR, name, d.size, d.root, d.chunks if len(d.chunks) > 1 else (), dtype, tuple(t.shape), None, {"tensor": t, "key": key})
         )

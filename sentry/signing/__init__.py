@@ -2,8 +2,8 @@
 
 Layers, each one module: ``keys`` (key files and passwords), ``dsse`` (the bytes a signature
 covers), ``statement`` (what is signed), ``bundle`` (the file it travels in), ``base`` (the
-Signer/Verifier roles) and one module per signing method (``key``; certificates and Sigstore
-come beside it).
+Signer/Verifier roles) and one module per signing method: ``key``, ``certificate`` and
+``sigstore`` (imported on use: it loads sigstore-python).
 """
 from sentry.signing.base import Signer, Verifier
 from sentry.signing.bundle import (
@@ -14,8 +14,10 @@ from sentry.signing.bundle import (
     make_bundle,
     parse_bundle,
     read_bundle,
+    signing_method,
     write_bundle,
 )
+from sentry.signing.certificate import CertificateSigner, CertificateVerifier, load_certificates
 from sentry.signing.dsse import PAYLOAD_TYPE, pae
 from sentry.signing.key import KeySigner, KeyVerifier
 from sentry.signing.keys import (
@@ -44,12 +46,15 @@ __all__ = [
     "PREDICATE_TYPE",
     "STATEMENT_TYPE",
     "Bundle",
+    "CertificateSigner",
+    "CertificateVerifier",
     "KeySigner",
     "KeyVerifier",
     "Signer",
     "Statement",
     "Verifier",
     "generate_private_key",
+    "load_certificates",
     "load_private_key",
     "load_public_key",
     "make_bundle",
@@ -60,6 +65,7 @@ __all__ = [
     "public_key_hint",
     "read_bundle",
     "read_password",
+    "signing_method",
     "write_bundle",
     "write_keypair",
 ]

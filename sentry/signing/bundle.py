@@ -110,7 +110,7 @@ def _read_limited(path: Path) -> bytes:
     return data
 
 
-def _decode_b64(value: Any, what: str, bad) -> bytes:
+def decode_b64(value: Any, what: str, bad) -> bytes:
     if not isinstance(value, str):
         raise bad(f"{what} must be a base64 string, found {type_name(value)}")
     try:
@@ -163,7 +163,7 @@ def parse_bundle(raw: Any, bad=None) -> Bundle:
             raise bad("it holds a message signature, not the DSSE envelope Sentry verifies")
         raise bad("it has no dsseEnvelope")
     expect(envelope, dict, "dsseEnvelope", bad)
-    payload = _decode_b64(envelope.get("payload"), "the DSSE payload", bad)
+    payload = decode_b64(envelope.get("payload"), "the DSSE payload", bad)
     payload_type = envelope.get("payloadType")
     expect(payload_type, str, "the DSSE payloadType", bad)
     entries = envelope.get("signatures")
@@ -176,8 +176,45 @@ def parse_bundle(raw: Any, bad=None) -> Bundle:
         keyid = entry.get("keyid")
         if keyid is not None and not isinstance(keyid, str):
             raise bad(f"a DSSE signature's keyid must be a string, found {type_name(keyid)}")
-        sig = _decode_b64(entry.get("sig"), "the DSSE signature", bad)
+        sig = decode_b64(entry.get("sig"), "the DSSE signature", bad)
         if not sig:
             raise bad("the DSSE signature is empty")
         signatures.append(sig)
     return Bundle(media_type, material, payload, payload_type, signatures, raw)
+
+
+# ---------------------------------------------------------------------------- methods
+
+# How each signing method is named in messages, and how the command line verifies it.
+_METHODS = {
+    "key": ("a key", "--public-key"),
+    "certificate": ("an X.509 certificate", "--certificate-chain CA.pem"),
+    "sigstore": ("Sigstore", "--identity and --issuer"),
+}
+
+
+def signing_method(bundle: Bundle) -> str:
+    """``key``, ``certificate`` or ``sigstore``, read from the verification material.
+
+    A transparency-log entry makes it Sigstore (v0.3 bundles carry ``certificate``, v0.2 ones
+    ``x509CertificateChain``); without one, a certificate chain makes it ``certificate``.
+    Only a hint for choosing and wording: every verifier checks the material it relies on.
+    """
+    material = bundle.verification_material
+    if material.get("tlogEntries"):
+        return "sigstore"
+    if "publicKey" in material:
+        return "key"
+    if "x509CertificateChain" in material or "certificate" in material:
+        return "certificate"
+    raise VerificationError("the bundle names no public key, certificate or transparency-log entry")
+
+
+def require_method(bundle: Bundle, expected: str) -> None:
+    """VerificationError, naming the right option, unless the bundle was signed by ``expected``."""
+    actual = signing_method(bundle)
+    if actual != expected:
+        name, option = _METHODS[actual]
+        raise VerificationError(
+            f"the bundle was signed with {name}, not {_METHODS[expected][0]}; verify it with {option}"
+        )

@@ -24,7 +24,7 @@ from sentry.errors import VerificationError
 from sentry.signing import keys
 from sentry.signing._json import describe
 from sentry.signing.base import Signer, Verifier
-from sentry.signing.bundle import Bundle, make_bundle
+from sentry.signing.bundle import Bundle, make_bundle, require_method
 from sentry.signing.dsse import PAYLOAD_TYPE, pae
 
 
@@ -56,11 +56,13 @@ class KeySigner(Signer):
     def public_key(self) -> ec.EllipticCurvePublicKey:
         return self._private_key.public_key()
 
-    def sign(self, payload: bytes) -> dict:
+    def sign(self, payload: bytes, material: dict | None = None) -> dict:
+        """The bundle; ``material`` replaces the key hint (a certificate signer passes its chain)."""
         payload = bytes(payload)
         ecdsa = _ecdsa(self._private_key.public_key(), deterministic=True)
         signature = self._private_key.sign(pae(PAYLOAD_TYPE, payload), ecdsa)
-        material = {"publicKey": {"hint": self._hint}, "tlogEntries": []}
+        if material is None:
+            material = {"publicKey": {"hint": self._hint}, "tlogEntries": []}
         return make_bundle(payload, signature, material)
 
 
@@ -75,48 +77,21 @@ class KeyVerifier(Verifier):
         )
 
     def verify(self, bundle: Bundle) -> bytes:
-        if bundle.payload_type != PAYLOAD_TYPE:
-            raise VerificationError(
-                f"the bundle's payload type is {describe(bundle.payload_type)}, "
-                f"expected {PAYLOAD_TYPE!r}"
-            )
+        require_method(bundle, "key")
         claimed_other_key = self._claims_other_key(bundle.verification_material)
-        if len(bundle.signatures) != 1:
-            raise VerificationError(
-                f"expected exactly one signature in the bundle, found {len(bundle.signatures)}"
-            )
-        signature = bundle.signatures[0]
         try:
-            self._check_signature_encoding(signature)
-            self._public_key.verify(
-                signature,
-                pae(PAYLOAD_TYPE, bundle.payload),
-                _ecdsa(self._public_key, deterministic=False),
-            )
-        except (InvalidSignature, VerificationError) as exc:
+            return verify_dsse_signature(self._public_key, bundle)
+        except VerificationError:
             if claimed_other_key:
                 # Most likely cause first; the claim itself is untrusted and decided nothing.
                 raise VerificationError(
                     "the signature does not match the public key: the bundle says it was "
                     "made with a different key"
                 ) from None
-            if isinstance(exc, VerificationError):
-                raise
-            raise VerificationError(
-                "the signature does not match the public key: the signed statement was "
-                "changed, or it was signed with another key"
-            ) from None
-        return bundle.payload
+            raise
 
     def _claims_other_key(self, material: dict) -> bool:
         """Whether the bundle names a key other than ours. Only used to word the error."""
-        if "publicKey" not in material:
-            if "certificate" in material or "x509CertificateChain" in material:
-                raise VerificationError(
-                    "the bundle was signed with a certificate, not a key; "
-                    "verify it with a certificate verifier"
-                )
-            raise VerificationError("the bundle holds no public key identifier")
         info = material["publicKey"]
         if not isinstance(info, dict):
             raise VerificationError("the bundle's publicKey must be an object")
@@ -140,17 +115,46 @@ class KeyVerifier(Verifier):
             return _spki_of(blob) != self._spki
         return False
 
-    def _check_signature_encoding(self, signature: bytes) -> None:
-        """Strict DER, 0 < r, s < n: refuse malformed and malleable encodings before use."""
-        try:
-            r, s = decode_dss_signature(signature)
-        except ValueError:
-            raise VerificationError("the signature is not a DER-encoded ECDSA signature") from None
-        n = keys.curve_order(self._public_key)
-        if not (0 < r < n and 0 < s < n):
-            raise VerificationError("the signature's values are out of range for the curve")
-        if encode_dss_signature(r, s) != signature:
-            raise VerificationError("the signature is not in canonical DER form")
+
+def verify_dsse_signature(public_key: ec.EllipticCurvePublicKey, bundle: Bundle) -> bytes:
+    """The bundle's payload if its one DSSE signature verifies with ``public_key``.
+
+    Whoever calls this has already decided to trust the key (given by the user, or certified).
+    """
+    if bundle.payload_type != PAYLOAD_TYPE:
+        raise VerificationError(
+            f"the bundle's payload type is {describe(bundle.payload_type)}, "
+            f"expected {PAYLOAD_TYPE!r}"
+        )
+    if len(bundle.signatures) != 1:
+        raise VerificationError(
+            f"expected exactly one signature in the bundle, found {len(bundle.signatures)}"
+        )
+    signature = bundle.signatures[0]
+    _check_signature_encoding(public_key, signature)
+    try:
+        public_key.verify(
+            signature, pae(PAYLOAD_TYPE, bundle.payload), _ecdsa(public_key, deterministic=False)
+        )
+    except InvalidSignature:
+        raise VerificationError(
+            "the signature does not match the public key: the signed statement was "
+            "changed, or it was signed with another key"
+        ) from None
+    return bundle.payload
+
+
+def _check_signature_encoding(public_key: ec.EllipticCurvePublicKey, signature: bytes) -> None:
+    """Strict DER, 0 < r, s < n: refuse malformed and malleable encodings before use."""
+    try:
+        r, s = decode_dss_signature(signature)
+    except ValueError:
+        raise VerificationError("the signature is not a DER-encoded ECDSA signature") from None
+    n = keys.curve_order(public_key)
+    if not (0 < r < n and 0 < s < n):
+        raise VerificationError("the signature's values are out of range for the curve")
+    if encode_dss_signature(r, s) != signature:
+        raise VerificationError("the signature is not in canonical DER form")
 
 
 def _spki_of(blob: bytes) -> bytes | None:

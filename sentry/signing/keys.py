@@ -167,18 +167,20 @@ def write_keypair(
 # ---------------------------------------------------------------------------- loading
 
 
-def _read_key_file(path: Path, what: str) -> bytes:
+def read_pem_file(path: str | os.PathLike, what: str) -> bytes:
+    """The bytes of a small PEM file (a key or certificates); SentryError naming ``what`` if not."""
+    path = Path(path)
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_KEY_FILE_BYTES + 1)
     except FileNotFoundError:
         raise SentryError(f"{what} file {path} does not exist") from None
     except IsADirectoryError:
-        raise SentryError(f"{what} path {path} is a directory, not a key file") from None
+        raise SentryError(f"{what} path {path} is a directory, not a file") from None
     except OSError as exc:
         raise SentryError(f"cannot read {what} file {path}: {exc.strerror}") from None
     if len(data) > MAX_KEY_FILE_BYTES:
-        raise SentryError(f"{path} is too large to be a key file")
+        raise SentryError(f"{path} is too large to be a {what} file")
     if b"-----BEGIN " not in data:
         raise SentryError(f"{path} is not a PEM file (no '-----BEGIN' line)")
     return data
@@ -190,7 +192,7 @@ def _is_encrypted(pem: bytes) -> bool:
 
 def private_key_is_encrypted(path: str | os.PathLike) -> bool:
     """Whether a PEM private key needs a password (so the CLI asks only when it must)."""
-    return _is_encrypted(_read_key_file(Path(path), "private key"))
+    return _is_encrypted(read_pem_file(Path(path), "private key"))
 
 
 def load_private_key(
@@ -198,7 +200,7 @@ def load_private_key(
 ) -> ec.EllipticCurvePrivateKey:
     """Load an ECDSA P-256 private key from a PEM file (PKCS#8 or SEC1; maybe encrypted)."""
     path = Path(path)
-    data = _read_key_file(path, "private key")
+    data = read_pem_file(path, "private key")
     if b"-----BEGIN PUBLIC KEY-----" in data or b"-----BEGIN CERTIFICATE-----" in data:
         if b"PRIVATE KEY-----" not in data:
             raise SentryError(f"{path} holds a public key or certificate, not a private key")
@@ -234,7 +236,7 @@ def load_public_key(path: str | os.PathLike) -> ec.EllipticCurvePublicKey:
     P-256 is Sentry's curve; P-384 and P-521 load as well, for verifying model_signing bundles.
     """
     path = Path(path)
-    data = _read_key_file(path, "public key")
+    data = read_pem_file(path, "public key")
     if b"PRIVATE KEY-----" in data:
         raise SentryError(f"{path} holds a private key; give the public key instead")
     if b"-----BEGIN CERTIFICATE-----" in data:

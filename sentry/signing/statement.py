@@ -1,4 +1,5 @@
-"""The in-toto Statement v1 that Sentry signs: one subject (the artifact's Merkle root).
+"""The in-toto Statement v1 that Sentry signs: one subject (the artifact's Merkle root, or the
+model_signing digest for an OMS signature).
 
 ``parse_statement`` reads untrusted bytes and checks the envelope of the statement only; the
 predicate is the manifest layer's to interpret.
@@ -29,7 +30,8 @@ class Statement:
     predicate: dict[str, Any]
 
 
-def make_statement(subject_name: str, root_hex: str, predicate: dict) -> bytes:
+def make_statement(subject_name: str, root_hex: str, predicate: dict, *,
+                   predicate_type: str = PREDICATE_TYPE) -> bytes:
     """The statement's JSON bytes: sorted keys, compact separators, ASCII only."""
     if not isinstance(subject_name, str) or not subject_name:
         raise ValueError("subject_name must be a non-empty string")
@@ -40,7 +42,7 @@ def make_statement(subject_name: str, root_hex: str, predicate: dict) -> bytes:
     statement = {
         "_type": STATEMENT_TYPE,
         "subject": [{"name": subject_name, "digest": {"sha256": root_hex}}],
-        "predicateType": PREDICATE_TYPE,
+        "predicateType": predicate_type,
         "predicate": predicate,
     }
     return json.dumps(

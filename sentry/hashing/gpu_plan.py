@@ -1,0 +1,122 @@
+"""Work tables for the Merkle kernels of ``kernels/merkle.cu`` (numpy only, no GPU needed).
+
+Items are cut into *segments* with the CPU backend's block plan (``cpu._plan``: aligned blocks of
+at most ``block_leaves`` leaves, each returning its roots at the grain level), segments are packed
+into *windows* of at most ``window_leaves`` leaves (one leaf launch each, so the node array the
+kernels need is bounded whatever the item sizes), and each window gets the thread counts of its
+tree levels. The CUDA backend launches from these tables; the CPU tests run the same tables through
+the kernels' per-thread code built with g++, so the planning is tested where there is no GPU.
+"""
+from __future__ import annotations
+
+from typing import Iterator, NamedTuple, Sequence
+
+import numpy as np
+
+from . import cpu, merkle
+from .params import HashParams
+
+# Columns of a segment table row (kernels/merkle.cuh SEG_*).
+PTR, SIZE, LEAF, LEAVES, OUT, GRAIN, SEG_COLS = range(7)
+HASH_LEN = cpu.HASH_LEN
+
+
+class Segment(NamedTuple):
+    item: int  # index of the item it belongs to
+    start: int  # byte offset inside the item
+    size: int
+    grain: int  # leaves per returned root (a power of two)
+    out: int  # index of its first grain root in the call's grain array
+
+
+class Work(NamedTuple):
+    plans: list  # cpu._Plan per item
+    segments: list  # Segment, items in order, blocks in order
+    grains: int  # grain roots in all
+
+
+def plan(sizes: Sequence[int], params: HashParams, block_leaves: int) -> Work:
+    """Cut items of these sizes into segments of at most ``block_leaves`` (a power of two) leaves."""
+    plans, segments, out = [], [], 0
+    for item, size in enumerate(sizes):
+        p = cpu._plan(size, params, block_leaves)
+        plans.append(p)
+        for start, length in p.blocks:
+            segments.append(Segment(item, start, length, p.grain, out))
+            out += -(-merkle.leaf_count(length, params.leaf_size) // p.grain)
+    return Work(plans, segments, out)
+
+
+def windows(segments: Sequence[Segment], leaf_size: int, window_leaves: int) -> Iterator[range]:
+    """Consecutive runs of segments holding at most ``window_leaves`` leaves (each segment fits)."""
+    lo, leaves = 0, 0
+    for i, seg in enumerate(segments):
+        n = merkle.leaf_count(seg.size, leaf_size)
+        if leaves + n > window_leaves and i > lo:
+            yield range(lo, i)
+            lo, leaves = i, 0
+        leaves += n
+    if lo < len(segments):
+        yield range(lo, len(segments))
+
+
+def table(segments: Sequence[Segment], pointers: Sequence[int], leaf_size: int) -> np.ndarray:
+    """The window's segment table: ``pointers[i]`` is the device address of segment i's first byte."""
+    t = np.zeros((len(segments), SEG_COLS), np.int64)
+    t[:, PTR] = np.array(pointers, np.uint64).view(np.int64)
+    t[:, SIZE] = [s.size for s in segments]
+    t[:, LEAVES] = (t[:, SIZE] + leaf_size - 1) // leaf_size
+    t[1:, LEAF] = np.cumsum(t[:-1, LEAVES])
+    t[:, OUT] = [s.out for s in segments]
+    # A short last block may hold fewer leaves than a grain: its one grain root is its root, made
+    # at its top level, ceil(log2 leaves).
+    t[:, GRAIN] = [min(s.grain.bit_length() - 1, int(n - 1).bit_length()) for s, n in zip(segments, t[:, LEAVES])]
+    return t
+
+
+def levels(leaves: np.ndarray) -> tuple:
+    """(firsts, counts): for each level l from 0 up to the tallest tree, row l of ``firsts`` is the
+    first thread of every segment in the launch making level l+1 (``sentry_level_threads``), and
+    ``counts[l]`` that launch's thread count."""
+    top = int(leaves.max() - 1).bit_length() if len(leaves) else 0  # ceil(log2(max leaves))
+    firsts = np.zeros((top, len(leaves)), np.int64)
+    counts = []
+    for level in range(top):
+        m = ((leaves - 1) >> level) + 1
+        threads = np.where(m >= 2, (m + 1) // 2, 0)
+        firsts[level, 1:] = np.cumsum(threads[:-1])
+        counts.append(int(threads.sum()))
+    return firsts, counts
+
+
+def window_tables(work: Work, leaf_size: int, window_leaves: int, pointers) -> Iterator[tuple]:
+    """(first segment, table, firsts, counts) per window: what one run of the kernels needs.
+
+    ``pointers(segments)`` gives the device addresses of a window's segments; whatever it creates
+    for them (a contiguous copy of a strided tensor, say) must live until the window is launched.
+    """
+    for segs in windows(work.segments, leaf_size, window_leaves):
+        chosen = work.segments[segs.start : segs.stop]
+        t = table(chosen, pointers(chosen), leaf_size)
+        yield (segs.start, t) + levels(t[:, LEAVES])
+
+
+def assemble(work: Work, grains: bytes, roots: bytes) -> list:
+    """Item digests from the kernels' grain roots (``work.grains`` of them) and segment roots."""
+    bounds = [seg.out for seg in work.segments] + [work.grains]
+
+    def block(s: int) -> bytes:
+        return grains[bounds[s] * HASH_LEN : bounds[s + 1] * HASH_LEN]
+
+    by_item: list = [[] for _ in work.plans]
+    for s, seg in enumerate(work.segments):
+        by_item[seg.item].append(s)
+    out = []
+    for p, segs in zip(work.plans, by_item):
+        if len(segs) == 1:  # one block: its grain roots are the chunks, its root the item's
+            g, s = block(segs[0]), segs[0]
+            chunks = tuple(g[i : i + HASH_LEN] for i in range(0, len(g), HASH_LEN))
+            out.append(cpu.ItemDigest(p.size, roots[s * HASH_LEN : (s + 1) * HASH_LEN], chunks))
+        else:  # empty, or several blocks: folded on the host as the CPU backend does
+            out.append(cpu._assemble(p, [block(s) for s in segs]))
+    return out
