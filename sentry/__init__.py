@@ -4,7 +4,8 @@ Public API (torch, cupy and DALI are imported only when a call needs them)::
 
     sentry.sign_model(model_or_path, key=..., signature=...)
     sentry.verify_model(model_or_path, public_key=..., signature=...)
-    sentry.sign_dataset(dir, ...), sentry.verify_dataset(dir, ...)
+    sentry.sign_dataset(dir, ...), sentry.verify_dataset(dir or loader root, ...)
+    sentry.data.get_image_dataloader(dir, batch, ...), sentry.data.VerifiedDataset(dir, ...)
     sentry.configure(public_key=..., signature=...); sentry.protect(model)
 """
 from .errors import SentryError, VerificationError  # noqa: F401  (public names)
@@ -13,7 +14,7 @@ __version__ = "0.1.0"
 
 _API = {
     "configure", "sign_model", "verify_model", "sign_dataset", "verify_dataset", "protect",
-    "hash_artifact", "default_signature_path",
+    "hash_artifact", "default_signature_path", "load_signed_dataset",
 }
 __all__ = sorted(_API | {"SentryError", "VerificationError", "Report"})
 
@@ -23,6 +24,10 @@ def __getattr__(name):
         from . import api
 
         return getattr(api, name)
+    if name == "data":  # `import sentry; sentry.data.VerifiedDataset(...)` without importing torch/DALI early
+        import importlib
+
+        return importlib.import_module(".data", __name__)
     if name == "Report":
         from .manifest.compare import Report
 

@@ -159,6 +159,19 @@ def signed_manifest(statement, signature: Path) -> Manifest:
     return manifest
 
 
+def _check_signed_type(signature: Path, statement, artifact_type: str) -> None:
+    """Before the predicate is parsed: a Sentry signature, and of a model for a model, of a dataset
+    for a dataset (their predicates differ, so a mix-up would otherwise read as a corrupt one)."""
+    from .signing import PREDICATE_TYPE
+
+    if statement.predicate_type != PREDICATE_TYPE:
+        raise VerificationError(f"{signature} is not a Sentry signature (predicate {statement.predicate_type!r})")
+    artifact = statement.predicate.get("artifact")
+    signed_type = artifact.get("type") if isinstance(artifact, dict) else None
+    if signed_type in ("model", "dataset") and signed_type != artifact_type:
+        raise VerificationError(f"{signature} signs a {signed_type}, not a {artifact_type}")
+
+
 def _verify(artifact, artifact_type, public_key, signature, *, ignore=(), allow_symlinks=False,
             allow_missing=(), strip_prefix="", add_prefix="", device=None, progress=None) -> Report:
     from .manifest import oms
@@ -175,9 +188,8 @@ def _verify(artifact, artifact_type, public_key, signature, *, ignore=(), allow_
         report = oms.verify_model(signed, artifact, patterns=ignore, allow_symlinks=allow_symlinks,
                                   exclude=[sig_path], progress=_setting("progress", progress))
         return _verdict(report)
+    _check_signed_type(sig_path, statement, artifact_type)
     signed = signed_manifest(statement, sig_path)
-    if signed.artifact_type != artifact_type:
-        raise VerificationError(f"{sig_path} signs a {signed.artifact_type}, not a {artifact_type}")
     return check_artifact(artifact, signed, sig_path, ignore=ignore, allow_symlinks=allow_symlinks,
                           allow_missing=allow_missing, strip_prefix=strip_prefix, add_prefix=add_prefix,
                           device=device, progress=progress)
@@ -228,21 +240,90 @@ def verify_model(model_or_path, public_key=None, signature=None, *, ignore=(), a
                    device=device, progress=progress)
 
 
-def sign_dataset(path, key=None, signature=None, *, password=None, ignore=(), allow_symlinks=False,
+def sign_dataset(path, key=None, signature=None, *, sidecar=None, password=None, ignore=(), allow_symlinks=False,
                  leaf_size=None, device=None, progress=None) -> Path:
-    """Sign a dataset directory: every sample file is an item."""
+    """Sign a dataset directory: every file is a sample, listed in a sidecar (default beside the
+    signature: ``train.sig`` + ``train.samples.jsonl``) whose records root the signature covers.
+
+    Returns the signature path."""
+    from .manifest import dataset
+    from .manifest import sidecar as records
+    from .signing import make_statement, write_bundle
+    from .signing._files import write_atomic
+
     if not _is_path(path):
         raise SentryError("a dataset is given as a directory path")
-    return _sign(path, "dataset", key, signature, password, leaf_size=leaf_size, ignore=ignore,
-                 allow_symlinks=allow_symlinks, device=device, progress=progress)
+    signer = _signer(key, password)
+    sig_path = _signature_path(path, signature)
+    side_path = Path(sidecar) if sidecar is not None else dataset.default_sidecar_path(sig_path)
+    leaf_size = _setting("leaf_size", leaf_size)
+    params = HashParams() if leaf_size is None else HashParams(leaf_size=leaf_size)
+    items = dataset.hash_samples(path, params, ignore=ignore, allow_symlinks=allow_symlinks,
+                                 exclude=[sig_path, side_path], progress=_setting("progress", progress),
+                                 device=_setting("device", device) or "auto")
+    lines = [it.record() for it in items]
+    data = b"".join(line + b"\n" for line in lines)
+    claim = dataset.DatasetClaim(params, len(items), side_path.name, len(data), records.records_root(lines),
+                                 tuple(ignore), allow_symlinks)
+    write_atomic(side_path, data)  # first: a bundle never points at a sidecar that is not there yet
+    payload = make_statement(Path(os.path.abspath(path)).name, claim.root.hex(), claim.to_predicate())
+    write_bundle(sig_path, signer.sign(payload))
+    return sig_path
 
 
-def verify_dataset(path, public_key=None, signature=None, *, ignore=(), allow_symlinks=False,
-                   device=None, progress=None) -> Report:
-    if not _is_path(path):
-        raise SentryError("a dataset is given as a directory path")
-    return _verify(path, "dataset", public_key, signature, ignore=ignore, allow_symlinks=allow_symlinks,
-                   device=device, progress=progress)
+def _dataset_claim(sig_path: Path, public_key):
+    """The checked claim of a dataset signature (its sidecar is not read yet)."""
+    from .manifest.dataset import DatasetClaim
+
+    verifier = verifier_for(public_key)
+    if not sig_path.exists():
+        raise SentryError(f"signature {sig_path} does not exist")
+    statement = read_signed_statement(sig_path, verifier)
+    _check_signed_type(sig_path, statement, "dataset")
+    claim = DatasetClaim.from_predicate(statement.predicate)
+    if claim.root.hex() != statement.digest_hex:
+        raise VerificationError(f"{sig_path}: the signed sidecar root does not match the signed digest")
+    return claim
+
+
+def load_signed_dataset(path=None, public_key=None, signature=None, *, sidecar=None):
+    """Check a dataset signature and its sidecar; the :class:`SignedDataset` that any sample can
+    then be checked against on its own. ``path`` (the dataset directory) only locates the default
+    signature ``PATH.sig``."""
+    from .manifest.dataset import SignedDataset
+
+    if path is None and _setting("signature", signature) is None:
+        raise SentryError("no dataset signature: pass signature=PATH")
+    sig_path = _signature_path(path, signature)
+    claim = _dataset_claim(sig_path, public_key)
+    side_path = Path(sidecar) if sidecar is not None else sig_path.with_name(claim.sidecar_name)
+    return SignedDataset.load(claim, side_path, sig_path)
+
+
+def verify_dataset(path_or_root, public_key=None, signature=None, *, sidecar=None, samples=None, ignore=(),
+                   allow_symlinks=False, device=None, progress=None) -> Report:
+    """Verify a dataset directory against its signature and sidecar: every sample, or just the
+    named ``samples`` (each hashed on its own). Given a 32-byte root instead (a loader's
+    ``hasher.compute()``), check that root against the signature."""
+    from .manifest.dataset import hash_samples
+
+    if isinstance(path_or_root, (bytes, bytearray)):
+        if _setting("signature", signature) is None:
+            raise SentryError("verifying a dataset root needs signature=PATH")
+        sig_path = _signature_path(None, signature)
+        claim = _dataset_claim(sig_path, public_key)
+        if bytes(path_or_root) != claim.root:
+            raise VerificationError(f"the dataset root {bytes(path_or_root).hex()} is not the one {sig_path} signs")
+        return Report(checked=claim.samples)
+    if not _is_path(path_or_root):
+        raise SentryError("a dataset is given as a directory path, or as the root a loader computed")
+    signed = load_signed_dataset(path_or_root, public_key, signature, sidecar=sidecar)
+    claim = signed.claim
+    actual = hash_samples(
+        path_or_root, claim.params, names=samples, ignore=claim.ignore + tuple(ignore),
+        allow_symlinks=claim.allow_symlinks or allow_symlinks, exclude=[signed.signature, signed.sidecar],
+        progress=_setting("progress", progress), device=_setting("device", device) or "auto")
+    return _verdict(signed.compare(actual, samples))
 
 
 def protect(model, **verify_options):

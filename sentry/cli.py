@@ -41,6 +41,19 @@ def _hashing_options(p: argparse.ArgumentParser, *, leaf_size: bool) -> None:
                        help="Merkle leaf size, a power of two (default 4096); recorded in the signature")
 
 
+def _dataset_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sidecar", metavar="FILE",
+                   help="with --dataset: the sample list (default: beside the signature, SIG's name with .samples.jsonl)")
+
+
+def _dataset_args(args) -> dict:
+    if not args.dataset:
+        if args.sidecar or getattr(args, "sample", None):
+            raise SentryError("--sidecar and --sample are for a dataset: add --dataset")
+        return {}
+    return {"sidecar": args.sidecar, **({"samples": args.sample} if getattr(args, "sample", None) else {})}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sentry", description="Merkle-hash ML models and datasets, sign them, verify them.",
@@ -89,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sentry (default: Merkle roots, per tensor too) or oms (model_signing's format, "
                         "SHA-256 per file, which `model_signing verify` accepts)")
     p.add_argument("--signature", metavar="SIG", help="where to write the bundle (default: PATH.sig beside PATH)")
-    p.add_argument("--dataset", action="store_true", help="sign PATH as a dataset rather than a model")
+    p.add_argument("--dataset", action="store_true",
+                   help="sign PATH as a dataset: its samples go to a sidecar that the signature covers")
+    _dataset_options(p)
 
     p = sub.add_parser("verify", help="check a signature, then the artifact against it",
                        description="Check the bundle's signature, recompute the artifact's manifest and name every "
@@ -108,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--staging", action="store_true", help="for a Sigstore bundle: trust Sigstore's staging instance")
     p.add_argument("--signature", metavar="SIG", help="the bundle (default: PATH.sig beside PATH)")
     p.add_argument("--dataset", action="store_true", help="PATH is a dataset")
+    _dataset_options(p)
+    p.add_argument("--sample", action="append", metavar="NAME",
+                   help="with --dataset: check only this sample (relative name), without rehashing the rest; repeatable")
     p.add_argument("--json", action="store_true", help="print the verification report as JSON")
 
     p = sub.add_parser("audit", help="check every signature under a directory in one batch, then the artifacts",
@@ -229,8 +247,13 @@ def cmd_sign(args) -> int:
     sign = sign_dataset if args.dataset else sign_model
     with _progress(args) as bar:
         sig = sign(args.path, key=signer, signature=args.signature, ignore=args.ignore, allow_symlinks=args.allow_symlinks,
-                   leaf_size=args.leaf_size, device=args.device, progress=bar, **options)
-    print(f"signed {args.path} -> {sig}")
+                   leaf_size=args.leaf_size, device=args.device, progress=bar, **options, **_dataset_args(args))
+    if args.dataset:
+        from .manifest.dataset import default_sidecar_path
+
+        print(f"signed {args.path} -> {sig} (samples listed in {args.sidecar or default_sidecar_path(sig)})")
+    else:
+        print(f"signed {args.path} -> {sig}")
     return 0
 
 
@@ -242,7 +265,8 @@ def cmd_verify(args) -> int:
     try:
         with _progress(args) as bar:
             report = verify(args.path, public_key=verifier, signature=args.signature, ignore=args.ignore,
-                            allow_symlinks=args.allow_symlinks, device=args.device, progress=bar)
+                            allow_symlinks=args.allow_symlinks, device=args.device, progress=bar,
+                            **_dataset_args(args))
     except VerificationError as exc:
         if args.json:  # scripts always get a JSON verdict, also when the signature itself is bad
             body = exc.report.to_json() if exc.report is not None else {"ok": False}

@@ -45,6 +45,18 @@ def tensor_offset(path: Path, name: str) -> tuple[int, int]:
     return 8 + n + begin, end - begin
 
 
+def verification_fails(verify, *args, **kw):
+    """Call ``verify`` expecting a VerificationError with a failing report; return the report."""
+    import pytest
+
+    from sentry import VerificationError
+
+    with pytest.raises(VerificationError) as exc:
+        verify(*args, **kw)
+    assert exc.value.report is not None and not exc.value.report.ok
+    return exc.value.report
+
+
 def run_cli(*args, cwd=None, env=None):
     """Run `python -m sentry.cli ...` in a child process, as a user would."""
     return subprocess.run(

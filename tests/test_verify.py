@@ -10,7 +10,7 @@ import torch
 
 import sentry
 from sentry import SentryError, VerificationError
-from support import flip_bit, make_keys, other_public_key, save_tensors, tensor_offset
+from support import flip_bit, make_keys, other_public_key, save_tensors, tensor_offset, verification_fails
 
 LEAF = 4096
 
@@ -36,10 +36,7 @@ def model_dir(tmp_path):
 
 
 def _fails(path, public, **kw) -> sentry.Report:
-    with pytest.raises(VerificationError) as exc:
-        sentry.verify_model(path, public_key=public, **kw)
-    assert exc.value.report is not None and not exc.value.report.ok
-    return exc.value.report
+    return verification_fails(sentry.verify_model, path, public_key=public, **kw)
 
 
 def test_round_trip_directory(model_dir, keys):

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 from ..hashing.merkle import chunk_leaves, leaf_count
 from ..errors import SentryError
-from .item import Item
+from .item import SAMPLE, Item
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ def diff_item(signed: Item, actual: Item, leaf_size: int, max_chunks: int) -> Ch
 
 def _first_difference(signed: Item, actual: Item, leaf_size: int, max_chunks: int):
     """Locate the first differing chunk (a single leaf for small items) when sizes agree."""
-    if signed.size != actual.size or signed.root == actual.root or signed.size == 0:
+    if signed.size != actual.size or signed.root == actual.root or signed.size == 0 or signed.kind == SAMPLE:
         return None
     per_chunk = chunk_leaves(leaf_count(signed.size, leaf_size), max_chunks) * leaf_size
     a = signed.chunks or (signed.root,)

@@ -1,4 +1,4 @@
-"""One hashed item of a manifest: a file, or a tensor (from a file or from memory)."""
+"""One hashed item of a manifest: a file, a tensor (from a file or from memory), or a dataset sample."""
 from __future__ import annotations
 
 import json
@@ -9,15 +9,15 @@ from ..errors import VerificationError
 from ..hashing.merkle import root_of_hashes
 from .dtypes import ELEMENT_SIZE
 
-FILE, TENSOR = "file", "tensor"
+FILE, TENSOR, SAMPLE = "file", "tensor", "sample"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 MAX_NAME = 4096
 
 
 @dataclass(frozen=True)
 class Item:
-    kind: str  # FILE or TENSOR
-    name: str  # POSIX path relative to the artifact root, or the state_dict key
+    kind: str  # FILE, TENSOR or SAMPLE
+    name: str  # POSIX path relative to the artifact (or dataset) root, or the state_dict key
     size: int
     root: bytes
     chunks: tuple[bytes, ...] = ()  # roots of aligned chunks (see docs/spec.md); () when one chunk
@@ -62,7 +62,7 @@ class Item:
         if not isinstance(obj, dict):
             raise bad("not an object")
         kind, name, size = obj.get("kind"), obj.get("name"), obj.get("size")
-        if kind not in (FILE, TENSOR):
+        if kind not in (FILE, TENSOR):  # samples are read from a sidecar (manifest/sidecar.py)
             raise bad(f"unknown kind {kind!r}")
         if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME:
             raise bad("missing or overlong name")

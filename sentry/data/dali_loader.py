@@ -1,0 +1,182 @@
+"""DALI loaders that verify every batch against a signed dataset before handing it out.
+
+Images: ``fn.readers.file`` yields each sample's encoded bytes, which are hashed and checked,
+and ``fn.decoders.image`` (``mixed``, i.e. nvJPEG, on a GPU) decodes the same bytes in the same
+pipeline run, so what is decoded is exactly what was verified. ``.npy``: ``fn.readers.numpy``
+(with GPUDirect Storage on a GPU) yields the array without the file's header; the loader reads
+the header itself, requires it to describe exactly the dtype and shape DALI produced, and hashes
+header + array bytes, which are the file's bytes. Order comes from the reader, and epochs are
+exact (``pad_last_batch``; shuffling is a full permutation per epoch), so the dataset root never
+depends on the order or on the batch size. ``device="cpu"`` builds a CPU pipeline
+(``device_id=None``) that needs no GPU.
+"""
+from __future__ import annotations
+
+import os
+import random
+import re
+from pathlib import Path
+
+from ..errors import SentryError, VerificationError
+from ..manifest.dataset import hash_samples
+from .batch_hash import cuda_available
+from .verify import IMAGE_EXTENSIONS, DatasetHasher, class_labels, signed_dataset
+
+KINDS = {"image": IMAGE_EXTENSIONS, "numpy": (".npy",)}
+
+
+def get_image_dataloader(path, batch_size: int, device: str = "gpu", gds: bool = True, *, public_key=None,
+                         signature=None, sidecar=None, kind: str = "image", shuffle: bool = False, seed: int = 0,
+                         policy: str = "raise", num_threads: int = 2, device_id: int = 0):
+    """``(loader, hasher)``: iterate ``loader`` for verified ``(samples, labels)`` batches (torch
+    tensors; a list when sample shapes differ), and ``hasher.compute()`` is the dataset root for
+    ``sentry.verify_dataset(root)``. Verification material may come from ``sentry.configure``.
+
+    ``kind``: ``"image"`` (decoded to uint8 HWC RGB) or ``"numpy"`` (``.npy`` arrays; read with
+    GPUDirect Storage when ``device="gpu"`` and ``gds``). Labels: index of the top directory
+    (ImageFolder), -1 at the top level."""
+    if device not in ("cpu", "gpu"):
+        raise SentryError(f"unknown loader device {device!r}: choose cpu or gpu")
+    if kind not in KINDS:
+        raise SentryError(f"unknown sample kind {kind!r}: choose image or numpy")
+    if type(batch_size) is not int or batch_size < 1:
+        raise SentryError(f"batch size must be a positive integer, got {batch_size!r}")
+    root = Path(path)
+    on_gpu_data = device == "gpu" and kind == "numpy"
+    hash_device = "cuda" if on_gpu_data and cuda_available() else "cpu"
+    hasher = DatasetHasher(signed_dataset(root, public_key, signature, sidecar), policy=policy, device=hash_device)
+    names = hasher.select(root, KINDS[kind])
+    if not names:
+        raise SentryError(f"{root} holds no {kind} samples to load")
+    order = list(range(len(names)))
+    if shuffle:
+        random.Random(seed).shuffle(order)  # epoch 1; the reader reshuffles after every epoch
+    pipe = _pipeline(root, [names[i] for i in order], order, kind, batch_size,
+                     device, gds, shuffle, seed, num_threads, None if device == "cpu" else device_id)
+    return DaliLoader(pipe, root, names, class_labels(names), hasher, batch_size, kind), hasher
+
+
+def _pipeline(root, files, indices, kind, batch_size, device, gds, shuffle, seed, num_threads, device_id):
+    from nvidia.dali import fn, pipeline_def, types
+
+    common = dict(file_root=str(root), files=files, pad_last_batch=True, shuffle_after_epoch=shuffle,
+                  seed=seed, name="reader")
+
+    @pipeline_def(batch_size=batch_size, num_threads=num_threads, device_id=device_id, seed=seed)
+    def images():
+        # The label is the sample's index in ``names``: it names the file each output came from.
+        raw, index = fn.readers.file(labels=indices, **common)
+        decoded = fn.decoders.image(raw, device="mixed" if device == "gpu" else "cpu", output_type=types.RGB)
+        return raw, decoded, index
+
+    @pipeline_def(batch_size=batch_size, num_threads=num_threads, device_id=device_id, seed=seed)
+    def arrays():
+        data = fn.readers.numpy(device="gpu" if device == "gpu" and gds else "cpu", **common)
+        if device == "gpu" and not gds:
+            data = data.gpu()
+        return data, fn.get_property(data, key="source_info")
+
+    pipe = images() if kind == "image" else arrays()
+    pipe.build()
+    return pipe
+
+
+class DaliLoader:
+    """One epoch per iteration; every batch is verified before it is yielded."""
+
+    def __init__(self, pipe, root: Path, names, labels, hasher: DatasetHasher, batch_size: int, kind: str):
+        self.pipe, self.root, self.names, self.labels = pipe, root, names, labels
+        self.index = {n: i for i, n in enumerate(names)}
+        self.hasher, self.batch_size, self.kind = hasher, batch_size, kind
+
+    def __len__(self) -> int:
+        return -(-len(self.names) // self.batch_size)
+
+    def __iter__(self):
+        import torch
+
+        for b in range(len(self)):
+            real = min(self.batch_size, len(self.names) - b * self.batch_size)  # the rest is padding
+            try:
+                outputs = self.pipe.run()
+            except RuntimeError as exc:
+                raise self._explain(exc) from None
+            if self.kind == "image":
+                raw, decoded, index = outputs
+                idx = [int(_host(index[i])[0]) for i in range(real)]
+                buffers = [_host(raw[i]) for i in range(real)]
+            else:
+                decoded, info = outputs
+                idx = [self.index[bytes(_host(info[i])).decode()] for i in range(real)]
+                buffers = [self._npy_bytes(self.names[i], decoded[j]) for j, i in enumerate(idx)]
+            kept = self.hasher.check([self.names[i] for i in idx], buffers)
+            # Copies: DALI reuses its output buffers on the next run.
+            samples = [_torch(decoded[j]).clone() for j, item in enumerate(kept) if item is not None]
+            labels = torch.tensor([self.labels[i] for i, item in zip(idx, kept) if item is not None])
+            if not samples:
+                continue
+            same = all(s.shape == samples[0].shape for s in samples)
+            yield (torch.stack(samples) if same else samples), labels
+
+    def _explain(self, exc: RuntimeError) -> SentryError:
+        """A sample DALI cannot read or decode is usually a tampered one: check the files its
+        message names (else, on this error path only, every sample) and name the bad one."""
+        text = str(exc)
+        named = [os.path.relpath(q, self.root).replace(os.sep, "/") for q in re.findall(r'"([^"]+)"', text)]
+        signed = self.hasher.signed
+        for names in ([n for n in named if n in self.index], self.names):
+            report = signed.compare(hash_samples(self.root, signed.params, names=names), names) if names else None
+            if report is not None and not report.ok:
+                return VerificationError(f"DALI could not load a batch, and {report.lines()[0]}", report)
+        lines = [line.strip() for line in text.splitlines()]
+        detail = next((line for line in lines[lines.index("encountered:") + 1:] if line), "") if "encountered:" in lines else ""
+        return SentryError(f"DALI could not load a batch from {self.root}: {detail or lines[0]}")
+
+    def _npy_bytes(self, name: str, tensor):
+        """The file's bytes as DALI loaded them: our read of its header + DALI's array."""
+        import numpy as np
+
+        from nvidia.dali.types import to_numpy_type
+
+        header, shape, dtype = _npy_header(self.root / name)
+        if tuple(tensor.shape()) != shape or np.dtype(to_numpy_type(tensor.dtype)) != dtype:
+            raise VerificationError(f"{self.root / name} changed while it was being loaded (its header no longer "
+                                    "describes the array read)")
+        if self.hasher.device == "cuda":
+            import cupy
+
+            return cupy.concatenate([cupy.asarray(np.frombuffer(header, np.uint8)),
+                                     cupy.asarray(tensor).reshape(-1).view(cupy.uint8)])
+        return header + np.ascontiguousarray(_host(tensor)).tobytes()
+
+
+def _npy_header(path: Path):
+    """(header bytes, shape, dtype) of a .npy file; Fortran-ordered arrays are refused."""
+    import numpy as np
+
+    from ..io.posix import FileSource
+
+    with FileSource(path) as src, open(src.fileno(), "rb", closefd=False) as f:
+        try:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read(f)
+        except ValueError:
+            raise SentryError(f"{path} is not a .npy file") from None
+        if fortran:
+            raise SentryError(f"{path} holds a Fortran-ordered array, which the numpy loader does not read")
+        end = f.tell()
+        return src.read(0, end), tuple(shape), dtype
+
+
+def _host(tensor):
+    """A numpy view of a DALI tensor (copied to the host when it lives on the GPU)."""
+    import numpy as np
+
+    return np.asarray(tensor.as_cpu() if hasattr(tensor, "as_cpu") else tensor)
+
+
+def _torch(tensor):
+    import torch
+
+    return torch.from_dlpack(tensor)

@@ -1,0 +1,109 @@
+"""A PyTorch Dataset whose samples are verified before they are returned, and its DataLoader.
+
+Each sample's file is read whole, hashed and checked against the signed sidecar in
+``__getitem__``, so a DataLoader raises at the batch that holds a bad sample before yielding it,
+in the main process or in a worker. :func:`verified_dataloader` also carries each batch's
+verified records back to the main process, so ``hasher.compute()`` covers samples that workers
+verified.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset, default_collate
+
+from ..io.posix import FileSource
+from .verify import DatasetHasher, class_labels, signed_dataset
+
+
+def decode_bytes(name: str, data: bytes):
+    """Default decoding: ``.npy`` -> tensor, images -> uint8 HWC tensor (Pillow), else the bytes."""
+    import io
+
+    lower = name.lower()
+    if lower.endswith(".npy"):
+        import numpy as np
+
+        return torch.from_numpy(np.load(io.BytesIO(data), allow_pickle=False))
+    from .verify import IMAGE_EXTENSIONS
+
+    if lower.endswith(IMAGE_EXTENSIONS):
+        import numpy as np
+        from PIL import Image
+
+        return torch.from_numpy(np.array(Image.open(io.BytesIO(data))))
+    return data
+
+
+class VerifiedDataset(Dataset):
+    """Samples of a signed dataset directory as ``(decoded sample, label)``, each verified first.
+
+    Labels are ImageFolder's (index of the top directory). ``extensions`` picks the sample files
+    (others, e.g. a labels file, are still signed but not loaded); ``decode(name, bytes)`` turns
+    verified bytes into a sample. Under ``policy="drop"`` a bad sample comes back as None.
+    """
+
+    def __init__(self, root, *, public_key=None, signature=None, sidecar=None, extensions=None,
+                 decode=decode_bytes, policy="raise"):
+        self.root = Path(root)
+        self.hasher = DatasetHasher(signed_dataset(root, public_key, signature, sidecar), policy=policy)
+        self.names = self.hasher.select(self.root, extensions)
+        self.labels = class_labels(self.names)
+        self.decode = decode
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def load(self, index: int):
+        """``(sample, label, item)`` after verification, or None for a dropped sample."""
+        name = self.names[index]
+        with FileSource(self.root / name) as src:
+            data = src.read(0, src.size)
+            src.check_unchanged()
+        item = self.hasher.check([name], [data])[0]
+        return None if item is None else (self.decode(name, data), self.labels[index], item)
+
+    def __getitem__(self, index: int):
+        loaded = self.load(index)
+        return None if loaded is None else loaded[:2]
+
+
+class _WithRecords(Dataset):
+    def __init__(self, dataset: VerifiedDataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        return self.dataset.load(index)
+
+
+def _collate(samples):
+    kept = [s for s in samples if s is not None]
+    batch = default_collate([s[:2] for s in kept]) if kept else None
+    return batch, [s[2] for s in kept]
+
+
+class _Loader:
+    """Iterates a DataLoader of (batch, records), recording the records in the main hasher."""
+
+    def __init__(self, loader: DataLoader, hasher: DatasetHasher):
+        self.loader, self.hasher = loader, hasher
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        for batch, records in self.loader:
+            self.hasher.add(records)
+            if batch is not None:
+                yield batch
+
+
+def verified_dataloader(dataset: VerifiedDataset, batch_size: int = 1, **loader_options):
+    """``(loader, hasher)``: a DataLoader over ``dataset`` (any options: shuffle, num_workers...)
+    yielding verified batches, and the hasher whose ``compute()`` is the dataset root."""
+    loader = DataLoader(_WithRecords(dataset), batch_size=batch_size, collate_fn=_collate, **loader_options)
+    return _Loader(loader, dataset.hasher), dataset.hasher

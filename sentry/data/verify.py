@@ -1,0 +1,106 @@
+"""Per-batch verification shared by every loader: which files to read, and are these bytes signed?
+
+A loader builds a :class:`DatasetHasher` from a verified signature + sidecar, asks it which
+samples to read (:meth:`DatasetHasher.select`: injected and missing files are found before the
+first batch), and hands it every batch's raw bytes before yielding the batch
+(:meth:`DatasetHasher.check`). ``hasher.compute()`` is the dataset root of the samples verified
+so far; after a whole epoch it is the signed root, whatever the order or the batch size.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import PurePosixPath
+
+from ..errors import SentryError, VerificationError
+from ..manifest.compare import Change, Report
+from ..manifest.item import SAMPLE, Item
+from ..manifest.sidecar import records_root
+from ..manifest.sources import list_files, pattern_skipper
+from .batch_hash import hash_batch
+
+POLICIES = ("raise", "drop")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".jp2")
+
+
+def signed_dataset(path, public_key, signature, sidecar):
+    from ..api import load_signed_dataset
+
+    return load_signed_dataset(path, public_key, signature, sidecar=sidecar)
+
+
+class DatasetHasher:
+    """Checks samples against a :class:`~sentry.manifest.dataset.SignedDataset`.
+
+    ``policy="raise"``: the first bad sample raises VerificationError naming it. ``"drop"``: bad
+    samples are left out of their batch, listed in ``report`` and warned about.
+    """
+
+    def __init__(self, signed, *, policy: str = "raise", device: str = "cpu"):
+        if policy not in POLICIES:
+            raise SentryError(f"unknown policy {policy!r}: choose raise or drop")
+        self.signed, self.policy, self.device = signed, policy, device
+        self.report = Report()
+        self._verified: dict[str, Item] = {}
+
+    def select(self, root, extensions=None) -> list[str]:
+        """Sample names under ``root`` to load (extensions filter, e.g. ``(".png",)``), sorted.
+
+        A file that is not signed is an injected sample; a signed sample of those extensions that
+        is absent is a missing one: each raises (or, under "drop", is reported)."""
+        signed = self.signed
+        exclude = [p for p in (signed.sidecar, signed.signature) if p is not None]
+        skip = pattern_skipper(signed.claim.ignore)
+        on_disk = [n for n, _ in list_files(root, skip, signed.claim.allow_symlinks, exclude)]
+
+        def wanted(name):
+            return extensions is None or name.lower().endswith(tuple(extensions))
+
+        names = [n for n in on_disk if wanted(n)]
+        missing = sorted(set(filter(wanted, signed.items)) - set(names))
+        for name in missing:
+            self._bad(name, f"signed sample {name} is missing from {root}", self.report.missing)
+        for name in names:
+            if name not in signed.items:
+                self._bad(name, f"{os.path.join(root, name)} is not in the signed dataset", self.report.extra)
+        return [n for n in names if n in signed.items]
+
+    def check(self, names, buffers) -> list[Item | None]:
+        """Hash a batch's raw sample bytes and check each: its verified item, or None if dropped."""
+        keep = []
+        for name, (size, root) in zip(names, hash_batch(buffers, self.signed.params, self.device)):
+            item = Item(SAMPLE, name, size, root)
+            why = self.signed.check(item)
+            if why is None:
+                self._verified[name] = item
+            else:
+                self._bad(name, f"sample {name} failed verification: {why}", self.report.changed,
+                          Change(f"sample {name}", tuple(why.split(", "))))
+            keep.append(item if why is None else None)
+        return keep
+
+    def add(self, items) -> None:
+        """Record samples verified elsewhere (in a DataLoader worker process)."""
+        self._verified.update((it.name, it) for it in items)
+
+    def compute(self) -> bytes:
+        """The dataset root of the samples verified so far (for ``sentry.verify_dataset(root)``)."""
+        return records_root(self._verified[n].record() for n in sorted(self._verified))
+
+    @property
+    def verified(self) -> int:
+        return len(self._verified)
+
+    def _bad(self, name, message, where, entry=None):
+        if self.policy == "raise":
+            raise VerificationError(message)
+        where.append(entry if entry is not None else f"sample {name}")
+        warnings.warn(f"sentry: dropped: {message}", stacklevel=3)
+
+
+def class_labels(names) -> list[int]:
+    """ImageFolder labels: the index of each name's top directory among the sorted top
+    directories; -1 for samples at the top level."""
+    tops = [PurePosixPath(n).parts[0] if "/" in n else None for n in names]
+    classes = {c: i for i, c in enumerate(sorted({t for t in tops if t is not None}))}
+    return [-1 if t is None else classes[t] for t in tops]

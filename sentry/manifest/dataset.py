@@ -1,0 +1,140 @@
+"""Datasets: samples hashed one item each, listed in a sidecar whose root the signature covers.
+
+:class:`DatasetClaim` is what a signature says about a dataset (parameters, sample count, the
+sidecar's name, size and root); :class:`SignedDataset` is a claim together with the sample records
+of a sidecar that matched it, ready to check any sample on its own (docs/spec.md §6).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import SentryError, VerificationError
+from ..hashing.params import HashParams
+from ..io.posix import FileSource
+from . import sidecar
+from .compare import Report, compare, diff_item
+from .item import _HEX64, SAMPLE, Item
+from .manifest import MAX_ITEMS, Manifest
+from .sources import list_files, pattern_skipper
+
+SIDECAR_SUFFIX = ".samples.jsonl"
+
+
+def default_sidecar_path(signature) -> Path:
+    """``train.sig`` -> ``train.samples.jsonl``, beside the signature."""
+    sig = Path(signature)
+    return sig.with_name(sig.name.removesuffix(".sig") + SIDECAR_SUFFIX)
+
+
+@dataclass(frozen=True)
+class DatasetClaim:
+    params: HashParams
+    samples: int
+    sidecar_name: str  # base name; found beside the signature unless the caller says otherwise
+    sidecar_size: int
+    root: bytes  # the sidecar's records root = the dataset root = the statement's subject digest
+    ignore: tuple[str, ...] = ()
+    allow_symlinks: bool = False
+
+    def to_predicate(self) -> dict:
+        predicate = Manifest(self.params, [], "dataset", "directory", self.ignore, self.allow_symlinks).to_predicate()
+        predicate["dataset"] = {
+            "samples": self.samples,
+            "sidecar": {"name": self.sidecar_name, "size": self.sidecar_size, "root": self.root.hex()},
+        }
+        return predicate
+
+    @classmethod
+    def from_predicate(cls, predicate: dict) -> "DatasetClaim":
+        def bad(why):
+            return VerificationError(f"the signed dataset description is invalid: {why}")
+
+        manifest = Manifest.from_predicate(predicate)
+        if manifest.artifact_type != "dataset" or manifest.source != "directory" or manifest.items:
+            raise bad("a dataset signature lists its samples in a sidecar, not in the statement")
+        desc = predicate.get("dataset")
+        side = desc.get("sidecar") if isinstance(desc, dict) else None
+        if not isinstance(side, dict):
+            raise bad("it has no sidecar")
+        count, name, size, root = desc.get("samples"), side.get("name"), side.get("size"), side.get("root")
+        if type(count) is not int or not 0 <= count <= MAX_ITEMS:
+            raise bad("the sample count is not a valid number")
+        if not isinstance(name, str) or not name or "/" in name or name in (".", "..") or "\x00" in name:
+            raise bad("the sidecar's name is not a plain file name")
+        if type(size) is not int or size < 0:
+            raise bad("the sidecar's size is not a valid number")
+        if not isinstance(root, str) or not _HEX64.fullmatch(root):
+            raise bad("the sidecar's root is not 64 lowercase hex digits")
+        return cls(manifest.params, count, name, size, bytes.fromhex(root), manifest.ignore, manifest.allow_symlinks)
+
+
+def hash_samples(root, params: HashParams, *, names=None, ignore=(), allow_symlinks=False, exclude=(),
+                 progress=None, device="auto") -> list[Item]:
+    """Sample items of the files under ``root`` (every file, or just ``names``; absent names are
+    left out, so a comparison reports them missing), sorted by name."""
+    from ..hashing import FileRange, digest_ranges
+
+    root = Path(root)
+    if not root.is_dir():
+        raise SentryError(f"{root} is not a directory; a dataset is a directory of samples")
+    if names is None:
+        files = list_files(root, pattern_skipper(ignore), allow_symlinks, exclude)
+    else:
+        bad = [n for n in names if not sidecar.is_plain_name(n)]
+        if bad:
+            raise SentryError(f"sample name {bad[0][:80]!r} is not a relative path inside the dataset")
+        files = [(n, root / n) for n in sorted(set(names)) if os.path.lexists(root / n)]
+    ranges = [FileRange(path) for _, path in files]
+    if hasattr(progress, "set_total"):
+        progress.set_total(sum(os.stat(p).st_size for _, p in files))
+    digests = digest_ranges(ranges, params, progress=progress, device=device)
+    return [Item(SAMPLE, name, d.size, d.root) for (name, _), d in zip(files, digests)]
+
+
+class SignedDataset:
+    """A dataset signature's claim and the sample records of its (verified) sidecar."""
+
+    def __init__(self, claim: DatasetClaim, items: list[Item], sidecar=None, signature=None):
+        self.claim, self.params = claim, claim.params
+        self.items = {it.name: it for it in items}
+        self.sidecar, self.signature = sidecar, signature  # where they were read from
+
+    @classmethod
+    def load(cls, claim: DatasetClaim, path, signature=None) -> "SignedDataset":
+        """Read the sidecar at ``path`` and check it against the claim: size, records, root, count."""
+        where = f"sidecar {path}"
+        try:
+            with FileSource(path, follow_symlinks=True) as src:
+                if src.size != claim.sidecar_size:
+                    raise VerificationError(f"{where} is {src.size} bytes but the signature covers one of {claim.sidecar_size}")
+                data = src.read(0, src.size)
+        except VerificationError:
+            raise
+        except SentryError as exc:
+            raise SentryError(f"cannot read the dataset's {exc}") from None
+        items, root = sidecar.parse(data, where)
+        if root != claim.root:
+            raise VerificationError(f"{where} does not match the signature: its records do not hash to the signed root")
+        if len(items) != claim.samples:  # unreachable with a matching root, unless the signer lied
+            raise VerificationError(f"{where} lists {len(items)} samples but the signature says {claim.samples}")
+        return cls(claim, items, Path(path), signature)
+
+    def check(self, actual: Item) -> str | None:
+        """Why a freshly hashed sample does not match its record, or None when it does."""
+        want = self.items.get(actual.name)
+        if want is None:
+            return "not in the signed dataset"
+        change = diff_item(want, actual, self.params.leaf_size, self.params.max_chunks)
+        return None if change is None else ", ".join(change.reasons)
+
+    def compare(self, actual: list[Item], names=None) -> Report:
+        """Report on ``actual`` against the records (all of them, or only ``names``)."""
+        if names is not None:
+            unknown = set(names) - self.items.keys() - {it.name for it in actual}
+            if unknown:
+                raise VerificationError(f"sample {min(unknown)!r} is neither in the signed dataset nor in the directory")
+        signed = list(self.items.values()) if names is None else [self.items[n] for n in set(names) if n in self.items]
+        p = self.params
+        return compare(signed, actual, lambda it: it.name, p.leaf_size, p.max_chunks, Report())
