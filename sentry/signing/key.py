@@ -25,20 +25,12 @@ from sentry.signing import keys
 from sentry.signing._json import describe
 from sentry.signing.base import Signer, Verifier
 from sentry.signing.bundle import Bundle, make_bundle, require_method
+from sentry.crypto.cpu import ecdsa_algorithm
 from sentry.signing.dsse import PAYLOAD_TYPE, pae
 
 
 def _ecdsa(public_key: ec.EllipticCurvePublicKey, *, deterministic: bool) -> ec.ECDSA:
-    algorithm = keys.signature_hash(public_key)
-    if deterministic:
-        try:
-            from cryptography.hazmat.backends.openssl import backend
-
-            if backend.ecdsa_deterministic_supported():
-                return ec.ECDSA(algorithm, deterministic_signing=True)
-        except (ImportError, AttributeError, TypeError):
-            pass
-    return ec.ECDSA(algorithm)
+    return ecdsa_algorithm(keys.signature_hash(public_key), deterministic=deterministic)
 
 
 class KeySigner(Signer):

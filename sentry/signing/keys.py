@@ -167,8 +167,8 @@ def write_keypair(
 # ---------------------------------------------------------------------------- loading
 
 
-def read_pem_file(path: str | os.PathLike, what: str) -> bytes:
-    """The bytes of a small PEM file (a key or certificates); SentryError naming ``what`` if not."""
+def read_small_file(path: str | os.PathLike, what: str) -> bytes:
+    """The bytes of a small file (a key, certificates, a password); SentryError naming ``what``."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
@@ -181,6 +181,12 @@ def read_pem_file(path: str | os.PathLike, what: str) -> bytes:
         raise SentryError(f"cannot read {what} file {path}: {exc.strerror}") from None
     if len(data) > MAX_KEY_FILE_BYTES:
         raise SentryError(f"{path} is too large to be a {what} file")
+    return data
+
+
+def read_pem_file(path: str | os.PathLike, what: str) -> bytes:
+    """The bytes of a small PEM file (a key or certificates); SentryError naming ``what`` if not."""
+    data = read_small_file(path, what)
     if b"-----BEGIN " not in data:
         raise SentryError(f"{path} is not a PEM file (no '-----BEGIN' line)")
     return data
@@ -272,15 +278,7 @@ def read_password(
     """
     if password_file is not None:
         path = Path(password_file)
-        try:
-            with open(path, "rb") as f:
-                data = f.read(MAX_KEY_FILE_BYTES + 1)
-        except FileNotFoundError:
-            raise SentryError(f"password file {path} does not exist") from None
-        except OSError as exc:
-            raise SentryError(f"cannot read password file {path}: {exc.strerror}") from None
-        if len(data) > MAX_KEY_FILE_BYTES:
-            raise SentryError(f"password file {path} is too large")
+        data = read_small_file(path, "password")
         if data.endswith(b"\r\n"):
             data = data[:-2]
         elif data.endswith(b"\n"):
