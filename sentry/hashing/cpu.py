@@ -104,7 +104,7 @@ def _plan(size: int, params: HashParams, block_leaves: int) -> _Plan:
 def _assemble(plan: _Plan, block_results: Iterable[bytes]) -> ItemDigest:
     """Fold the blocks' grain roots into chunk roots, and those into the item root."""
     if plan.size == 0:
-        return ItemDigest(0, merkle.EMPTY_ROOT, ())
+        return _EMPTY_DIGEST
     joined = b"".join(block_results)
     grains = [joined[i : i + HASH_LEN] for i in range(0, len(joined), HASH_LEN)]
     per_chunk = plan.chunk_leaves // plan.grain  # >1 only when a chunk spans several blocks
@@ -112,6 +112,20 @@ def _assemble(plan: _Plan, block_results: Iterable[bytes]) -> ItemDigest:
         merkle.root_of_hashes(grains[i : i + per_chunk]) for i in range(0, len(grains), per_chunk)
     )
     return ItemDigest(plan.size, merkle.root_of_hashes(chunks), chunks)
+
+
+_EMPTY_DIGEST = ItemDigest(0, merkle.EMPTY_ROOT, ())
+
+
+# An item of at most one block needs no plan: its block's grain roots are its chunk roots (the
+# chunk size, a power of two, never exceeds the block's, since the block holds all its leaves).
+def _one_block_grain(size: int, params: HashParams) -> int:
+    return merkle.chunk_leaves(merkle.leaf_count(size, params.leaf_size), params.max_chunks)
+
+
+def _assemble_one(size: int, roots: bytes) -> ItemDigest:
+    chunks = tuple(roots[i : i + HASH_LEN] for i in range(0, len(roots), HASH_LEN))
+    return ItemDigest(size, merkle.root_of_hashes(chunks), chunks)
 
 
 def _check_params(params) -> None:
@@ -156,6 +170,49 @@ def _hash_file_block(src: FileSource, offset: int, length: int, leaf_size: int, 
     return _chunk_roots(src.read(offset, length), leaf_size, grain)
 
 
+def _range_sizes(src: FileSource, ranges: list) -> list:
+    """Each range's byte count in the open file; SentryError if one does not lie inside it."""
+    sizes = []
+    for r in ranges:
+        size = src.size - r.offset if r.size is None else r.size
+        if size < 0 or r.offset + size > src.size:
+            raise SentryError(
+                f"{src.path} is {src.size} bytes, too short for the range of {size} bytes at offset {r.offset}"
+            )
+        sizes.append(size)
+    return sizes
+
+
+def _run_bounded(pool, tasks, fn, on_done, limit: int) -> None:
+    """Submit ``fn(task)`` for each task with at most ``limit`` in flight; ``on_done(task, result)``
+    runs in the calling thread as each completes. On any error (including from ``tasks``), pending
+    work is cancelled and running work waited for before the error propagates, so the caller may
+    then close what those tasks were reading."""
+    pending: dict = {}
+    try:
+        while True:
+            while len(pending) < limit:
+                task = next(tasks, None)
+                if task is None:
+                    break
+                pending[pool.submit(fn, task)] = task
+            if not pending:
+                return
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                on_done(pending.pop(fut), fut.result())
+    except BaseException:
+        for fut in pending:
+            fut.cancel()
+        wait(pending)
+        raise
+
+
+# Small files are hashed whole by one worker, this many at most per task: per-file work in the
+# calling thread (open, stat, a future, a wait) used to cost more than hashing a 4 KiB file.
+SMALL_FILES_PER_TASK = 64
+
+
 def digest_ranges(
     ranges: Sequence[FileRange],
     params: HashParams = HashParams(),
@@ -173,7 +230,11 @@ def digest_ranges(
     any time, so memory stays bounded whatever the file sizes. Each file is opened once (refusing
     symlinks unless ``follow_symlinks``), every range must lie inside it, and after its last block
     is hashed the file must be unchanged, or SentryError. ``progress(nbytes)`` is called from the
-    calling thread as blocks complete.
+    calling thread as work completes.
+
+    Files whose ranges each fit in one block are hashed first, whole, in tasks of several files
+    (open, read, hash, check and close all in a worker); the others, and files found too large
+    once opened (then opened again), go through the block pipeline.
 
     ``hash_block(src, offset, length, leaf_size, grain)`` hashes one block (the CUDA backend passes
     its own), and ``block_bytes`` sets the block size (default ``BLOCK_BYTES``).
@@ -190,12 +251,50 @@ def digest_ranges(
     workers = max(1, workers or os.cpu_count() or 1)
     ls = params.leaf_size
     block_leaves = _block_leaves(params, block_bytes)
+    step = block_leaves * ls
 
     by_path: dict = {}  # path -> indices of its ranges, files in order of first appearance
     for i, r in enumerate(ranges):
         by_path.setdefault(os.fspath(r.path), []).append(i)
-    plans: list = [None] * len(ranges)
-    results: list = [None] * len(ranges)  # per range: list of block results
+    digests: list = [None] * len(ranges)
+
+    # -- small files: a whole file per step of a task, nothing of it left open in between --------
+    def small_files(batch):
+        out = []
+        for path, indices in batch:
+            with FileSource(path, follow_symlinks=follow_symlinks) as src:
+                sizes = _range_sizes(src, [ranges[i] for i in indices])
+                if max(sizes) > step:  # found too large once opened: left to the block pipeline
+                    out.append(None)
+                    continue
+                out.append([
+                    _assemble_one(size, hash_block(src, ranges[i].offset, size, ls, _one_block_grain(size, params)))
+                    if size else _EMPTY_DIGEST
+                    for i, size in zip(indices, sizes)
+                ])
+                src.check_unchanged()
+        return out
+
+    def small_done(batch, results):
+        nbytes = 0
+        for (path, indices), item_digests in zip(batch, results):
+            if item_digests is None:
+                continue
+            for i, d in zip(indices, item_digests):
+                digests[i] = d
+                nbytes += d.size
+        if progress is not None and nbytes:
+            progress(nbytes)
+
+    # A known size over one block goes straight to the block pipeline; an unknown one (to the end
+    # of the file) is looked at by the worker.
+    small = [(p, ix) for p, ix in by_path.items() if all(ranges[i].size is None or ranges[i].size <= step for i in ix)]
+    per_task = max(1, min(SMALL_FILES_PER_TASK, -(-len(small) // (4 * workers))))
+    batches = iter([small[k : k + per_task] for k in range(0, len(small), per_task)])
+
+    # -- the block pipeline ------------------------------------------------------------------------
+    plans: dict = {}
+    results: dict = {}  # range index -> its block results
     open_files: dict = {}  # path -> [FileSource, blocks not yet hashed]
 
     def finish(path: str) -> None:
@@ -208,15 +307,11 @@ def digest_ranges(
     def blocks():
         """Open files lazily, in order, so only files with blocks in flight hold a descriptor."""
         for path, indices in by_path.items():
+            if digests[indices[0]] is not None:
+                continue
             src = FileSource(path, follow_symlinks=follow_symlinks)
             open_files[path] = [src, 0]
-            for i in indices:
-                r = ranges[i]
-                size = src.size - r.offset if r.size is None else r.size
-                if size < 0 or r.offset + size > src.size:
-                    raise SentryError(
-                        f"{path} is {src.size} bytes, too short for the range of {size} bytes at offset {r.offset}"
-                    )
+            for i, size in zip(indices, _range_sizes(src, [ranges[i] for i in indices])):
                 plans[i] = _plan(size, params, block_leaves)
                 results[i] = [None] * len(plans[i].blocks)
                 open_files[path][1] += len(plans[i].blocks)
@@ -225,44 +320,34 @@ def digest_ranges(
                 continue
             for i in indices:
                 for j, (start, length) in enumerate(plans[i].blocks):
-                    yield path, i, j, ranges[i].offset + start, length
+                    yield src, path, i, j, ranges[i].offset + start, length
 
-    pending: dict = {}
-    todo = blocks()
+    def block(task):
+        src, _, i, _, offset, length = task
+        return hash_block(src, offset, length, ls, plans[i].grain)
+
+    def block_done(task, result):
+        _, path, i, j, _, length = task
+        results[i][j] = result
+        if progress is not None:
+            progress(length)
+        entry = open_files[path]
+        entry[1] -= 1
+        if entry[1] == 0:
+            finish(path)
+
     with ThreadPoolExecutor(workers, thread_name_prefix="sentry-hash") as pool:
-
-        def fill():
-            while len(pending) < 2 * workers:
-                task = next(todo, None)
-                if task is None:
-                    return
-                path, i, j, offset, length = task
-                src = open_files[path][0]
-                fut = pool.submit(hash_block, src, offset, length, ls, plans[i].grain)
-                pending[fut] = task
-
+        _run_bounded(pool, batches, small_files, small_done, 2 * workers)
+        todo = blocks()
         try:
-            fill()
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    path, i, j, _, length = pending.pop(fut)
-                    results[i][j] = fut.result()
-                    if progress is not None:
-                        progress(length)
-                    entry = open_files[path]
-                    entry[1] -= 1
-                    if entry[1] == 0:
-                        finish(path)
-                fill()
+            _run_bounded(pool, todo, block, block_done, 2 * workers)
         except BaseException:
-            # Let running blocks finish before closing their descriptors (a closed fd number
-            # could be reused by another open and read from).
-            for fut in pending:
-                fut.cancel()
-            wait(pending)
+            # Running blocks have finished (a closed fd number could be reused by another open
+            # and read from); now close what they were reading.
             for src, _ in open_files.values():
                 src.close()
             todo.close()
             raise
-    return [_assemble(plans[i], results[i]) for i in range(len(ranges))]
+    for i, rs in results.items():
+        digests[i] = _assemble(plans[i], rs)
+    return digests
