@@ -71,3 +71,20 @@ def test_file_driver_with_another_block_hasher_and_block_size(tmp_path):
     want = cpu.digest_ranges(ranges, HashParams())
     assert cpu.digest_ranges(ranges, HashParams(), hash_block=hash_block, block_bytes=16384) == want
     assert max(calls) == 16384
+
+
+def test_small_files_go_through_another_block_hasher(tmp_path):
+    """Small files, hashed whole in batches, still use the backend's block hasher."""
+    files = []
+    for k in range(50):
+        files.append(tmp_path / f"{k}.bin")
+        files[-1].write_bytes(bytes([k]) * (k * 1000))
+    calls = []
+
+    def hash_block(src, offset, length, leaf_size, grain):
+        calls.append(src.path)
+        return cpu._hash_file_block(src, offset, length, leaf_size, grain)
+
+    ranges = [cpu.FileRange(f) for f in files]
+    assert cpu.digest_ranges(ranges, HashParams(), hash_block=hash_block) == cpu.digest_ranges(ranges, HashParams())
+    assert sorted(calls) == sorted(str(f) for f in files[1:])  # the empty file needs no block

@@ -416,3 +416,99 @@ def test_non_regular_files_are_refused(tmp_path):
         FileSource(tmp_path / "missing")
     with pytest.raises(SentryError, match="does not exist"):
         cpu.digest_ranges([cpu.FileRange(tmp_path / "missing")])
+
+
+# -- many small files: hashed whole, several per worker task -------------------------------------------
+@pytest.fixture(params=["c", "python"])
+def small_file_path(request, monkeypatch):
+    """Run with the C whole-file fast path, and without it (FileSource + per-file hashing)."""
+    if request.param == "c" and _cmerkle is None:
+        pytest.skip("C extension not built")
+    if request.param == "python":
+        monkeypatch.setattr(cpu, "_chunk_roots", cpu._py_chunk_roots)
+    return request.param
+
+
+def test_many_small_files_mixed_with_large_ones(tmp_path, monkeypatch, small_file_path):
+    monkeypatch.setattr(cpu, "BLOCK_BYTES", 4 * 4096)
+    rng = random.Random(11)
+    contents, ranges = {}, []
+    for k in range(300):
+        size = 40 * 4096 + 7 if k % 97 == 5 else rng.choice([0, 1, 4095, 4096, 4097, 3 * 4096 + 5, 4 * 4096, 4 * 4096 + 1])
+        p = tmp_path / f"s{k:03d}.bin"
+        contents[p] = make_vectors.random_bytes(size, seed=f"small{k}")
+        p.write_bytes(contents[p])
+        ranges.append(cpu.FileRange(p))
+        if k % 50 == 0 and size:  # a file with several ranges, one explicit
+            ranges.append(cpu.FileRange(p, 1, size - 1))
+    ranges.append(ranges[3])  # the same file again, later
+    done = []
+    got = cpu.digest_ranges(ranges, progress=done.append, workers=2)
+    assert sum(done) == sum(d.size for d in got)
+    for r, d in zip(ranges, got):
+        data = contents[r.path][r.offset :][: r.size]
+        assert d.root == merkle.merkle_root(data)
+        assert as_tuple(d) == as_tuple(cpu.digest_bytes(data))
+
+
+def _hook_read_of(monkeypatch, name, action):
+    real_read = FileSource.read
+
+    def read(self, offset, length):
+        if os.path.basename(self.path) == name:
+            action(self.path)
+        return real_read(self, offset, length)
+
+    monkeypatch.setattr(FileSource, "read", read)
+
+
+@pytest.mark.parametrize("change, message", [("truncate", "read short"), ("append", "changed while it was being hashed")])
+def test_small_file_changing_inside_a_batch(tmp_path, monkeypatch, change, message):
+    monkeypatch.setattr(cpu, "_chunk_roots", cpu._py_chunk_roots)  # FileSource.read is where the hook is
+    paths = [old_file(tmp_path / f"f{k:02d}.bin", b"x" * 5000) for k in range(40)]
+
+    def act(path):
+        if change == "truncate":
+            os.truncate(path, 100)
+        else:
+            with open(path, "ab") as f:
+                f.write(b"more")
+
+    _hook_read_of(monkeypatch, "f17.bin", act)
+    before = _open_fds()
+    with pytest.raises(SentryError, match=message) as err:
+        cpu.digest_ranges([cpu.FileRange(p) for p in paths], workers=2)
+    assert "f17.bin" in str(err.value)
+    assert _open_fds() == before
+
+
+def test_odd_entries_inside_a_batch_are_refused(tmp_path, small_file_path):
+    paths = [old_file(tmp_path / f"f{k:02d}.bin", b"y" * 100) for k in range(40)]
+    link = tmp_path / "link.bin"
+    link.symlink_to(paths[0])
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(SentryError, match=r"link\.bin is a symbolic link"):
+        cpu.digest_ranges([cpu.FileRange(p) for p in paths[:20] + [link] + paths[20:]])
+    with pytest.raises(SentryError, match="pipe is not a regular file"):
+        cpu.digest_ranges([cpu.FileRange(p) for p in paths[:20] + [fifo] + paths[20:]])
+    with pytest.raises(SentryError, match=r"gone\.bin does not exist"):
+        cpu.digest_ranges([cpu.FileRange(p) for p in paths + [tmp_path / "gone.bin"]])
+    got = cpu.digest_ranges([cpu.FileRange(p) for p in paths[:20] + [link]], follow_symlinks=True)
+    assert got[-1] == got[0]
+
+
+@needs_c
+def test_c_whole_file_hashing_vouches_only_for_plain_files(tmp_path):
+    sizes = [0, 1, 4096, 4097, 100 * 4096 + 3]
+    paths = [old_file(tmp_path / f"{n}.bin", make_vectors.random_bytes(n, seed=str(n))) for n in sizes]
+    link, fifo, big = tmp_path / "link", tmp_path / "fifo", old_file(tmp_path / "big", b"z" * 9000)
+    link.symlink_to(paths[1])
+    os.mkfifo(fifo)
+    got = _cmerkle.hash_files([str(p) for p in paths], 4096, 16, 1 << 20, False)
+    for p, n, (size, roots) in zip(paths, sizes, got):
+        d = cpu.digest_bytes(p.read_bytes())
+        assert (size, roots) == (n, b"".join(d.chunks))
+    odd = [link, fifo, tmp_path, tmp_path / "missing", big, "nul\x00byte"]
+    assert _cmerkle.hash_files([os.fspath(p) for p in odd], 4096, 16, 8192, False) == [None] * len(odd)
+    assert _cmerkle.hash_files([str(link)], 4096, 16, 8192, True)[0][0] == 1

@@ -24,6 +24,10 @@
 #include <openssl/sha.h>
 #include <stdint.h>
 #include <string.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define HLEN SHA256_DIGEST_LENGTH
 
@@ -335,6 +339,151 @@ static PyObject *py_set_sha_ni(PyObject *self, PyObject *arg)
     return PyBool_FromLong(use_sha_ni);
 }
 
+/* -- whole small files, for datasets of many samples -------------------------------------------
+ * Per file, the work in Python (stat, open, fstat, pread, fstat, stat, close, each handing the GIL
+ * over) costs several times the hashing of a 4 KiB sample, and two threads doing it contend for
+ * the GIL. Here a list of files is opened, read, hashed and checked with the GIL released. This
+ * is only a fast path: any file that is not plainly fine (missing, a symbolic link while not
+ * following them, not a regular file, larger than max_bytes, short, changed) gives None, and the
+ * caller hashes it again with sentry.io.posix.FileSource, which applies the same checks and says
+ * what was wrong. */
+static size_t chunk_leaves_for(size_t n_leaves, size_t max_chunks)
+{
+    size_t c = 1;
+    while ((n_leaves + c - 1) / c > max_chunks)
+        c <<= 1;
+    return c;
+}
+
+static int same_stamp(const struct stat *a, const struct stat *b)
+{
+    return a->st_size == b->st_size && a->st_mtim.tv_sec == b->st_mtim.tv_sec &&
+           a->st_mtim.tv_nsec == b->st_mtim.tv_nsec && a->st_ino == b->st_ino && a->st_dev == b->st_dev;
+}
+
+/* Chunk roots of the whole file into out; returns its size, or -1 (see above). */
+static long long hash_one_file(const char *path, int follow, size_t leaf_size, size_t max_chunks,
+                               unsigned char *buf, size_t max_bytes, unsigned char *out, size_t *n_out)
+{
+    struct stat st, st_fd, st_now;
+    size_t got = 0, size, chunk_bytes, n_chunks, i;
+    int fd;
+
+    if ((follow ? stat(path, &st) : lstat(path, &st)) != 0 || !S_ISREG(st.st_mode))
+        return -1; /* no open(): a FIFO would block, a device may have side effects */
+    fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW));
+    if (fd < 0)
+        return -1;
+    if (fstat(fd, &st_fd) != 0 || !S_ISREG(st_fd.st_mode) || st_fd.st_size < 0 ||
+        (unsigned long long)st_fd.st_size > max_bytes)
+        goto fail;
+    size = (size_t)st_fd.st_size;
+    while (got < size) {
+        ssize_t r = pread(fd, buf + got, size - got, (off_t)got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            goto fail;
+        got += (size_t)r;
+    }
+    chunk_bytes = chunk_leaves_for((size + leaf_size - 1) / leaf_size, max_chunks) * leaf_size;
+    n_chunks = (size + chunk_bytes - 1) / chunk_bytes;
+    for (i = 0; i < n_chunks; i++) {
+        size_t off = i * chunk_bytes;
+        mth(buf + off, size - off < chunk_bytes ? size - off : chunk_bytes, leaf_size, out + i * HLEN);
+    }
+    /* Unchanged since opened, through the descriptor and at the path (FileSource.check_unchanged). */
+    if (fstat(fd, &st_now) != 0 || !same_stamp(&st_fd, &st_now))
+        goto fail;
+    if ((follow ? stat(path, &st_now) : lstat(path, &st_now)) != 0 || !same_stamp(&st_fd, &st_now))
+        goto fail;
+    close(fd);
+    *n_out = n_chunks;
+    return (long long)size;
+fail:
+    close(fd);
+    return -1;
+}
+
+static PyObject *py_hash_files(PyObject *self, PyObject *args)
+{
+    PyObject *paths, *encoded = NULL, *result = NULL;
+    Py_ssize_t leaf_size, max_chunks, max_bytes, n, i;
+    int follow;
+    size_t cap;
+    const char **cpaths = NULL;
+    long long *sizes = NULL;
+    size_t *counts = NULL;
+    unsigned char *outs = NULL, *buf = NULL;
+
+    if (!PyArg_ParseTuple(args, "O!nnnp:hash_files", &PyList_Type, &paths, &leaf_size, &max_chunks,
+                          &max_bytes, &follow))
+        return NULL;
+    if (leaf_size <= 0 || max_chunks <= 0 || max_bytes < 0) {
+        PyErr_SetString(PyExc_ValueError, "leaf_size and max_chunks must be positive, max_bytes not negative");
+        return NULL;
+    }
+    n = PyList_GET_SIZE(paths);
+    cap = (size_t)max_chunks;
+    if ((size_t)max_bytes / (size_t)leaf_size + 1 < cap)
+        cap = (size_t)max_bytes / (size_t)leaf_size + 1;
+    encoded = PyList_New(n);
+    cpaths = PyMem_RawCalloc((size_t)n + 1, sizeof(*cpaths));
+    sizes = PyMem_RawCalloc((size_t)n + 1, sizeof(*sizes));
+    counts = PyMem_RawCalloc((size_t)n + 1, sizeof(*counts));
+    outs = PyMem_RawMalloc(((size_t)n + 1) * cap * HLEN);
+    buf = PyMem_RawMalloc((size_t)max_bytes + 1);
+    if (!encoded || !cpaths || !sizes || !counts || !outs || !buf) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (i = 0; i < n; i++) {
+        PyObject *b = NULL;
+        if (!PyUnicode_FSConverter(PyList_GET_ITEM(paths, i), &b)) {
+            if (!PyErr_ExceptionMatches(PyExc_ValueError) && !PyErr_ExceptionMatches(PyExc_TypeError))
+                goto done;
+            PyErr_Clear(); /* an embedded NUL, not a path: left to the caller, which says so */
+            Py_INCREF(Py_None);
+            PyList_SET_ITEM(encoded, i, Py_None);
+            continue;
+        }
+        PyList_SET_ITEM(encoded, i, b);
+        cpaths[i] = PyBytes_AS_STRING(b);
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (i = 0; i < n; i++)
+        sizes[i] = cpaths[i] ? hash_one_file(cpaths[i], follow, (size_t)leaf_size, (size_t)max_chunks, buf,
+                                             (size_t)max_bytes, outs + (size_t)i * cap * HLEN, &counts[i])
+                             : -1;
+    Py_END_ALLOW_THREADS
+    result = PyList_New(n);
+    if (!result)
+        goto done;
+    for (i = 0; i < n; i++) {
+        PyObject *item;
+        if (sizes[i] < 0) {
+            Py_INCREF(Py_None);
+            item = Py_None;
+        } else {
+            item = Py_BuildValue("(Ly#)", sizes[i], (const char *)(outs + (size_t)i * cap * HLEN),
+                                 (Py_ssize_t)(counts[i] * HLEN));
+            if (!item) {
+                Py_CLEAR(result);
+                goto done;
+            }
+        }
+        PyList_SET_ITEM(result, i, item);
+    }
+done:
+    Py_XDECREF(encoded);
+    PyMem_RawFree(cpaths);
+    PyMem_RawFree(sizes);
+    PyMem_RawFree(counts);
+    PyMem_RawFree(outs);
+    PyMem_RawFree(buf);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"set_sha_ni", py_set_sha_ni, METH_O,
      "set_sha_ni(enabled) -> bool\n\n"
@@ -348,6 +497,12 @@ static PyMethodDef methods[] = {
      "chunk_roots(buffer, leaf_size, chunk_leaves) -> bytes\n\n"
      "Concatenated 32-byte Merkle roots of consecutive aligned chunks of chunk_leaves leaves\n"
      "(a power of two; the last chunk may be shorter; b\"\" for an empty buffer). Releases the GIL."},
+    {"hash_files", py_hash_files, METH_VARARGS,
+     "hash_files(paths, leaf_size, max_chunks, max_bytes, follow_symlinks) -> list\n\n"
+     "Per path, (size, chunk roots) of the whole regular file, chunked as sentry.hashing.merkle.\n"
+     "chunk_leaves(n_leaves, max_chunks) says, or None if it is missing, not a regular file, a\n"
+     "symbolic link while not following them, over max_bytes, short or changed while hashed (the\n"
+     "caller then hashes it in Python, which says why). Releases the GIL."},
     {NULL, NULL, 0, NULL},
 };
 

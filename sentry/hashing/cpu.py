@@ -259,21 +259,33 @@ def digest_ranges(
     digests: list = [None] * len(ranges)
 
     # -- small files: a whole file per step of a task, nothing of it left open in between --------
-    def small_files(batch):
-        out = []
-        for path, indices in batch:
-            with FileSource(path, follow_symlinks=follow_symlinks) as src:
-                sizes = _range_sizes(src, [ranges[i] for i in indices])
-                if max(sizes) > step:  # found too large once opened: left to the block pipeline
-                    out.append(None)
-                    continue
-                out.append([
-                    _assemble_one(size, hash_block(src, ranges[i].offset, size, ls, _one_block_grain(size, params)))
-                    if size else _EMPTY_DIGEST
-                    for i, size in zip(indices, sizes)
-                ])
-                src.check_unchanged()
+    def small_file(path, indices):
+        """The file's digests, or None if a range is found to need several blocks."""
+        with FileSource(path, follow_symlinks=follow_symlinks) as src:
+            sizes = _range_sizes(src, [ranges[i] for i in indices])
+            if max(sizes) > step:
+                return None
+            out = [
+                _assemble_one(size, hash_block(src, ranges[i].offset, size, ls, _one_block_grain(size, params)))
+                if size else _EMPTY_DIGEST
+                for i, size in zip(indices, sizes)
+            ]
+            src.check_unchanged()
         return out
+
+    # Whole files hashed by the CPU go through _cmerkle.hash_files, which does all of it with the
+    # GIL released; a file it does not vouch for (None) is redone by small_file, which says why.
+    in_c = _cmerkle is not None and _chunk_roots is _cmerkle.chunk_roots and hash_block is _hash_file_block
+
+    def small_files(batch):
+        done = [None] * len(batch)
+        if in_c:
+            whole = [k for k, (_, ix) in enumerate(batch) if len(ix) == 1 and ranges[ix[0]][1:] == (0, None)]
+            got = _cmerkle.hash_files([batch[k][0] for k in whole], ls, params.max_chunks, step, follow_symlinks)
+            for k, size_roots in zip(whole, got):
+                if size_roots is not None:
+                    done[k] = [_assemble_one(*size_roots)]
+        return [d if d is not None else small_file(path, ix) for d, (path, ix) in zip(done, batch)]
 
     def small_done(batch, results):
         nbytes = 0
