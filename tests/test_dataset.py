@@ -9,6 +9,7 @@ import sentry
 from sentry import SentryError, VerificationError
 from sentry.manifest import sidecar
 from sentry.manifest.dataset import DatasetClaim
+from sentry.manifest.item import SAMPLE, Item
 from support import flip_bit, make_keys, run_cli, verification_fails
 
 
@@ -252,3 +253,20 @@ def test_100k_tiny_samples_sign_and_verify(tmp_path, keys):
     flip_bit(d / "042" / "042042", 1)
     report = _fails(d, keys[1], samples=["042/042042", "099/099999"])
     assert [c.label for c in report.changed] == ["sample 042/042042"] and report.checked == 2
+
+
+ODD_NAMES = ["a", "dir/x y.bin", "q\"uote", "back\\slash", "tab\there", "del\x7f", "é.jpg", "日本", "emoji😀", "~!#[]", "ctl\x01"]
+
+
+@pytest.mark.parametrize("name", ODD_NAMES)
+def test_sample_record_fast_path_writes_what_json_dumps_writes(name):
+    it = Item(SAMPLE, name, 123, bytes(range(32)))
+    assert it.record() == json.dumps(it.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    token = json.dumps(name).encode()
+    assert sidecar._json_string(token) == name
+    assert sidecar.parse(it.record() + b"\n", "s")[0] == [it]
+
+
+@pytest.mark.parametrize("token", [b'"a\\u0041"', b'"\\/"', b'"\xc3\xa9"', b'"\x7f"', b'"tab\there"', b'"x"y"'])
+def test_sidecar_names_not_spelt_as_json_dumps_spells_them_are_refused(token):
+    assert sidecar._json_string(token) is None

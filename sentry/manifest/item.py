@@ -12,6 +12,9 @@ from .dtypes import ELEMENT_SIZE
 FILE, TENSOR, SAMPLE = "file", "tensor", "sample"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 MAX_NAME = 4096
+# Printable ASCII but '"' and '\\': the characters json.dumps (ensure_ascii) writes as they are.
+PLAIN_JSON_CHARS = r'[ !#-\[\]-~]*'
+_PLAIN_NAME = re.compile(PLAIN_JSON_CHARS)
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,9 @@ class Item:
 
     def record(self) -> bytes:
         """Canonical bytes of the item: the leaf that the manifest root commits to."""
+        if self.kind == SAMPLE and len(self.chunks) <= 1 and type(self.size) is int and _PLAIN_NAME.fullmatch(self.name):
+            # What json.dumps below writes for such a sample, a few times faster (one per sample).
+            return f'{{"kind":"sample","name":"{self.name}","root":"{self.root.hex()}","size":{self.size}}}'.encode()
         return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
     @classmethod

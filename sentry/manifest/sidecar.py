@@ -11,12 +11,14 @@ import re
 
 from ..errors import VerificationError
 from ..hashing.merkle import leaf_hash, root_of_hashes
-from .item import MAX_NAME, SAMPLE, Item
+from .item import MAX_NAME, PLAIN_JSON_CHARS, SAMPLE, Item
 
 # The one canonical spelling of a sample record (sorted keys, no spaces); the name is then checked
 # to be spelt as json.dumps spells it. Matching this is ~5x faster than parsing and re-encoding,
 # which matters at millions of lines.
 _RECORD = re.compile(rb'\{"kind":"sample","name":("(?:[^"\\]|\\.)*"),"root":"([0-9a-f]{64})","size":(0|[1-9][0-9]{0,18})\}')
+
+_PLAIN_TOKEN = re.compile(b'"' + PLAIN_JSON_CHARS.encode() + b'"')
 
 
 def records_root(records) -> bytes:
@@ -31,6 +33,8 @@ def is_plain_name(name: str) -> bool:
 
 def _json_string(token: bytes):
     """The string a JSON string token spells, if the token is exactly how json.dumps writes it."""
+    if _PLAIN_TOKEN.fullmatch(token):  # nothing escaped: the token spells itself (the common case)
+        return token[1:-1].decode("ascii")
     try:
         value = json.loads(token)
     except ValueError:

@@ -5,7 +5,6 @@ import fnmatch
 import functools
 import os
 import re
-import stat
 from pathlib import Path
 
 from ..errors import SentryError
@@ -34,17 +33,22 @@ def _matchers(patterns: tuple):
 def is_ignored(relpath: str, patterns) -> bool:
     """True if a pattern matches the path, one of its parent directories, or (for a pattern
     without '/') any single component of it."""
-    component, prefix = _matchers(tuple(patterns))
+    return _ignored(relpath, *_matchers(tuple(patterns)))
+
+
+def _ignored(relpath: str, component, prefix) -> bool:
     parts = [p for p in relpath.split("/") if p]
-    if component and any(component(c) for c in parts):
-        return True
+    if component:
+        for c in parts:
+            if component(c):
+                return True
     return bool(prefix) and any(prefix("/".join(parts[: i + 1])) for i in range(len(parts)))
 
 
 def pattern_skipper(ignore=()):
     """Sentry's rule for what a directory listing leaves out: the defaults plus ``ignore``."""
-    patterns = DEFAULT_IGNORES + tuple(ignore)
-    return lambda relpath: is_ignored(relpath, patterns)
+    matchers = _matchers(DEFAULT_IGNORES + tuple(ignore))  # looked up once, not once per file
+    return lambda relpath: _ignored(relpath, *matchers)
 
 
 def list_files(root: Path, skip, allow_symlinks=False, exclude=()) -> list[tuple[str, Path]]:
@@ -63,23 +67,24 @@ def list_files(root: Path, skip, allow_symlinks=False, exclude=()) -> list[tuple
             raise SentryError(f"cannot read directory {directory}: {exc.strerror}") from None
         for entry in entries:
             name = entry.name
-            try:
-                name.encode("utf-8")
-            except UnicodeEncodeError:
-                raise SentryError(f"{directory}: a file name is not valid UTF-8") from None
+            if not name.isascii():  # ASCII is valid UTF-8: the common case needs no encoding
+                try:
+                    name.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise SentryError(f"{directory}: a file name is not valid UTF-8") from None
             relname = f"{rel}{name}"
-            if skip(relname) or os.path.abspath(entry.path) in excluded:
+            if skip(relname) or (excluded and os.path.abspath(entry.path) in excluded):
                 continue
-            path = Path(entry.path)
-            st = entry.stat(follow_symlinks=False)
-            if stat.S_ISLNK(st.st_mode):
-                found.append((relname, _symlink_target(path, relname, real_root, allow_symlinks)))
-            elif stat.S_ISDIR(st.st_mode):
-                walk(path, relname + "/")
-            elif stat.S_ISREG(st.st_mode):
-                found.append((relname, path))
+            # The entry's type from the directory listing itself (d_type), as lstat would give
+            # it; no system call per file unless the file system does not say.
+            if entry.is_symlink():
+                found.append((relname, _symlink_target(Path(entry.path), relname, real_root, allow_symlinks)))
+            elif entry.is_dir(follow_symlinks=False):
+                walk(Path(entry.path), relname + "/")
+            elif entry.is_file(follow_symlinks=False):
+                found.append((relname, Path(entry.path)))
             else:
-                raise SentryError(f"{path} is not a regular file (device, socket or pipe)")
+                raise SentryError(f"{Path(entry.path)} is not a regular file (device, socket or pipe)")
 
     walk(root, "")
     return found
