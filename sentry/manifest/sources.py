@@ -58,6 +58,7 @@ def list_files(root: Path, skip, allow_symlinks=False, exclude=()) -> list[tuple
     root = Path(root)
     real_root = root.resolve()
     excluded = {os.path.abspath(p) for p in exclude}
+    excluded_names = {os.path.basename(p) for p in excluded}  # abspath() only for these names
     found = []
 
     def walk(directory: Path, rel: str):
@@ -73,7 +74,7 @@ def list_files(root: Path, skip, allow_symlinks=False, exclude=()) -> list[tuple
                 except UnicodeEncodeError:
                     raise SentryError(f"{directory}: a file name is not valid UTF-8") from None
             relname = f"{rel}{name}"
-            if skip(relname) or (excluded and os.path.abspath(entry.path) in excluded):
+            if skip(relname) or (name in excluded_names and os.path.abspath(entry.path) in excluded):
                 continue
             # The entry's type from the directory listing itself (d_type), as lstat would give
             # it; no system call per file unless the file system does not say.
