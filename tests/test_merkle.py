@@ -512,3 +512,16 @@ def test_c_whole_file_hashing_vouches_only_for_plain_files(tmp_path):
     odd = [link, fifo, tmp_path, tmp_path / "missing", big, "nul\x00byte"]
     assert _cmerkle.hash_files([os.fspath(p) for p in odd], 4096, 16, 8192, False) == [None] * len(odd)
     assert _cmerkle.hash_files([str(link)], 4096, 16, 8192, True)[0][0] == 1
+
+
+SHORT_SYSFS = "/sys/devices/system/cpu/online"  # a regular file that says 4096 bytes and holds fewer
+
+
+@pytest.mark.skipif(not os.path.isfile(SHORT_SYSFS) or os.path.getsize(SHORT_SYSFS) == 0, reason="no short sysfs file")
+def test_a_short_file_inside_a_batch_is_an_error_not_a_retry(tmp_path, small_file_path):
+    paths = [old_file(tmp_path / f"f{k:02d}.bin", b"y" * 100) for k in range(10)]
+    with pytest.raises(SentryError, match=r"cpu/online ended early: read short at byte \d+ of the \d+ bytes expected from offset 0"):
+        cpu.digest_ranges([cpu.FileRange(p) for p in paths[:5] + [SHORT_SYSFS] + paths[5:]], follow_symlinks=True)
+    if _cmerkle is not None:
+        short, = _cmerkle.hash_files([SHORT_SYSFS], 4096, 16, 1 << 20, True)
+        assert short[0] == "short" and short[2] == os.path.getsize(SHORT_SYSFS)

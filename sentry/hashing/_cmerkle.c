@@ -342,11 +342,14 @@ static PyObject *py_set_sha_ni(PyObject *self, PyObject *arg)
 /* -- whole small files, for datasets of many samples -------------------------------------------
  * Per file, the work in Python (stat, open, fstat, pread, fstat, stat, close, each handing the GIL
  * over) costs several times the hashing of a 4 KiB sample, and two threads doing it contend for
- * the GIL. Here a list of files is opened, read, hashed and checked with the GIL released. This
- * is only a fast path: any file that is not plainly fine (missing, a symbolic link while not
- * following them, not a regular file, larger than max_bytes, short, changed) gives None, and the
- * caller hashes it again with sentry.io.posix.FileSource, which applies the same checks and says
- * what was wrong. */
+ * the GIL. Here a list of files is opened, read, hashed and checked with the GIL released, with
+ * the checks of sentry.io.posix.FileSource. A file that cannot be opened as a plain regular file
+ * of at most max_bytes gives None (the caller opens it with FileSource, which says why); one that
+ * reads short, fails to read or changes while hashed is reported as such, not retried. */
+#define HF_RETRY (-1)
+#define HF_SHORT (-2)
+#define HF_READ (-3)
+#define HF_CHANGED (-4)
 static size_t chunk_leaves_for(size_t n_leaves, size_t max_chunks)
 {
     size_t c = 1;
@@ -361,29 +364,36 @@ static int same_stamp(const struct stat *a, const struct stat *b)
            a->st_mtim.tv_nsec == b->st_mtim.tv_nsec && a->st_ino == b->st_ino && a->st_dev == b->st_dev;
 }
 
-/* Chunk roots of the whole file into out; returns its size, or -1 (see above). */
+/* Chunk roots of the whole file into out; returns its size, or an HF_ code with *n_out the bytes
+ * read (HF_SHORT), or errno (HF_READ), and *size_out the size expected. */
 static long long hash_one_file(const char *path, int follow, size_t leaf_size, size_t max_chunks,
-                               unsigned char *buf, size_t max_bytes, unsigned char *out, size_t *n_out)
+                               unsigned char *buf, size_t max_bytes, unsigned char *out, size_t *n_out,
+                               long long *size_out)
 {
     struct stat st, st_fd, st_now;
     size_t got = 0, size, chunk_bytes, n_chunks, i;
     int fd;
+    long long ret = HF_RETRY;
 
     if ((follow ? stat(path, &st) : lstat(path, &st)) != 0 || !S_ISREG(st.st_mode))
-        return -1; /* no open(): a FIFO would block, a device may have side effects */
+        return HF_RETRY; /* no open(): a FIFO would block, a device may have side effects */
     fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW));
     if (fd < 0)
-        return -1;
+        return HF_RETRY;
     if (fstat(fd, &st_fd) != 0 || !S_ISREG(st_fd.st_mode) || st_fd.st_size < 0 ||
         (unsigned long long)st_fd.st_size > max_bytes)
         goto fail;
     size = (size_t)st_fd.st_size;
+    *size_out = (long long)size;
     while (got < size) {
         ssize_t r = pread(fd, buf + got, size - got, (off_t)got);
         if (r < 0 && errno == EINTR)
             continue;
-        if (r <= 0)
+        if (r <= 0) {
+            ret = r < 0 ? HF_READ : HF_SHORT;
+            *n_out = r < 0 ? (size_t)errno : got;
             goto fail;
+        }
         got += (size_t)r;
     }
     chunk_bytes = chunk_leaves_for((size + leaf_size - 1) / leaf_size, max_chunks) * leaf_size;
@@ -393,6 +403,7 @@ static long long hash_one_file(const char *path, int follow, size_t leaf_size, s
         mth(buf + off, size - off < chunk_bytes ? size - off : chunk_bytes, leaf_size, out + i * HLEN);
     }
     /* Unchanged since opened, through the descriptor and at the path (FileSource.check_unchanged). */
+    ret = HF_CHANGED;
     if (fstat(fd, &st_now) != 0 || !same_stamp(&st_fd, &st_now))
         goto fail;
     if ((follow ? stat(path, &st_now) : lstat(path, &st_now)) != 0 || !same_stamp(&st_fd, &st_now))
@@ -402,7 +413,7 @@ static long long hash_one_file(const char *path, int follow, size_t leaf_size, s
     return (long long)size;
 fail:
     close(fd);
-    return -1;
+    return ret;
 }
 
 static PyObject *py_hash_files(PyObject *self, PyObject *args)
@@ -412,7 +423,7 @@ static PyObject *py_hash_files(PyObject *self, PyObject *args)
     int follow;
     size_t cap;
     const char **cpaths = NULL;
-    long long *sizes = NULL;
+    long long *sizes = NULL, *expected = NULL;
     size_t *counts = NULL;
     unsigned char *outs = NULL, *buf = NULL;
 
@@ -431,9 +442,10 @@ static PyObject *py_hash_files(PyObject *self, PyObject *args)
     cpaths = PyMem_RawCalloc((size_t)n + 1, sizeof(*cpaths));
     sizes = PyMem_RawCalloc((size_t)n + 1, sizeof(*sizes));
     counts = PyMem_RawCalloc((size_t)n + 1, sizeof(*counts));
+    expected = PyMem_RawCalloc((size_t)n + 1, sizeof(*expected));
     outs = PyMem_RawMalloc(((size_t)n + 1) * cap * HLEN);
     buf = PyMem_RawMalloc((size_t)max_bytes + 1);
-    if (!encoded || !cpaths || !sizes || !counts || !outs || !buf) {
+    if (!encoded || !cpaths || !sizes || !counts || !expected || !outs || !buf) {
         PyErr_NoMemory();
         goto done;
     }
@@ -453,24 +465,31 @@ static PyObject *py_hash_files(PyObject *self, PyObject *args)
     Py_BEGIN_ALLOW_THREADS
     for (i = 0; i < n; i++)
         sizes[i] = cpaths[i] ? hash_one_file(cpaths[i], follow, (size_t)leaf_size, (size_t)max_chunks, buf,
-                                             (size_t)max_bytes, outs + (size_t)i * cap * HLEN, &counts[i])
-                             : -1;
+                                             (size_t)max_bytes, outs + (size_t)i * cap * HLEN, &counts[i],
+                                             &expected[i])
+                             : HF_RETRY;
     Py_END_ALLOW_THREADS
     result = PyList_New(n);
     if (!result)
         goto done;
     for (i = 0; i < n; i++) {
         PyObject *item;
-        if (sizes[i] < 0) {
+        if (sizes[i] == HF_RETRY) {
             Py_INCREF(Py_None);
             item = Py_None;
+        } else if (sizes[i] == HF_SHORT) {
+            item = Py_BuildValue("(snL)", "short", (Py_ssize_t)counts[i], expected[i]);
+        } else if (sizes[i] == HF_READ) {
+            item = Py_BuildValue("(si)", "read", (int)counts[i]);
+        } else if (sizes[i] == HF_CHANGED) {
+            item = Py_BuildValue("(s)", "changed");
         } else {
             item = Py_BuildValue("(Ly#)", sizes[i], (const char *)(outs + (size_t)i * cap * HLEN),
                                  (Py_ssize_t)(counts[i] * HLEN));
-            if (!item) {
-                Py_CLEAR(result);
-                goto done;
-            }
+        }
+        if (!item) {
+            Py_CLEAR(result);
+            goto done;
         }
         PyList_SET_ITEM(result, i, item);
     }
@@ -479,6 +498,7 @@ done:
     PyMem_RawFree(cpaths);
     PyMem_RawFree(sizes);
     PyMem_RawFree(counts);
+    PyMem_RawFree(expected);
     PyMem_RawFree(outs);
     PyMem_RawFree(buf);
     return result;
@@ -500,9 +520,10 @@ static PyMethodDef methods[] = {
     {"hash_files", py_hash_files, METH_VARARGS,
      "hash_files(paths, leaf_size, max_chunks, max_bytes, follow_symlinks) -> list\n\n"
      "Per path, (size, chunk roots) of the whole regular file, chunked as sentry.hashing.merkle.\n"
-     "chunk_leaves(n_leaves, max_chunks) says, or None if it is missing, not a regular file, a\n"
-     "symbolic link while not following them, over max_bytes, short or changed while hashed (the\n"
-     "caller then hashes it in Python, which says why). Releases the GIL."},
+     "chunk_leaves(n_leaves, max_chunks) says; None if it cannot be opened as a regular file of at\n"
+     "most max_bytes (missing, a symbolic link while not following them, not a regular file...);\n"
+     "(\"short\", bytes read, size), (\"read\", errno) or (\"changed\",) if it read short, failed to\n"
+     "read or changed while hashed. Releases the GIL."},
     {NULL, NULL, 0, NULL},
 };
 

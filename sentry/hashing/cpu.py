@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, NamedTuple, Optional, Sequence
 
 from ..errors import SentryError
-from ..io.posix import FileSource
+from ..io.posix import FileSource, changed_error, read_error, short_read_error
 from . import merkle
 from .params import HashParams
 
@@ -274,18 +274,29 @@ def digest_ranges(
         return out
 
     # Whole files hashed by the CPU go through _cmerkle.hash_files, which does all of it with the
-    # GIL released; a file it does not vouch for (None) is redone by small_file, which says why.
+    # GIL released; a file it could not open as a plain one (None) is left to small_file, which
+    # says why. Files are answered in order, so the first error in a task is its first file's.
     in_c = _cmerkle is not None and _chunk_roots is _cmerkle.chunk_roots and hash_block is _hash_file_block
 
     def small_files(batch):
-        done = [None] * len(batch)
+        got = [None] * len(batch)
         if in_c:
             whole = [k for k, (_, ix) in enumerate(batch) if len(ix) == 1 and ranges[ix[0]][1:] == (0, None)]
-            got = _cmerkle.hash_files([batch[k][0] for k in whole], ls, params.max_chunks, step, follow_symlinks)
-            for k, size_roots in zip(whole, got):
-                if size_roots is not None:
-                    done[k] = [_assemble_one(*size_roots)]
-        return [d if d is not None else small_file(path, ix) for d, (path, ix) in zip(done, batch)]
+            for k, answer in zip(whole, _cmerkle.hash_files([batch[k][0] for k in whole], ls, params.max_chunks, step, follow_symlinks)):
+                got[k] = answer
+        out = []
+        for answer, (path, indices) in zip(got, batch):
+            if answer is None:
+                out.append(small_file(path, indices))
+            elif answer[0] == "short":
+                raise short_read_error(path, 0, answer[2], answer[1])
+            elif answer[0] == "read":
+                raise read_error(path, os.strerror(answer[1]))
+            elif answer[0] == "changed":
+                raise changed_error(path)
+            else:
+                out.append([_assemble_one(*answer)])
+        return out
 
     def small_done(batch, results):
         nbytes = 0

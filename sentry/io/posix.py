@@ -22,6 +22,21 @@ def _open_error(path, exc: OSError) -> SentryError:
     return SentryError(f"cannot open {path}: {exc.strerror or exc}")
 
 
+def short_read_error(path, offset: int, length: int, got: int) -> SentryError:
+    return SentryError(
+        f"{path} ended early: read short at byte {offset + got} "
+        f"of the {length} bytes expected from offset {offset}"
+    )
+
+
+def changed_error(path) -> SentryError:
+    return SentryError(f"{path} changed while it was being hashed")
+
+
+def read_error(path, strerror) -> SentryError:
+    return SentryError(f"cannot read {path}: {strerror}")
+
+
 class FileSource:
     """A regular file opened read-only for hashing; use as a context manager.
 
@@ -70,7 +85,7 @@ class FileSource:
             try:
                 part = os.pread(self._fd, length - got, offset + got)
             except OSError as exc:
-                raise SentryError(f"cannot read {self.path}: {exc.strerror or exc}") from None
+                raise read_error(self.path, exc.strerror or exc) from None
             if not part:
                 self._short(offset, length, got)
             parts.append(part)
@@ -86,16 +101,13 @@ class FileSource:
             try:
                 n = os.preadv(self._fd, [view[got:]], offset + got)
             except OSError as exc:
-                raise SentryError(f"cannot read {self.path}: {exc.strerror or exc}") from None
+                raise read_error(self.path, exc.strerror or exc) from None
             if n == 0:
                 self._short(offset, length, got)
             got += n
 
     def _short(self, offset, length, got):
-        raise SentryError(
-            f"{self.path} ended early: read short at byte {offset + got} "
-            f"of the {length} bytes expected from offset {offset}"
-        )
+        raise short_read_error(self.path, offset, length, got)
 
     # -- integrity -------------------------------------------------------------------------------
     def check_unchanged(self) -> None:
@@ -108,12 +120,12 @@ class FileSource:
             st_fd = os.fstat(self._fd)
             st_path = os.stat(self.path, follow_symlinks=self.follow_symlinks)
         except OSError:
-            raise SentryError(f"{self.path} changed while it was being hashed") from None
+            raise changed_error(self.path) from None
         for st in (st_fd, st_path):
             if (st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev) != (
                 self.size, self.mtime_ns, self.ino, self.dev
             ):
-                raise SentryError(f"{self.path} changed while it was being hashed")
+                raise changed_error(self.path)
 
     # -- lifetime --------------------------------------------------------------------------------
     def fileno(self) -> int:
