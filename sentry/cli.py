@@ -7,6 +7,7 @@ go to stdout (``--json`` for scripts).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -142,10 +143,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
 def _progress(args):
+    """A progress bar on a terminal (not with --quiet); None otherwise, so that no work (such as
+    totalling file sizes) is spent on a bar nobody sees."""
     from .progress import ProgressBar
 
-    return ProgressBar(enabled=False if args.quiet else None)
+    bar = ProgressBar(enabled=False if args.quiet else None)
+    if not bar.enabled:
+        yield None
+        return
+    with bar:
+        yield bar
 
 
 def _password_for(key_path, password_file):

@@ -270,3 +270,17 @@ def test_sample_record_fast_path_writes_what_json_dumps_writes(name):
 @pytest.mark.parametrize("token", [b'"a\\u0041"', b'"\\/"', b'"\xc3\xa9"', b'"\x7f"', b'"tab\there"', b'"x"y"'])
 def test_sidecar_names_not_spelt_as_json_dumps_spells_them_are_refused(token):
     assert sidecar._json_string(token) is None
+
+
+def test_progress_total_survives_a_dangling_sample(tmp_path):
+    """Totalling sizes for a progress bar never turns a bad sample into a traceback."""
+    from sentry.hashing.params import HashParams
+    from sentry.manifest.dataset import hash_samples
+    from sentry.progress import ProgressBar
+
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "a").write_text("a")
+    (d / "b").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(SentryError, match="symbolic link"):
+        hash_samples(d, HashParams(), names=["a", "b"], progress=ProgressBar(enabled=False))

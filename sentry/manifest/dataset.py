@@ -88,9 +88,17 @@ def hash_samples(root, params: HashParams, *, names=None, ignore=(), allow_symli
         files = [(n, root / n) for n in sorted(set(names)) if os.path.lexists(root / n)]
     ranges = [FileRange(path) for _, path in files]
     if hasattr(progress, "set_total"):
-        progress.set_total(sum(os.stat(p).st_size for _, p in files))
+        progress.set_total(sum(_size_or_zero(p) for _, p in files))
     digests = digest_ranges(ranges, params, progress=progress, device=device)
     return [Item(SAMPLE, name, d.size, d.root) for (name, _), d in zip(files, digests)]
+
+
+def _size_or_zero(path) -> int:
+    """For a progress total only: a file that cannot be stat'ed is reported when it is hashed."""
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
 
 
 class SignedDataset:
