@@ -1,6 +1,8 @@
 """The Merkle engine: one front for both backends, CPU (``cpu.py``) and CUDA (``cuda.py``)."""
 from __future__ import annotations
 
+import importlib.util
+
 from ..errors import SentryError
 from .params import HashParams
 
@@ -11,8 +13,8 @@ def resolve_device(device: str) -> str:
     """The backend to use: 'auto' picks CUDA when a usable GPU (and CuPy) is there, else the CPU."""
     if device not in DEVICES:
         raise SentryError(f"unknown device {device!r}: choose one of {', '.join(DEVICES)}")
-    if device == "cpu":
-        return "cpu"
+    if device == "cpu" or (device == "auto" and importlib.util.find_spec("cupy") is None):
+        return "cpu"  # without CuPy, 'auto' need not import the CUDA backend (and numpy) to know
     from . import cuda
 
     if cuda.available():
