@@ -56,7 +56,7 @@ BLOCK_BYTES = 4 << 20
 HASH_LEN = 32
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: one per file of a dataset
 class ItemDigest:
     """An item's size, Merkle root, and the roots of its aligned chunks.
 

@@ -177,11 +177,11 @@ def _tensors_by_name(manifest) -> dict:
 
 def _same_memory(item: Item, verified: list[Item]):
     """A verified tensor viewing exactly the same memory as ``item``'s live tensor, if any."""
-    t = item.extra.get("tensor")
+    t = (item.extra or {}).get("tensor")
     if t is None:
         return None
     for other in verified:
-        u = other.extra.get("tensor")
+        u = (other.extra or {}).get("tensor")
         if (
             u is not None
             and u.device == t.device

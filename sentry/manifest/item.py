@@ -17,7 +17,8 @@ PLAIN_JSON_CHARS = r'[ !#-\[\]-~]*'
 _PLAIN_NAME = re.compile(PLAIN_JSON_CHARS)
 
 
-@dataclass(frozen=True)
+# slots: no per-item __dict__; a dataset holds millions of these.
+@dataclass(frozen=True, slots=True)
 class Item:
     kind: str  # FILE, TENSOR or SAMPLE
     name: str  # POSIX path relative to the artifact (or dataset) root, or the state_dict key
@@ -27,7 +28,8 @@ class Item:
     dtype: str | None = None  # tensors only
     shape: tuple[int, ...] | None = None  # tensors only
     file: str | None = None  # for a tensor read from a file: that file's name
-    extra: dict = field(default_factory=dict, compare=False)  # not signed; e.g. the live tensor
+    # Not signed; e.g. the live tensor. None rather than a dict per item: most items carry nothing.
+    extra: dict | None = field(default=None, compare=False)
 
     @property
     def key(self) -> tuple[str, str, str]:
