@@ -253,10 +253,20 @@ def digest_ranges(
     block_leaves = _block_leaves(params, block_bytes)
     step = block_leaves * ls
 
-    by_path: dict = {}  # path -> indices of its ranges, files in order of first appearance
+    # path -> the index of its range, or a list of indices when it has several; files in order of
+    # first appearance. A bare int, not a list per file, since a dataset has millions of files.
+    by_path: dict = {}
     for i, r in enumerate(ranges):
-        by_path.setdefault(os.fspath(r.path), []).append(i)
+        path = os.fspath(r.path)
+        seen = by_path.setdefault(path, i)
+        if seen != i:
+            if type(seen) is int:
+                by_path[path] = seen = [seen]
+            seen.append(i)
     digests: list = [None] * len(ranges)
+
+    def indices_of(entry) -> list:
+        return [entry] if type(entry) is int else entry
 
     # -- small files: a whole file per step of a task, nothing of it left open in between --------
     def small_file(path, indices):
@@ -311,9 +321,24 @@ def digest_ranges(
 
     # A known size over one block goes straight to the block pipeline; an unknown one (to the end
     # of the file) is looked at by the worker.
-    small = [(p, ix) for p, ix in by_path.items() if all(ranges[i].size is None or ranges[i].size <= step for i in ix)]
-    per_task = max(1, min(SMALL_FILES_PER_TASK, -(-len(small) // (4 * workers))))
-    batches = iter([small[k : k + per_task] for k in range(0, len(small), per_task)])
+    def is_small(entry) -> bool:
+        return all(ranges[i].size is None or ranges[i].size <= step for i in indices_of(entry))
+
+    def small_batches(per_task):
+        """Batches of (path, indices), made as the pool takes them rather than all at once."""
+        batch = []
+        for p, entry in by_path.items():
+            if is_small(entry):
+                batch.append((p, indices_of(entry)))
+                if len(batch) == per_task:
+                    yield batch
+                    batch = []
+        if batch:
+            yield batch
+
+    n_small = sum(1 for entry in by_path.values() if is_small(entry))
+    per_task = max(1, min(SMALL_FILES_PER_TASK, -(-n_small // (4 * workers))))
+    batches = small_batches(per_task)
 
     # -- the block pipeline ------------------------------------------------------------------------
     plans: dict = {}
@@ -329,7 +354,8 @@ def digest_ranges(
 
     def blocks():
         """Open files lazily, in order, so only files with blocks in flight hold a descriptor."""
-        for path, indices in by_path.items():
+        for path, entry in by_path.items():
+            indices = indices_of(entry)
             if digests[indices[0]] is not None:
                 continue
             src = FileSource(path, follow_symlinks=follow_symlinks)
