@@ -261,10 +261,16 @@ def sign_dataset(path, key=None, signature=None, *, sidecar=None, password=None,
     items = dataset.hash_samples(path, params, ignore=ignore, allow_symlinks=allow_symlinks,
                                  exclude=[sig_path, side_path], progress=_setting("progress", progress),
                                  device=_setting("device", device) or "auto")
-    lines = [it.record() for it in items]
-    data = b"".join(line + b"\n" for line in lines)
-    claim = dataset.DatasetClaim(params, len(items), side_path.name, len(data), records.records_root(lines),
-                                 tuple(ignore), allow_symlinks)
+    # Memory at millions of samples: the records are all that is needed of the items, and
+    # joining with a final empty record ends every line with "\n" without a copy of each.
+    count, lines = len(items), [it.record() for it in items]
+    del items
+    lines.append(b"")
+    data = b"\n".join(lines)
+    lines.pop()
+    root = records.records_root(lines)
+    del lines
+    claim = dataset.DatasetClaim(params, count, side_path.name, len(data), root, tuple(ignore), allow_symlinks)
     write_atomic(side_path, data)  # first: a bundle never points at a sidecar that is not there yet
     payload = make_statement(Path(os.path.abspath(path)).name, claim.root.hex(), claim.to_predicate())
     write_bundle(sig_path, signer.sign(payload))
@@ -305,7 +311,7 @@ def verify_dataset(path_or_root, public_key=None, signature=None, *, sidecar=Non
     """Verify a dataset directory against its signature and sidecar: every sample, or just the
     named ``samples`` (each hashed on its own). Given a 32-byte root instead (a loader's
     ``hasher.compute()``), check that root against the signature."""
-    from .manifest.dataset import hash_samples
+    from .manifest.dataset import iter_samples
 
     if isinstance(path_or_root, (bytes, bytearray)):
         if _setting("signature", signature) is None:
@@ -319,7 +325,7 @@ def verify_dataset(path_or_root, public_key=None, signature=None, *, sidecar=Non
         raise SentryError("a dataset is given as a directory path, or as the root a loader computed")
     signed = load_signed_dataset(path_or_root, public_key, signature, sidecar=sidecar)
     claim = signed.claim
-    actual = hash_samples(
+    actual = iter_samples(  # compared as hashed, not all kept
         path_or_root, claim.params, names=samples, ignore=claim.ignore + tuple(ignore),
         allow_symlinks=claim.allow_symlinks or allow_symlinks, exclude=[signed.signature, signed.sidecar],
         progress=_setting("progress", progress), device=_setting("device", device) or "auto")

@@ -76,6 +76,32 @@ def test_tampered_injected_and_missing_samples_are_named(data_dir, keys):
     assert report.extra == ["sample dog/999.bin"] and report.missing == ["sample cat/001.bin"]
 
 
+@pytest.mark.parametrize("per_batch", [1, 3, 1 << 13])
+def test_samples_hashed_in_batches_give_the_same_sidecar_and_report(data_dir, keys, monkeypatch, per_batch):
+    from sentry.manifest import dataset
+
+    sig = sentry.sign_dataset(data_dir, key=keys[0])
+    whole = _sidecar(sig).read_bytes()
+    monkeypatch.setattr(dataset, "SAMPLES_PER_BATCH", per_batch)
+    assert sentry.sign_dataset(data_dir, key=keys[0]) == sig and _sidecar(sig).read_bytes() == whole
+    assert sentry.verify_dataset(data_dir, public_key=keys[1]).checked == 11
+    flip_bit(data_dir / "dog" / "003.bin", 100)
+    flip_bit(data_dir / "cat" / "002.bin", 5)
+    (data_dir / "dog" / "999.bin").write_bytes(b"injected")
+    (data_dir / "a.bin").write_bytes(b"injected")
+    (data_dir / "cat" / "001.bin").unlink()
+    report = _fails(data_dir, keys[1])
+    assert [c.label for c in report.changed] == ["sample cat/002.bin", "sample dog/003.bin"]
+    assert report.extra == ["sample a.bin", "sample dog/999.bin"] and report.missing == ["sample cat/001.bin"]
+    assert report.checked == 13
+
+
+def test_items_carry_no_per_item_dict():
+    # Memory at millions of samples: slots, and no `extra` dict unless one is given.
+    item = Item(SAMPLE, "a", 1, bytes(32))
+    assert not hasattr(item, "__dict__") and item.extra is None
+
+
 def test_single_samples_are_checked_without_the_rest(data_dir, keys, monkeypatch):
     sentry.sign_dataset(data_dir, key=keys[0])
     flip_bit(data_dir / "dog" / "003.bin", 0)

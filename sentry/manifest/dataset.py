@@ -14,7 +14,7 @@ from ..errors import SentryError, VerificationError
 from ..hashing.params import HashParams
 from ..io.posix import FileSource
 from . import sidecar
-from .compare import Report, compare, diff_item
+from .compare import Report, diff_item
 from .item import _HEX64, SAMPLE, Item
 from .manifest import MAX_ITEMS, Manifest
 from .sources import list_files, pattern_skipper
@@ -70,12 +70,23 @@ class DatasetClaim:
         return cls(manifest.params, count, name, size, bytes.fromhex(root), manifest.ignore, manifest.allow_symlinks)
 
 
+# Files hashed per call of the engine: what hashing keeps per sample (ranges, digests, its own
+# bookkeeping) is then bounded by a batch, not the dataset, when items are consumed as they come.
+SAMPLES_PER_BATCH = 1 << 13
+
+
 def hash_samples(root, params: HashParams, *, names=None, ignore=(), allow_symlinks=False, exclude=(),
                  progress=None, device="auto") -> list[Item]:
     """Sample items of the files under ``root`` (every file, or just ``names``; absent names are
     left out, so a comparison reports them missing), sorted by name."""
-    from ..hashing import FileRange, digest_ranges
+    return list(iter_samples(root, params, names=names, ignore=ignore, allow_symlinks=allow_symlinks,
+                             exclude=exclude, progress=progress, device=device))
 
+
+def iter_samples(root, params: HashParams, *, names=None, ignore=(), allow_symlinks=False, exclude=(),
+                 progress=None, device="auto"):
+    """:func:`hash_samples` as an iterator, hashing ``SAMPLES_PER_BATCH`` files at a time; the
+    directory is listed (and its errors raised) at the call."""
     root = Path(root)
     if not root.is_dir():
         raise SentryError(f"{root} is not a directory; a dataset is a directory of samples")
@@ -86,11 +97,19 @@ def hash_samples(root, params: HashParams, *, names=None, ignore=(), allow_symli
         if bad:
             raise SentryError(f"sample name {bad[0][:80]!r} is not a relative path inside the dataset")
         files = [(n, root / n) for n in sorted(set(names)) if os.path.lexists(root / n)]
-    ranges = [FileRange(path) for _, path in files]
     if hasattr(progress, "set_total"):
         progress.set_total(sum(_size_or_zero(p) for _, p in files))
-    digests = digest_ranges(ranges, params, progress=progress, device=device)
-    return [Item(SAMPLE, name, d.size, d.root) for (name, _), d in zip(files, digests)]
+    return _hash_batches(files, params, progress, device)
+
+
+def _hash_batches(files, params, progress, device):
+    from ..hashing import FileRange, digest_ranges
+
+    for k in range(0, len(files), SAMPLES_PER_BATCH):
+        batch = files[k : k + SAMPLES_PER_BATCH]
+        digests = digest_ranges([FileRange(path) for _, path in batch], params, progress=progress, device=device)
+        for (name, _), d in zip(batch, digests):
+            yield Item(SAMPLE, name, d.size, d.root)
 
 
 def _size_or_zero(path) -> int:
@@ -123,6 +142,7 @@ class SignedDataset:
         except SentryError as exc:
             raise SentryError(f"cannot read the dataset's {exc}") from None
         items, root = sidecar.parse(data, where)
+        del data  # as large as the items again: not kept while they are indexed by name
         if root != claim.root:
             raise VerificationError(f"{where} does not match the signature: its records do not hash to the signed root")
         if len(items) != claim.samples:  # unreachable with a matching root, unless the signer lied
@@ -137,12 +157,33 @@ class SignedDataset:
         change = diff_item(want, actual, self.params.leaf_size, self.params.max_chunks)
         return None if change is None else ", ".join(change.reasons)
 
-    def compare(self, actual: list[Item], names=None) -> Report:
-        """Report on ``actual`` against the records (all of them, or only ``names``)."""
+    def compare(self, actual, names=None) -> Report:
+        """Report on ``actual`` (items, any iterable: each is let go once compared) against the
+        records (all of them, or only ``names``)."""
         if names is not None:
+            actual = list(actual)
             unknown = set(names) - self.items.keys() - {it.name for it in actual}
             if unknown:
                 raise VerificationError(f"sample {min(unknown)!r} is neither in the signed dataset nor in the directory")
-        signed = list(self.items.values()) if names is None else [self.items[n] for n in set(names) if n in self.items]
+        # What compare() reports, without holding every item or copies of the records: at millions
+        # of samples those would cost more than the records. Of items named twice, the last counts.
+        want = self.items if names is None else {n: self.items[n] for n in set(names) if n in self.items}
         p = self.params
-        return compare(signed, actual, lambda it: it.name, p.leaf_size, p.max_chunks, Report())
+        seen, changes, extra = set(), {}, {}
+        for it in actual:
+            signed = want.get(it.name)
+            if signed is None:
+                extra[it.name] = it.label
+                continue
+            seen.add(it.name)
+            change = diff_item(signed, it, p.leaf_size, p.max_chunks)
+            if change:
+                changes[it.name] = change
+            else:
+                changes.pop(it.name, None)
+        report = Report(checked=len(want) + len(extra))
+        if len(seen) < len(want):
+            report.missing = [want[n].label for n in sorted(want.keys() - seen)]
+        report.extra = [extra[n] for n in sorted(extra)]
+        report.changed = [changes[n] for n in sorted(changes)]
+        return report

@@ -48,8 +48,13 @@ def parse(data: bytes, where: str) -> tuple[list[Item], bytes]:
     if data and not data.endswith(b"\n"):
         raise VerificationError(f"{where} does not end with a newline; it is truncated or not a Sentry sidecar")
     items: list[Item] = []
-    lines = data.split(b"\n")[:-1]
-    for n, line in enumerate(lines, 1):
+    leaves = []
+    # Line by line rather than data.split(): a list of every line would outlive the loop (for the
+    # root), and at millions of samples cost more than the items themselves.
+    start, n = 0, 0
+    while start < len(data):
+        end = data.index(b"\n", start)
+        line, start, n = data[start:end], end + 1, n + 1
         # Byte-for-byte canonical: no duplicate keys, extra fields, spaces or alternative spellings
         # that a different parser could read differently.
         m = _RECORD.fullmatch(line)
@@ -63,4 +68,5 @@ def parse(data: bytes, where: str) -> tuple[list[Item], bytes]:
             what = "lists the sample twice" if item.name == items[-1].name else "is out of name order"
             raise VerificationError(f"{where} line {n} {what} ({item.name[:80]!r})")
         items.append(item)
-    return items, records_root(lines)
+        leaves.append(leaf_hash(line))
+    return items, root_of_hashes(leaves)  # records_root of the lines
