@@ -258,13 +258,13 @@ def sign_dataset(path, key=None, signature=None, *, sidecar=None, password=None,
     side_path = Path(sidecar) if sidecar is not None else dataset.default_sidecar_path(sig_path)
     leaf_size = _setting("leaf_size", leaf_size)
     params = HashParams() if leaf_size is None else HashParams(leaf_size=leaf_size)
-    items = dataset.hash_samples(path, params, ignore=ignore, allow_symlinks=allow_symlinks,
-                                 exclude=[sig_path, side_path], progress=_setting("progress", progress),
-                                 device=_setting("device", device) or "auto")
-    # Memory at millions of samples: the records are all that is needed of the items, and
-    # joining with a final empty record ends every line with "\n" without a copy of each.
-    count, lines = len(items), [it.record() for it in items]
-    del items
+    samples = dataset.iter_samples(path, params, ignore=ignore, allow_symlinks=allow_symlinks,
+                                   exclude=[sig_path, side_path], progress=_setting("progress", progress),
+                                   device=_setting("device", device) or "auto")
+    # Memory at millions of samples: only the records are kept, not the items they are made from,
+    # and joining with a final empty record ends every line with "\n" without a copy of each.
+    lines = [it.record() for it in samples]
+    count = len(lines)
     lines.append(b"")
     data = b"\n".join(lines)
     lines.pop()

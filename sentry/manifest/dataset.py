@@ -72,7 +72,7 @@ class DatasetClaim:
 
 # Files hashed per call of the engine: what hashing keeps per sample (ranges, digests, its own
 # bookkeeping) is then bounded by a batch, not the dataset, when items are consumed as they come.
-SAMPLES_PER_BATCH = 1 << 13
+SAMPLES_PER_BATCH = 1 << 14
 
 
 def hash_samples(root, params: HashParams, *, names=None, ignore=(), allow_symlinks=False, exclude=(),
