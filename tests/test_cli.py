@@ -108,11 +108,6 @@ def model(tmp_path):
 
 
 @pytest.fixture
-def keys(tmp_path):
-    return make_keys(tmp_path)
-
-
-@pytest.fixture
 def signed(model, keys):
     ok(cli("sign", "model", "--key", keys[0], cwd=model.parent))
     return model.parent / "model.sig"

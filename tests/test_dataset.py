@@ -10,12 +10,7 @@ from sentry import SentryError, VerificationError
 from sentry.manifest import sidecar
 from sentry.manifest.dataset import DatasetClaim
 from sentry.manifest.item import SAMPLE, Item
-from support import flip_bit, make_keys, run_cli, verification_fails
-
-
-@pytest.fixture
-def keys(tmp_path):
-    return make_keys(tmp_path)
+from support import flip_bit, run_cli, verification_fails
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from sentry.hashing.params import HashParams
 from sentry.manifest.safetensors import read_tensor_ranges
 from sentry.io.posix import FileSource
 from sentry.hashing.cpu import digest_ranges, FileRange
-from support import make_keys, save_tensors
+from support import save_tensors
 
 
 class Net(nn.Module):
@@ -27,11 +27,6 @@ class Net(nn.Module):
 
     def forward(self, x):
         return self.fc2(torch.relu(self.bn(self.fc1(x))))
-
-
-@pytest.fixture
-def keys(tmp_path):
-    return make_keys(tmp_path)
 
 
 def _file_tensor_roots(path):

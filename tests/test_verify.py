@@ -10,14 +10,9 @@ import torch
 
 import sentry
 from sentry import SentryError, VerificationError
-from support import flip_bit, make_keys, other_public_key, save_tensors, tensor_offset, verification_fails
+from support import flip_bit, other_public_key, save_tensors, tensor_offset, verification_fails
 
 LEAF = 4096
-
-
-@pytest.fixture
-def keys(tmp_path):
-    return make_keys(tmp_path)
 
 
 @pytest.fixture
