@@ -5,6 +5,7 @@ Public API (torch, cupy and DALI are imported only when a call needs them)::
     sentry.sign_model(model_or_path, key=..., signature=...)
     sentry.verify_model(model_or_path, public_key=..., signature=...)
     sentry.sign_dataset(dir, ...), sentry.verify_dataset(dir or loader root, ...)
+    sentry.sign_samples(source_dir, key=...)  # per-sample provenance, checked by loaders and verify_dataset
     sentry.data.get_image_dataloader(dir, batch, ...), sentry.data.VerifiedDataset(dir, ...)
     sentry.configure(public_key=..., signature=...); sentry.protect(model)
 """
@@ -14,7 +15,7 @@ __version__ = "0.1.0"
 
 _API = {
     "configure", "sign_model", "verify_model", "sign_dataset", "verify_dataset", "protect",
-    "hash_artifact", "default_signature_path", "load_signed_dataset",
+    "hash_artifact", "default_signature_path", "load_signed_dataset", "sign_samples", "load_provenance",
 }
 __all__ = sorted(_API | {"SentryError", "VerificationError", "Report"})
 

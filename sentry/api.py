@@ -73,11 +73,19 @@ FORMATS = ("sentry", "oms")
 
 
 def _signer(key, password):
-    from .signing import KeySigner, Signer, load_private_key
+    from .signing import KeySigner, Signer
 
     key = _setting("key", key)
     if isinstance(key, Signer):  # a certificate or Sigstore signer, built by the caller
         return key
+    return KeySigner(_private_key(key, password))
+
+
+def _private_key(key, password):
+    """The private key object for ``key``: a PEM path (with its password) or a key object."""
+    from .signing import load_private_key
+
+    key = _setting("key", key)
     if key is None:
         raise SentryError("no signing key: pass key=PATH (see `sentry keygen`) or a Signer")
     if _is_path(key):
@@ -85,7 +93,7 @@ def _signer(key, password):
         if isinstance(password, str):
             password = password.encode()
         key = load_private_key(key, password)
-    return KeySigner(key)
+    return key
 
 
 def verifier_for(public_key):
@@ -307,13 +315,19 @@ def load_signed_dataset(path=None, public_key=None, signature=None, *, sidecar=N
 
 
 def verify_dataset(path_or_root, public_key=None, signature=None, *, sidecar=None, samples=None, ignore=(),
-                   allow_symlinks=False, device=None, progress=None) -> Report:
+                   allow_symlinks=False, provenance=None, device=None, progress=None) -> Report:
     """Verify a dataset directory against its signature and sidecar: every sample, or just the
     named ``samples`` (each hashed on its own). Given a 32-byte root instead (a loader's
-    ``hasher.compute()``), check that root against the signature."""
+    ``hasher.compute()``), check that root against the signature.
+
+    ``provenance``: per-sample provenance to check too (:func:`load_provenance`'s argument, or
+    its result): every sample must carry a valid signature of its source, and each changed
+    sample names its source."""
     from .manifest.dataset import iter_samples
 
     if isinstance(path_or_root, (bytes, bytearray)):
+        if provenance is not None:
+            raise SentryError("per-sample provenance is checked on the samples: pass the dataset directory")
         if _setting("signature", signature) is None:
             raise SentryError("verifying a dataset root needs signature=PATH")
         sig_path = _signature_path(None, signature)
@@ -325,11 +339,62 @@ def verify_dataset(path_or_root, public_key=None, signature=None, *, sidecar=Non
         raise SentryError("a dataset is given as a directory path, or as the root a loader computed")
     signed = load_signed_dataset(path_or_root, public_key, signature, sidecar=sidecar)
     claim = signed.claim
+    sources = load_provenance(provenance, claim.params.leaf_size) if provenance is not None else None
+    device = _setting("device", device) or "auto"
     actual = iter_samples(  # compared as hashed, not all kept
         path_or_root, claim.params, names=samples, ignore=claim.ignore + tuple(ignore),
         allow_symlinks=claim.allow_symlinks or allow_symlinks, exclude=[signed.signature, signed.sidecar],
-        progress=_setting("progress", progress), device=_setting("device", device) or "auto")
-    return _verdict(signed.compare(actual, samples))
+        progress=_setting("progress", progress), device=device)
+    if sources is None:
+        return _verdict(signed.compare(actual, samples))
+    failures: dict = {}
+    report = signed.compare(sources.checked(actual, failures, device), samples)
+    sources.attribute(report, failures, signed.items)
+    return _verdict(report)
+
+
+def sign_samples(path, key=None, output=None, *, prefix="", password=None, ignore=(), allow_symlinks=False,
+                 leaf_size=None, device=None, progress=None) -> Path:
+    """Per-sample provenance, at one of a dataset's sources: sign the root of every sample under
+    ``path`` (batch ECDSA P-256, one call per 16k samples) into a provenance file, by default
+    ``PATH.provenance.jsonl`` beside the directory. ``prefix`` (a directory path ending in ``/``)
+    goes before every name: where these samples sit in the assembled dataset. Returns the path."""
+    from .manifest import dataset
+    from .manifest.sidecar import is_plain_name
+    from .signing import keys
+    from .signing import provenance as prov
+    from .signing._files import write_atomic
+
+    if not _is_path(path):
+        raise SentryError("a dataset's samples are given as a directory path")
+    if prefix and not (prefix.endswith("/") and is_plain_name(prefix[:-1])):
+        raise SentryError(f"prefix {prefix!r} must be a relative directory path ending in '/', such as 'lab-a/'")
+    private_key = keys.check_signing_key(_private_key(key, password))
+    out = Path(output) if output is not None else prov.default_path(path)
+    leaf_size = _setting("leaf_size", leaf_size)
+    params = HashParams() if leaf_size is None else HashParams(leaf_size=leaf_size)
+    device = _setting("device", device) or "auto"
+    items = dataset.iter_samples(path, params, ignore=ignore, allow_symlinks=allow_symlinks, exclude=[out],
+                                 progress=_setting("progress", progress), device=device)
+    lines = [prov.header_line(keys.public_key_hint(private_key.public_key()), params.leaf_size)]
+    lines += prov.sign_lines(private_key, items, params.leaf_size, prefix=prefix, device=device)
+    lines.append(b"")
+    write_atomic(out, b"\n".join(lines))
+    return out
+
+
+def load_provenance(sources, leaf_size: int | None = None):
+    """Per-sample provenance to check samples against: ``sources`` maps each source's provenance
+    file to its trusted public key (PEM path or key object), as a dict or ``(file, key)`` pairs;
+    a :class:`~sentry.signing.provenance.Provenance` is returned as it is. ``leaf_size``: the
+    dataset's, which the sources must have hashed with."""
+    from .signing.provenance import Provenance
+
+    loaded = sources if isinstance(sources, Provenance) else Provenance.load(
+        sources.items() if isinstance(sources, dict) else sources)
+    if leaf_size is not None:
+        loaded.require_leaf_size(leaf_size)
+    return loaded
 
 
 def protect(model, **verify_options):

@@ -1,4 +1,4 @@
-"""`sentry` command line: keygen, hash, sign, verify, audit.
+"""`sentry` command line: keygen, hash, sign, verify, audit, sign-samples.
 
 Exit codes: 0 success, 1 verification failed, 2 usage or input error (and 141, as for SIGPIPE,
 when stdout is closed before the output is written). Errors are one sentence on stderr; results
@@ -24,6 +24,8 @@ examples:
   sentry sign model/ --sigstore --format oms          # keyless, in model_signing's format
   sentry verify model/ --identity me@example.com --issuer https://github.com/login/oauth
   sentry audit hub/ --public-key signing-key.pub.pem  # every *.sig under hub/, one batch
+  sentry sign-samples lab-a/ --key lab-a.pem --prefix lab-a/  # per-sample provenance of one source
+  sentry verify data/ --dataset --public-key owner.pub.pem --source lab-a.provenance.jsonl lab-a.pub.pem
 """
 EXIT_CODES = "exit codes: 0 success, 1 verification failed, 2 usage or input error."
 
@@ -48,11 +50,13 @@ def _dataset_options(p: argparse.ArgumentParser) -> None:
 
 
 def _dataset_args(args) -> dict:
+    sample, source = getattr(args, "sample", None), getattr(args, "source", None)
     if not args.dataset:
-        if args.sidecar or getattr(args, "sample", None):
-            raise SentryError("--sidecar and --sample are for a dataset: add --dataset")
+        if args.sidecar or sample or source:
+            raise SentryError("--sidecar, --sample and --source are for a dataset: add --dataset")
         return {}
-    return {"sidecar": args.sidecar, **({"samples": args.sample} if getattr(args, "sample", None) else {})}
+    return {"sidecar": args.sidecar, **({"samples": sample} if sample else {}),
+            **({"provenance": [tuple(s) for s in source]} if source else {})}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,7 +131,34 @@ def build_parser() -> argparse.ArgumentParser:
     _dataset_options(p)
     p.add_argument("--sample", action="append", metavar="NAME",
                    help="with --dataset: check only this sample (relative name), without rehashing the rest; repeatable")
+    p.add_argument("--source", action="append", nargs=2, metavar=("PROVENANCE", "PUB.pem"),
+                   help="with --dataset: also require each sample's signature by its source, from this provenance "
+                        "file (see sign-samples) and the source's public key; repeatable, one per source")
     p.add_argument("--json", action="store_true", help="print the verification report as JSON")
+
+    p = sub.add_parser("sign-samples", help="sign every sample of a dataset source (per-sample provenance)",
+                       description="Hash every file under DIR and sign each one's Merkle root with the source's "
+                                   "key (batch ECDSA P-256, on the GPU when one is usable), into a provenance file. "
+                                   "A loader or `sentry verify --dataset --source` then checks every sample of an "
+                                   "assembled dataset against the source that contributed it.",
+                       epilog=EXIT_CODES)
+    p.add_argument("path", metavar="DIR", help="the source's directory of samples")
+    p.add_argument("--key", required=True, metavar="KEY.pem", help="the source's ECDSA P-256 private key (PEM)")
+    p.add_argument("--password-file", metavar="FILE",
+                   help="password of an encrypted key (else SENTRY_KEY_PASSWORD, else a prompt on a terminal)")
+    p.add_argument("--prefix", default="", metavar="DIR/",
+                   help="put DIR/ before every sample name: where these samples sit in the assembled dataset")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="the provenance file to write (default: DIR.provenance.jsonl beside DIR)")
+    p.add_argument("--ignore", action="append", default=[], metavar="PATTERN",
+                   help="leave out paths matching PATTERN (glob; without '/', matches any path component); repeatable")
+    p.add_argument("--allow-symlinks", action="store_true",
+                   help="hash what symbolic links point to (only inside DIR); by default they are refused")
+    p.add_argument("--leaf-size", type=int, metavar="BYTES",
+                   help="Merkle leaf size, a power of two (default 4096); must be the dataset's")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="for the hashing and the signatures (default: auto = CUDA when a GPU is usable, else CPU)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("audit", help="check every signature under a directory in one batch, then the artifacts",
                        description="Find every bundle (*.sig) under DIR, check all their signatures in one batch "
@@ -305,7 +336,21 @@ def cmd_audit(args) -> int:
     return 1 if failed else 0
 
 
-COMMANDS = {"keygen": cmd_keygen, "hash": cmd_hash, "sign": cmd_sign, "verify": cmd_verify, "audit": cmd_audit}
+def cmd_sign_samples(args) -> int:
+    from .api import sign_samples
+    from .signing import load_private_key
+
+    key = load_private_key(args.key, _password_for(args.key, args.password_file))
+    with _progress(args) as bar:
+        out = sign_samples(args.path, key, args.output, prefix=args.prefix, ignore=args.ignore,
+                           allow_symlinks=args.allow_symlinks, leaf_size=args.leaf_size, device=args.device,
+                           progress=bar)
+    print(f"signed the samples of {args.path} -> {out}")
+    return 0
+
+
+COMMANDS = {"keygen": cmd_keygen, "hash": cmd_hash, "sign": cmd_sign, "verify": cmd_verify, "audit": cmd_audit,
+            "sign-samples": cmd_sign_samples}
 
 
 def main(argv=None) -> int:

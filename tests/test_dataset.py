@@ -284,13 +284,13 @@ def test_sample_record_fast_path_writes_what_json_dumps_writes(name):
     it = Item(SAMPLE, name, 123, bytes(range(32)))
     assert it.record() == json.dumps(it.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
     token = json.dumps(name).encode()
-    assert sidecar._json_string(token) == name
+    assert sidecar.json_string(token) == name
     assert sidecar.parse(it.record() + b"\n", "s")[0] == [it]
 
 
 @pytest.mark.parametrize("token", [b'"a\\u0041"', b'"\\/"', b'"\xc3\xa9"', b'"\x7f"', b'"tab\there"', b'"x"y"'])
 def test_sidecar_names_not_spelt_as_json_dumps_spells_them_are_refused(token):
-    assert sidecar._json_string(token) is None
+    assert sidecar.json_string(token) is None
 
 
 def test_progress_total_survives_a_dangling_sample(tmp_path):

@@ -27,14 +27,16 @@ KINDS = {"image": IMAGE_EXTENSIONS, "numpy": (".npy",)}
 
 def get_image_dataloader(path, batch_size: int, device: str = "gpu", gds: bool = True, *, public_key=None,
                          signature=None, sidecar=None, kind: str = "image", shuffle: bool = False, seed: int = 0,
-                         policy: str = "raise", num_threads: int = 2, device_id: int = 0):
+                         policy: str = "raise", provenance=None, num_threads: int = 2, device_id: int = 0):
     """``(loader, hasher)``: iterate ``loader`` for verified ``(samples, labels)`` batches (torch
     tensors; a list when sample shapes differ), and ``hasher.compute()`` is the dataset root for
     ``sentry.verify_dataset(root)``. Verification material may come from ``sentry.configure``.
 
     ``kind``: ``"image"`` (decoded to uint8 HWC RGB) or ``"numpy"`` (``.npy`` arrays; read with
     GPUDirect Storage when ``device="gpu"`` and ``gds``). Labels: index of the top directory
-    (ImageFolder), -1 at the top level."""
+    (ImageFolder), -1 at the top level. ``provenance`` (see :func:`sentry.load_provenance`):
+    every batch's per-sample source signatures are checked too, in one batch (on the GPU when
+    ``device="gpu"`` and one is usable), before the batch is handed out."""
     if device not in ("cpu", "gpu"):
         raise SentryError(f"unknown loader device {device!r}: choose cpu or gpu")
     if kind not in KINDS:
@@ -44,7 +46,8 @@ def get_image_dataloader(path, batch_size: int, device: str = "gpu", gds: bool =
     root = Path(path)
     on_gpu_data = device == "gpu" and kind == "numpy"
     hash_device = "cuda" if on_gpu_data and cuda_available() else "cpu"
-    hasher = DatasetHasher(signed_dataset(root, public_key, signature, sidecar), policy=policy, device=hash_device)
+    hasher = DatasetHasher(signed_dataset(root, public_key, signature, sidecar), policy=policy, device=hash_device,
+                           provenance=provenance, signature_device="auto" if device == "gpu" else "cpu")
     names = hasher.select(root, KINDS[kind])
     if not names:
         raise SentryError(f"{root} holds no {kind} samples to load")

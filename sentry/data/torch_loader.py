@@ -42,12 +42,15 @@ class VerifiedDataset(Dataset):
     Labels are ImageFolder's (index of the top directory). ``extensions`` picks the sample files
     (others, e.g. a labels file, are still signed but not loaded); ``decode(name, bytes)`` turns
     verified bytes into a sample. Under ``policy="drop"`` a bad sample comes back as None.
+    ``provenance`` (see :func:`sentry.load_provenance`): each sample's source signature is checked
+    too (on the CPU: samples are checked one at a time, possibly in worker processes).
     """
 
     def __init__(self, root, *, public_key=None, signature=None, sidecar=None, extensions=None,
-                 decode=decode_bytes, policy="raise"):
+                 decode=decode_bytes, policy="raise", provenance=None):
         self.root = Path(root)
-        self.hasher = DatasetHasher(signed_dataset(root, public_key, signature, sidecar), policy=policy)
+        self.hasher = DatasetHasher(signed_dataset(root, public_key, signature, sidecar), policy=policy,
+                                    provenance=provenance)
         self.names = self.hasher.select(self.root, extensions)
         self.labels = class_labels(self.names)
         self.decode = decode

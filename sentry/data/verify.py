@@ -33,13 +33,21 @@ class DatasetHasher:
     """Checks samples against a :class:`~sentry.manifest.dataset.SignedDataset`.
 
     ``policy="raise"``: the first bad sample raises VerificationError naming it. ``"drop"``: bad
-    samples are left out of their batch, listed in ``report`` and warned about.
+    samples are left out of their batch, listed in ``report`` and warned about. ``provenance``
+    (:func:`sentry.load_provenance`): each batch's per-sample source signatures are checked too,
+    in one batch on ``signature_device``, and a bad sample is attributed to its source.
     """
 
-    def __init__(self, signed, *, policy: str = "raise", device: str = "cpu"):
+    def __init__(self, signed, *, policy: str = "raise", device: str = "cpu", provenance=None,
+                 signature_device: str = "cpu"):
         if policy not in POLICIES:
             raise SentryError(f"unknown policy {policy!r}: choose raise or drop")
+        if provenance is not None:
+            from ..api import load_provenance
+
+            provenance = load_provenance(provenance, signed.params.leaf_size)
         self.signed, self.policy, self.device = signed, policy, device
+        self.provenance, self.signature_device = provenance, signature_device
         self.report = Report()
         self._verified: dict[str, Item] = {}
 
@@ -67,15 +75,20 @@ class DatasetHasher:
 
     def check(self, names, buffers) -> list[Item | None]:
         """Hash a batch's raw sample bytes and check each: its verified item, or None if dropped."""
+        items = [Item(SAMPLE, n, size, root) for n, (size, root) in zip(names, hash_batch(buffers, self.signed.params, self.device))]
+        whys = [self.signed.check(item) for item in items]
+        if self.provenance is not None:
+            signed_by = self.provenance.check(items, self.signature_device)
+            whys = [why or by for why, by in zip(whys, signed_by)]
         keep = []
-        for name, (size, root) in zip(names, hash_batch(buffers, self.signed.params, self.device)):
-            item = Item(SAMPLE, name, size, root)
-            why = self.signed.check(item)
+        for item, why in zip(items, whys):
             if why is None:
-                self._verified[name] = item
+                self._verified[item.name] = item
             else:
-                self._bad(name, f"sample {name} failed verification: {why}", self.report.changed,
-                          Change(f"sample {name}", tuple(why.split(", "))))
+                source = self.provenance.source_of(item.name) if self.provenance is not None else None
+                change = Change(item.label, tuple(why.split(", ")), source=source)
+                origin = f" (from source {source})" if source else ""
+                self._bad(item.name, f"{item.label} failed verification: {why}{origin}", self.report.changed, change)
             keep.append(item if why is None else None)
         return keep
 

@@ -14,11 +14,15 @@ class Change:
     reasons: tuple[str, ...]
     # The first difference lies in bytes [offset, offset + length) of the item, when known.
     first_difference: tuple[int, int] | None = None
+    # A dataset sample's source, when per-sample provenance names one (docs/spec.md §7).
+    source: str | None = None
 
     def to_json(self) -> dict:
         obj = {"item": self.label, "reasons": list(self.reasons)}
         if self.first_difference:
             obj["first_difference"] = {"offset": self.first_difference[0], "length": self.first_difference[1]}
+        if self.source is not None:
+            obj["source"] = self.source
         return obj
 
     def __str__(self) -> str:
@@ -26,6 +30,8 @@ class Change:
         if self.first_difference:
             off, length = self.first_difference
             text += f" (first difference in bytes {off}..{off + length - 1})"
+        if self.source is not None:
+            text += f" (from source {self.source})"
         return text
 
 

@@ -31,7 +31,7 @@ def is_plain_name(name: str) -> bool:
     return 0 < len(name) <= MAX_NAME and "\x00" not in name and not any(p in ("", ".", "..") for p in name.split("/"))
 
 
-def _json_string(token: bytes):
+def json_string(token: bytes):
     """The string a JSON string token spells, if the token is exactly how json.dumps writes it."""
     if _PLAIN_TOKEN.fullmatch(token):  # nothing escaped: the token spells itself (the common case)
         return token[1:-1].decode("ascii")
@@ -58,7 +58,7 @@ def parse(data: bytes, where: str) -> tuple[list[Item], bytes]:
         # Byte-for-byte canonical: no duplicate keys, extra fields, spaces or alternative spellings
         # that a different parser could read differently.
         m = _RECORD.fullmatch(line)
-        name = _json_string(m.group(1)) if m else None
+        name = json_string(m.group(1)) if m else None
         if name is None:
             raise VerificationError(f"{where} line {n} is not a canonical sample record")
         item = Item(SAMPLE, name, int(m.group(3)), bytes.fromhex(m.group(2).decode()))

@@ -1,0 +1,254 @@
+"""Per-sample provenance: each source of a dataset signs the root of every sample it contributes.
+
+A **provenance file** (docs/spec.md §7) is what one source writes: JSON Lines, a header naming
+the format, the Merkle leaf size and the signing key (its hint), then one canonical record per
+sample, sorted by name::
+
+    {"key":"<64 hex>","leaf_size":4096,"type":"https://github.com/sentry-artifacts/sentry/sample-provenance/v1"}
+    {"name":"cat/001.png","root":"<64 hex>","signature":"<128 hex: r || s>","size":1234}
+
+Each signature is standard ECDSA P-256 / SHA-256 over :func:`sample_message` (a domain prefix,
+the leaf size and the sample's root), made for a whole batch at once with
+:func:`sentry.crypto.batch_sign`, and checked a loader batch at a time with
+:func:`sentry.crypto.batch_verify`. A signature vouches for a sample's content, not for its name or
+its place in a dataset: the dataset's own signature covers membership. Verification always uses
+the root the verifier computed from the bytes; the record's root and size only say what the
+source signed, so that a failure can say whether the content or the signature is at fault.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import SentryError, VerificationError
+from ..manifest.sidecar import is_plain_name, json_string
+
+PROVENANCE_TYPE = "https://github.com/sentry-artifacts/sentry/sample-provenance/v1"
+SUFFIX = ".provenance.jsonl"
+DOMAIN = b"sentry sample provenance v1\x00"
+SIGN_BATCH = 1 << 14  # samples per batch_sign call: bounds the digests and signatures held at once
+
+_HEADER = re.compile(rb'\{"key":"([0-9a-f]{64})","leaf_size":([1-9][0-9]{0,9}),"type":"' +
+                     re.escape(PROVENANCE_TYPE.encode()) + rb'"\}')
+_RECORD = re.compile(rb'\{"name":("(?:[^"\\]|\\.)*"),"root":"([0-9a-f]{64})","signature":"([0-9a-f]{128})",'
+                     rb'"size":(0|[1-9][0-9]{0,18})\}')
+
+
+def sample_message(leaf_size: int, root: bytes) -> bytes:
+    """The bytes a source signs for a sample: domain ‖ leaf size (4 bytes, big-endian) ‖ root.
+
+    The prefix keeps these signatures from meaning anything elsewhere (a DSSE envelope, another
+    protocol) for a key used there too; the leaf size pins the tree the root was computed with."""
+    return DOMAIN + leaf_size.to_bytes(4, "big") + root
+
+
+def sample_digest(leaf_size: int, root: bytes) -> bytes:
+    return hashlib.sha256(sample_message(leaf_size, root)).digest()
+
+
+def default_path(directory) -> Path:
+    """``lab-a/`` -> ``lab-a.provenance.jsonl``, beside the directory."""
+    d = Path(directory).absolute()
+    return d.with_name(d.name + SUFFIX)
+
+
+def source_name(path) -> str:
+    """A source's name in messages: its provenance file's name without the suffix."""
+    name = Path(path).name
+    return name[: -len(SUFFIX)] if name.endswith(SUFFIX) and len(name) > len(SUFFIX) else name
+
+
+def header_line(key_hint: str, leaf_size: int) -> bytes:
+    return json.dumps({"key": key_hint, "leaf_size": leaf_size, "type": PROVENANCE_TYPE},
+                      sort_keys=True, separators=(",", ":")).encode()
+
+
+def record_line(name: str, size: int, root: bytes, signature: bytes) -> bytes:
+    return json.dumps({"name": name, "root": root.hex(), "signature": signature.hex(), "size": size},
+                      sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def sign_lines(private_key, items, leaf_size: int, *, prefix: str = "", device: str = "auto"):
+    """Record lines for sample items (sorted by name), signed ``SIGN_BATCH`` at a time."""
+    from ..crypto import batch_sign
+
+    batch: list = []
+
+    def flush():
+        sigs = batch_sign(private_key, [sample_digest(leaf_size, it.root) for it in batch], device=device)
+        lines = [record_line(prefix + it.name, it.size, it.root, sig) for it, sig in zip(batch, sigs)]
+        batch.clear()
+        return lines
+
+    for item in items:
+        batch.append(item)
+        if len(batch) == SIGN_BATCH:
+            yield from flush()
+    if batch:
+        yield from flush()
+
+
+@dataclass(frozen=True, slots=True)
+class Vouch:
+    """What one source signed for one sample."""
+
+    source: int  # index into Provenance.sources
+    size: int
+    root: bytes
+    signature: bytes  # r || s
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    public_key: object  # cryptography P-256 public key
+    path: Path
+
+
+def parse(data: bytes, where: str) -> tuple[str, int, list]:
+    """(key hint, leaf size, [(name, size, root, signature)]) from a provenance file's bytes;
+    VerificationError naming ``where`` and the line on anything but what signing writes."""
+    if not data.endswith(b"\n"):
+        raise VerificationError(f"{where} is empty or does not end with a newline; it is truncated or not a provenance file")
+    end = data.index(b"\n")
+    head = _HEADER.fullmatch(data[:end])
+    if head is None:
+        raise VerificationError(f"{where} does not start with a Sentry provenance header")
+    records, previous, start, n = [], None, end + 1, 1
+    while start < len(data):
+        end = data.index(b"\n", start)
+        line, start, n = data[start:end], end + 1, n + 1
+        m = _RECORD.fullmatch(line)
+        name = json_string(m.group(1)) if m else None
+        if name is None:
+            raise VerificationError(f"{where} line {n} is not a canonical provenance record")
+        if not is_plain_name(name):
+            raise VerificationError(f"{where} line {n} names a sample outside the dataset ({name[:80]!r})")
+        if previous is not None and name <= previous:
+            what = "lists the sample twice" if name == previous else "is out of name order"
+            raise VerificationError(f"{where} line {n} {what} ({name[:80]!r})")
+        previous = name
+        records.append((name, int(m.group(4)), bytes.fromhex(m.group(2).decode()), bytes.fromhex(m.group(3).decode())))
+    return head.group(1).decode(), int(head.group(2)), records
+
+
+class Provenance:
+    """The samples several sources vouch for, each with that source's trusted public key.
+
+    ``check(items)`` verifies a batch of freshly hashed samples in one :func:`batch_verify`."""
+
+    def __init__(self, sources: list[Source], leaf_size: int, vouches: dict[str, Vouch]):
+        self.sources, self.leaf_size, self.vouches = sources, leaf_size, vouches
+
+    @classmethod
+    def load(cls, pairs) -> "Provenance":
+        """From ``(provenance file, public key)`` pairs; a key is a PEM path or a `cryptography`
+        P-256 public key. A sample vouched for by two sources is refused: attribution must be one."""
+        from ..io.posix import FileSource
+        from ..signing.keys import load_public_key, public_key_hint
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        pairs = list(pairs)
+        if not pairs:
+            raise SentryError("per-sample provenance needs at least one source: a provenance file and its public key")
+        sources, vouches, leaf_size = [], {}, None
+        for index, (path, key) in enumerate(pairs):
+            public_key = key if isinstance(key, ec.EllipticCurvePublicKey) else load_public_key(key)
+            if not isinstance(public_key.curve, ec.SECP256R1):
+                raise SentryError(f"the key for {path} is not a P-256 key; sample signatures are ECDSA P-256")
+            path = Path(path)
+            try:
+                with FileSource(path, follow_symlinks=True) as src:
+                    data = src.read(0, src.size)
+            except SentryError as exc:
+                raise SentryError(f"cannot read the provenance file: {exc}") from None
+            hint, size, records = parse(data, f"provenance file {path}")
+            del data
+            source = Source(source_name(path), public_key, path)
+            if hint != public_key_hint(public_key):
+                raise VerificationError(f"{path} was signed with another key than the one given for source {source.name}")
+            if leaf_size is not None and size != leaf_size:
+                raise SentryError(f"{path} hashes samples with {size}-byte leaves, the other sources with {leaf_size}")
+            leaf_size = size
+            for name, sample_size, root, signature in records:
+                other = vouches.get(name)
+                if other is not None:
+                    raise VerificationError(f"sample {name[:80]!r} is vouched for by two sources, "
+                                            f"{sources[other.source].name} and {source.name}")
+                vouches[name] = Vouch(index, sample_size, root, signature)
+            sources.append(source)
+        return cls(sources, leaf_size, vouches)
+
+    def source_of(self, name: str) -> str | None:
+        vouch = self.vouches.get(name)
+        return None if vouch is None else self.sources[vouch.source].name
+
+    def require_leaf_size(self, leaf_size: int) -> None:
+        if leaf_size != self.leaf_size:
+            raise SentryError(f"the provenance files hash samples with {self.leaf_size}-byte leaves, "
+                              f"the dataset with {leaf_size}: re-sign the samples with --leaf-size {leaf_size}")
+
+    def check(self, items, device: str = "auto") -> list[str | None]:
+        """Why each sample item (name, size, root as hashed here) fails its source's signature, or
+        None when it passes; every signature of the batch in one ``batch_verify``."""
+        from ..crypto import batch_verify
+
+        reasons: list[str | None] = [None] * len(items)
+        todo, digests, signatures, index = [], [], [], []
+        for k, item in enumerate(items):
+            vouch = self.vouches.get(item.name)
+            if vouch is None:
+                reasons[k] = "no trusted source signed it"
+                continue
+            todo.append((k, vouch))
+            digests.append(sample_digest(self.leaf_size, item.root))
+            signatures.append(vouch.signature)
+            index.append(vouch.source)
+        if todo:
+            keys = [s.public_key for s in self.sources]
+            for (k, vouch), ok in zip(todo, batch_verify(keys, digests, signatures, key_index=index, device=device)):
+                if ok:
+                    continue
+                source, item = self.sources[vouch.source].name, items[k]
+                if (vouch.root, vouch.size) != (item.root, item.size):
+                    reasons[k] = f"its content is not what source {source} signed"
+                else:
+                    reasons[k] = f"source {source}'s signature does not verify"
+        return reasons
+
+    def checked(self, items, failures: dict, device: str = "auto"):
+        """``items`` as they come, checked ``SIGN_BATCH`` at a time: each failure's reason goes
+        into ``failures`` by sample name (for :meth:`attribute`)."""
+        batch: list = []
+
+        def flush():
+            for item, why in zip(batch, self.check(batch, device)):
+                if why is not None:
+                    failures[item.name] = why
+            batch.clear()
+
+        for item in items:
+            batch.append(item)
+            if len(batch) == SIGN_BATCH:
+                flush()
+            yield item
+        flush()
+
+    def attribute(self, report, failures: dict, signed_names) -> None:
+        """Name each changed sample's source in ``report``, and add as changed the signed samples
+        (in ``signed_names``) that only their source's signature fails."""
+        from dataclasses import replace
+
+        from ..manifest.compare import Change
+        from ..manifest.item import SAMPLE
+
+        label = f"{SAMPLE} {{}}"  # Item.label of a sample
+        changed = {c.label: c for c in report.changed}
+        for name, why in failures.items():
+            if name in signed_names and label.format(name) not in changed:
+                changed[label.format(name)] = Change(label.format(name), (why,))
+        named = len(label.format(""))
+        report.changed = [replace(c, source=self.source_of(c.label[named:])) for _, c in sorted(changed.items())]
