@@ -4,6 +4,12 @@
 byte ranges with ``pread`` (thread-safe: no shared file position), and can tell whether the file
 changed since it was opened. Every error is a :class:`~sentry.errors.SentryError` whose message is
 one sentence naming the file.
+
+Files are read with ``pread`` into reused buffers, never ``mmap``: a mapped file that another
+process truncates kills the reading process with SIGBUS on the next access to the lost pages,
+which a hostile or concurrently written file can trigger at will; ``pread`` turns the same event
+into a short read, reported as an error. Measured on this project's 2-core VM (page cache warm,
+1 GiB, best of 3): mmap hashed about 10% faster, which does not buy that risk.
 """
 from __future__ import annotations
 
