@@ -46,6 +46,23 @@ def test_round_trip_writes_a_small_bundle_and_a_sorted_sidecar(data_dir, keys):
     assert sentry.verify_dataset(data_dir, public_key=keys[1]).checked == 11
 
 
+def test_names_sorting_before_slash_beside_a_directory_sign_and_verify(tmp_path, keys):
+    """'-', '.', ' ' and '!' sort before '/': "cat.csv" comes before "cat/0.png" in code-point
+    order, although a directory walk meets the directory "cat" first."""
+    d = tmp_path / "train"
+    for name in ("cat/0.png", "cat/a/1.png", "cat-2.png", "cat.csv", "cat 3", "cat!", "cat0", "cat/a.txt", "b/c"):
+        (d / name).parent.mkdir(parents=True, exist_ok=True)
+        (d / name).write_bytes(name.encode())
+    sig = sentry.sign_dataset(d, key=keys[0])
+    names = [json.loads(line)["name"] for line in _sidecar(sig).read_bytes().splitlines()]
+    assert names == sorted(names) and len(names) == 9
+    assert sentry.verify_dataset(d, public_key=keys[1]).checked == 9
+    from sentry.manifest.sources import list_files, pattern_skipper
+
+    listed = [n for n, _ in list_files(d, pattern_skipper(()))]
+    assert listed == sorted(listed) == names
+
+
 def test_dataset_root_is_the_manifest_root_of_the_records(data_dir, keys):
     from sentry.hashing.merkle import leaf_hash, root_of_hashes
     from sentry.signing import parse_bundle

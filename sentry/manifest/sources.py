@@ -65,7 +65,9 @@ def list_files(root: Path, skip, allow_symlinks=False, exclude=()) -> list[tuple
 
     def walk(directory: Path, rel: str):
         try:
-            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+            # A directory sorts as its name + "/": then depth-first order is the code-point order of
+            # the full names ("a-b" and "a.txt" before "a/x", since "-" and "." sort before "/").
+            entries = sorted(os.scandir(directory), key=lambda e: e.name + "/" if e.is_dir(follow_symlinks=False) else e.name)
         except OSError as exc:
             raise SentryError(f"cannot read directory {directory}: {exc.strerror}") from None
         base = str(directory)  # normalized by Path: joined to a name, it is str(directory / name)
