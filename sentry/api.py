@@ -1,6 +1,7 @@
 """The Python API: sign and verify models and datasets, from paths or from memory."""
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 
@@ -269,17 +270,12 @@ def sign_dataset(path, key=None, signature=None, *, sidecar=None, password=None,
     samples = dataset.iter_samples(path, params, ignore=ignore, allow_symlinks=allow_symlinks,
                                    exclude=[sig_path, side_path], progress=_setting("progress", progress),
                                    device=_setting("device", device) or "auto")
-    # Memory at millions of samples: only the records are kept, not the items they are made from,
-    # and joining with a final empty record ends every line with "\n" without a copy of each.
-    lines = [it.record() for it in samples]
-    count = len(lines)
-    lines.append(b"")
-    data = b"\n".join(lines)
-    lines.pop()
-    root = records.records_root(lines)
-    del lines
-    claim = dataset.DatasetClaim(params, count, side_path.name, len(data), root, tuple(ignore), allow_symlinks)
-    write_atomic(side_path, data)  # first: a bundle never points at a sidecar that is not there yet
+    # The sidecar is written as samples are hashed (memory at millions of samples), and before the
+    # bundle: a bundle never points at a sidecar that is not there yet.
+    written = records.Writer()
+    write_atomic(side_path, written.lines(samples))
+    claim = dataset.DatasetClaim(params, written.count, side_path.name, written.size, written.root(),
+                                 tuple(ignore), allow_symlinks)
     payload = make_statement(Path(os.path.abspath(path)).name, claim.root.hex(), claim.to_predicate())
     write_bundle(sig_path, signer.sign(payload))
     return sig_path
@@ -300,17 +296,23 @@ def _dataset_claim(sig_path: Path, public_key):
     return claim
 
 
+def _dataset_files(path, public_key, signature, sidecar) -> tuple:
+    """(signature path, checked claim, sidecar path) of a dataset signature; the sidecar is not
+    read yet. ``path`` (the dataset directory) only locates the default signature ``PATH.sig``."""
+    if path is None and _setting("signature", signature) is None:
+        raise SentryError("no dataset signature: pass signature=PATH")
+    sig_path = _signature_path(path, signature)
+    claim = _dataset_claim(sig_path, public_key)
+    return sig_path, claim, Path(sidecar) if sidecar is not None else sig_path.with_name(claim.sidecar_name)
+
+
 def load_signed_dataset(path=None, public_key=None, signature=None, *, sidecar=None):
     """Check a dataset signature and its sidecar; the :class:`SignedDataset` that any sample can
     then be checked against on its own. ``path`` (the dataset directory) only locates the default
     signature ``PATH.sig``."""
     from .manifest.dataset import SignedDataset
 
-    if path is None and _setting("signature", signature) is None:
-        raise SentryError("no dataset signature: pass signature=PATH")
-    sig_path = _signature_path(path, signature)
-    claim = _dataset_claim(sig_path, public_key)
-    side_path = Path(sidecar) if sidecar is not None else sig_path.with_name(claim.sidecar_name)
+    sig_path, claim, side_path = _dataset_files(path, public_key, signature, sidecar)
     return SignedDataset.load(claim, side_path, sig_path)
 
 
@@ -320,10 +322,11 @@ def verify_dataset(path_or_root, public_key=None, signature=None, *, sidecar=Non
     named ``samples`` (each hashed on its own). Given a 32-byte root instead (a loader's
     ``hasher.compute()``), check that root against the signature.
 
-    ``provenance``: per-sample provenance to check too (:func:`load_provenance`'s argument, or
-    its result): every sample must carry a valid signature of its source, and each changed
-    sample names its source."""
-    from .manifest.dataset import iter_samples
+    A whole directory is checked as a merge of the sorted listing with the sidecar, read a block
+    at a time: memory does not grow with the records. ``provenance``: per-sample provenance to
+    check too (:func:`load_provenance`'s argument, or its result): every sample must carry a
+    valid signature of its source, and each changed sample names its source."""
+    from .manifest.dataset import SignedDataset, compare_all, iter_samples
 
     if isinstance(path_or_root, (bytes, bytearray)):
         if provenance is not None:
@@ -337,19 +340,21 @@ def verify_dataset(path_or_root, public_key=None, signature=None, *, sidecar=Non
         return Report(checked=claim.samples)
     if not _is_path(path_or_root):
         raise SentryError("a dataset is given as a directory path, or as the root a loader computed")
-    signed = load_signed_dataset(path_or_root, public_key, signature, sidecar=sidecar)
-    claim = signed.claim
+    sig_path, claim, side_path = _dataset_files(path_or_root, public_key, signature, sidecar)
+    # Subsets are looked up by name: the sidecar is read (and checked) whole before any hashing.
+    signed = SignedDataset.load(claim, side_path, sig_path) if samples is not None else None
     sources = load_provenance(provenance, claim.params.leaf_size) if provenance is not None else None
     device = _setting("device", device) or "auto"
     actual = iter_samples(  # compared as hashed, not all kept
         path_or_root, claim.params, names=samples, ignore=claim.ignore + tuple(ignore),
-        allow_symlinks=claim.allow_symlinks or allow_symlinks, exclude=[signed.signature, signed.sidecar],
+        allow_symlinks=claim.allow_symlinks or allow_symlinks, exclude=[sig_path, side_path],
         progress=_setting("progress", progress), device=device)
-    if sources is None:
-        return _verdict(signed.compare(actual, samples))
     failures: dict = {}
-    report = signed.compare(sources.checked(actual, failures, device), samples)
-    sources.attribute(report, failures, signed.items)
+    if sources is not None:
+        actual = sources.checked(actual, failures, device)
+    report = compare_all(claim, side_path, actual) if signed is None else signed.compare(actual, samples)
+    if sources is not None:
+        sources.attribute(report, failures)
     return _verdict(report)
 
 
@@ -376,10 +381,9 @@ def sign_samples(path, key=None, output=None, *, prefix="", password=None, ignor
     device = _setting("device", device) or "auto"
     items = dataset.iter_samples(path, params, ignore=ignore, allow_symlinks=allow_symlinks, exclude=[out],
                                  progress=_setting("progress", progress), device=device)
-    lines = [prov.header_line(keys.public_key_hint(private_key.public_key()), params.leaf_size)]
-    lines += prov.sign_lines(private_key, items, params.leaf_size, prefix=prefix, device=device)
-    lines.append(b"")
-    write_atomic(out, b"\n".join(lines))
+    header = prov.header_line(keys.public_key_hint(private_key.public_key()), params.leaf_size)
+    write_atomic(out, itertools.chain([header], prov.sign_lines(private_key, items, params.leaf_size,
+                                                                prefix=prefix, device=device)))
     return out
 
 

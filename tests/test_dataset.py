@@ -108,6 +108,36 @@ def test_samples_hashed_in_batches_give_the_same_sidecar_and_report(data_dir, ke
     assert report.checked == 13
 
 
+@pytest.mark.parametrize("block", [1, 7, 100, 1 << 22])
+def test_whole_directory_verify_reads_the_sidecar_a_block_at_a_time(data_dir, keys, monkeypatch, block):
+    """Lines that straddle blocks, and a merge that meets missing and extra samples at the start,
+    the middle and the end; the report is the one a lookup by name (the subset path) gives."""
+    from sentry.manifest import sidecar as sc
+    from sentry.manifest.dataset import SignedDataset, compare_all, hash_samples
+
+    monkeypatch.setattr(sc, "READ_BLOCK", block)
+    sig = sentry.sign_dataset(data_dir, key=keys[0])
+    assert sentry.verify_dataset(data_dir, public_key=keys[1]).checked == 11
+    (data_dir / "cat" / "000.bin").unlink()  # the first record
+    (data_dir / "labels.csv").unlink()  # the last record
+    (data_dir / "a.bin").write_bytes(b"before every record")
+    (data_dir / "z.bin").write_bytes(b"after every record")
+    (data_dir / "dog" / "0025.bin").write_bytes(b"between two records")
+    flip_bit(data_dir / "dog" / "004.bin", 3)
+    report = _fails(data_dir, keys[1])
+    assert report.missing == ["sample cat/000.bin", "sample labels.csv"]
+    assert report.extra == ["sample a.bin", "sample dog/0025.bin", "sample z.bin"]
+    assert [c.label for c in report.changed] == ["sample dog/004.bin"] and report.checked == 14
+    claim = sentry.api._dataset_claim(sig, keys[1])
+    items = hash_samples(data_dir, claim.params)
+    by_name = SignedDataset.load(claim, _sidecar(sig)).compare(items)
+    assert compare_all(claim, _sidecar(sig), iter(items)) == by_name
+    side = _sidecar(sig)
+    side.write_bytes(side.read_bytes()[:-1] + b" ")  # same size, no final newline
+    with pytest.raises(VerificationError, match="does not end with a newline"):
+        sentry.verify_dataset(data_dir, public_key=keys[1])
+
+
 def test_items_carry_no_per_item_dict():
     # Memory at millions of samples: slots, and no `extra` dict unless one is given.
     item = Item(SAMPLE, "a", 1, bytes(32))

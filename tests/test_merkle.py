@@ -108,6 +108,20 @@ def test_reference_and_oracle_match_rfc6962_known_answers():
         assert tree.get_root().hex() == want
 
 
+def test_stream_root_matches_known_answers_and_the_reference_for_every_count():
+    leaves = [bytes.fromhex(x) for x in CT_LEAVES]
+    for n, want in enumerate(CT_ROOTS):
+        stream = merkle.StreamRoot()
+        for x in leaves[:n]:
+            stream.add(merkle.leaf_hash(x))
+        assert stream.root().hex() == want and stream.count == n
+    hashes = [merkle.leaf_hash(i.to_bytes(4, "big")) for i in range(300)]
+    stream = merkle.StreamRoot()
+    for n in range(1, 301):
+        stream.add(hashes[n - 1])
+        assert stream.root() == merkle.root_of_hashes(hashes[:n]), n  # root() can be asked at any point
+
+
 def test_one_leaf_item_is_the_rfc6962_leaf_hash():
     # The CT leaf 0x00 is also our one-byte pattern item (byte 0 = 0): its root is that leaf hash.
     assert merkle.merkle_root(b"\x00").hex() == "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7"

@@ -42,6 +42,31 @@ def root_of_hashes(hashes: Sequence[bytes]) -> bytes:
     return node_hash(root_of_hashes(hashes[:k]), root_of_hashes(hashes[k:]))
 
 
+class StreamRoot:
+    """:func:`root_of_hashes` of hashes that arrive one at a time, in O(log n) memory: the roots
+    of the perfect subtrees so far (sizes strictly decreasing powers of two), merged as they pair
+    up; RFC 9162's split at the largest power of two makes the final fold right to left."""
+
+    def __init__(self):
+        self._subtrees: list[tuple[bytes, int]] = []
+        self.count = 0
+
+    def add(self, h: bytes) -> None:
+        size = 1
+        while self._subtrees and self._subtrees[-1][1] == size:
+            h, size = node_hash(self._subtrees.pop()[0], h), size * 2
+        self._subtrees.append((h, size))
+        self.count += 1
+
+    def root(self) -> bytes:
+        if not self._subtrees:
+            return EMPTY_ROOT
+        h = self._subtrees[-1][0]
+        for left, _ in reversed(self._subtrees[:-1]):
+            h = node_hash(left, h)
+        return h
+
+
 def leaf_count(size: int, leaf_size: int) -> int:
     return -(-size // leaf_size)
 

@@ -6,11 +6,13 @@ of a sidecar that matched it, ready to check any sample on its own (docs/spec.md
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import SentryError, VerificationError
+from ..hashing.merkle import StreamRoot
 from ..hashing.params import HashParams
 from ..io.posix import FileSource
 from . import sidecar
@@ -131,22 +133,10 @@ class SignedDataset:
     @classmethod
     def load(cls, claim: DatasetClaim, path, signature=None) -> "SignedDataset":
         """Read the sidecar at ``path`` and check it against the claim: size, records, root, count."""
-        where = f"sidecar {path}"
-        try:
-            with FileSource(path, follow_symlinks=True) as src:
-                if src.size != claim.sidecar_size:
-                    raise VerificationError(f"{where} is {src.size} bytes but the signature covers one of {claim.sidecar_size}")
-                data = src.read(0, src.size)
-        except VerificationError:
-            raise
-        except SentryError as exc:
-            raise SentryError(f"cannot read the dataset's {exc}") from None
-        items, root = sidecar.parse(data, where)
-        del data  # as large as the items again: not kept while they are indexed by name
-        if root != claim.root:
-            raise VerificationError(f"{where} does not match the signature: its records do not hash to the signed root")
-        if len(items) != claim.samples:  # unreachable with a matching root, unless the signer lied
-            raise VerificationError(f"{where} lists {len(items)} samples but the signature says {claim.samples}")
+        with _sidecar_lines(claim, path) as (lines, where):
+            stream = StreamRoot()
+            items = list(sidecar.records(lines, where, stream))
+        _check_records(claim, stream, where)
         return cls(claim, items, Path(path), signature)
 
     def check(self, actual: Item) -> str | None:
@@ -187,3 +177,55 @@ class SignedDataset:
         report.extra = [extra[n] for n in sorted(extra)]
         report.changed = [changes[n] for n in sorted(changes)]
         return report
+
+
+@contextlib.contextmanager
+def _sidecar_lines(claim: DatasetClaim, path):
+    """(lines, where) of the sidecar at ``path``, read a block at a time once its size is the
+    signed one; errors name the sidecar."""
+    where = f"sidecar {path}"
+    try:
+        src = FileSource(path, follow_symlinks=True)
+    except SentryError as exc:
+        raise SentryError(f"cannot read the dataset's {exc}") from None
+    with src:
+        if src.size != claim.sidecar_size:
+            raise VerificationError(f"{where} is {src.size} bytes but the signature covers one of {claim.sidecar_size}")
+        yield sidecar.read_lines(src, where), where
+
+
+def _check_records(claim: DatasetClaim, stream: StreamRoot, where: str) -> None:
+    """The records read (their root and count) are the signed ones."""
+    if stream.root() != claim.root:
+        raise VerificationError(f"{where} does not match the signature: its records do not hash to the signed root")
+    if stream.count != claim.samples:  # unreachable with a matching root, unless the signer lied
+        raise VerificationError(f"{where} lists {stream.count} samples but the signature says {claim.samples}")
+
+
+def compare_all(claim: DatasetClaim, path, actual) -> Report:
+    """Every sample against the sidecar at ``path``, holding neither: ``actual`` (sample items
+    sorted by name, as :func:`iter_samples` yields them for a whole directory) and the records
+    are merged by name as they come. The report stands only once the whole sidecar has matched
+    the claim, which is checked last."""
+    p = claim.params
+    missing, extra, changed = [], [], []
+    with _sidecar_lines(claim, path) as (lines, where):
+        stream = StreamRoot()
+        signed = sidecar.records(lines, where, stream)
+        want = next(signed, None)
+        for it in actual:
+            while want is not None and want.name < it.name:
+                missing.append(want.label)
+                want = next(signed, None)
+            if want is None or want.name != it.name:
+                extra.append(it.label)
+                continue
+            change = diff_item(want, it, p.leaf_size, p.max_chunks)
+            if change:
+                changed.append(change)
+            want = next(signed, None)
+        while want is not None:
+            missing.append(want.label)
+            want = next(signed, None)
+    _check_records(claim, stream, where)
+    return Report(checked=claim.samples + len(extra), missing=missing, extra=extra, changed=changed)

@@ -10,7 +10,7 @@ import json
 import re
 
 from ..errors import VerificationError
-from ..hashing.merkle import leaf_hash, root_of_hashes
+from ..hashing.merkle import StreamRoot, leaf_hash
 from .item import MAX_NAME, PLAIN_JSON_CHARS, SAMPLE, Item
 
 # The one canonical spelling of a sample record (sorted keys, no spaces); the name is then checked
@@ -23,7 +23,34 @@ _PLAIN_TOKEN = re.compile(b'"' + PLAIN_JSON_CHARS.encode() + b'"')
 
 def records_root(records) -> bytes:
     """RFC 9162 root over canonical records, one record per leaf (the manifest root rule)."""
-    return root_of_hashes([leaf_hash(r) for r in records])
+    stream = StreamRoot()
+    for r in records:
+        stream.add(leaf_hash(r))
+    return stream.root()
+
+
+class Writer:
+    """The sidecar's lines for sample items (sorted by name), as they come: written out as they
+    are made, the records need not all be held (millions of samples). Once the lines are
+    consumed, ``count``, ``size`` and ``root()`` describe what was written."""
+
+    def __init__(self):
+        self._stream = StreamRoot()
+        self.size = 0
+
+    def lines(self, items):
+        for it in items:
+            record = it.record()
+            self._stream.add(leaf_hash(record))
+            self.size += len(record) + 1
+            yield record + b"\n"
+
+    @property
+    def count(self) -> int:
+        return self._stream.count
+
+    def root(self) -> bytes:
+        return self._stream.root()
 
 
 def is_plain_name(name: str) -> bool:
@@ -42,31 +69,66 @@ def json_string(token: bytes):
     return value if json.dumps(value).encode() == token else None
 
 
-def parse(data: bytes, where: str) -> tuple[list[Item], bytes]:
-    """Sample items from sidecar bytes, and their records root; VerificationError naming ``where``
-    and the line on anything odd."""
+def split_lines(data: bytes, where: str):
+    """The lines of sidecar bytes, without their newlines; the last one must end with one.
+
+    One at a time rather than data.split(): a list of every line would outlive the parse, and at
+    millions of samples cost more than the items themselves."""
     if data and not data.endswith(b"\n"):
-        raise VerificationError(f"{where} does not end with a newline; it is truncated or not a Sentry sidecar")
-    items: list[Item] = []
-    leaves = []
-    # Line by line rather than data.split(): a list of every line would outlive the loop (for the
-    # root), and at millions of samples cost more than the items themselves.
-    start, n = 0, 0
+        raise _truncated(where)
+    start = 0
     while start < len(data):
         end = data.index(b"\n", start)
-        line, start, n = data[start:end], end + 1, n + 1
+        yield data[start:end]
+        start = end + 1
+
+
+READ_BLOCK = 4 << 20
+
+
+def read_lines(src, where: str):
+    """The lines of an open sidecar (a :class:`~sentry.io.posix.FileSource`), read a block at a
+    time, so that a verifier never holds the whole file."""
+    rest, offset = b"", 0
+    while offset < src.size:
+        block = src.read(offset, min(READ_BLOCK, src.size - offset))
+        offset += len(block)
+        data = rest + block
+        cut = data.rfind(b"\n") + 1
+        yield from split_lines(data[:cut], where)
+        rest = data[cut:]
+    if rest:
+        raise _truncated(where)
+    src.check_unchanged()
+
+
+def _truncated(where: str) -> VerificationError:
+    return VerificationError(f"{where} does not end with a newline; it is truncated or not a Sentry sidecar")
+
+
+def records(lines, where: str, stream: StreamRoot):
+    """Sample items from sidecar lines, each checked, its leaf added to ``stream``;
+    VerificationError naming ``where`` and the line on anything but what signing writes."""
+    previous = None
+    for n, line in enumerate(lines, 1):
         # Byte-for-byte canonical: no duplicate keys, extra fields, spaces or alternative spellings
         # that a different parser could read differently.
         m = _RECORD.fullmatch(line)
         name = json_string(m.group(1)) if m else None
         if name is None:
             raise VerificationError(f"{where} line {n} is not a canonical sample record")
-        item = Item(SAMPLE, name, int(m.group(3)), bytes.fromhex(m.group(2).decode()))
-        if not is_plain_name(item.name):
-            raise VerificationError(f"{where} line {n} names a sample outside the dataset ({item.name[:80]!r})")
-        if items and item.name <= items[-1].name:
-            what = "lists the sample twice" if item.name == items[-1].name else "is out of name order"
-            raise VerificationError(f"{where} line {n} {what} ({item.name[:80]!r})")
-        items.append(item)
-        leaves.append(leaf_hash(line))
-    return items, root_of_hashes(leaves)  # records_root of the lines
+        if not is_plain_name(name):
+            raise VerificationError(f"{where} line {n} names a sample outside the dataset ({name[:80]!r})")
+        if previous is not None and name <= previous:
+            what = "lists the sample twice" if name == previous else "is out of name order"
+            raise VerificationError(f"{where} line {n} {what} ({name[:80]!r})")
+        previous = name
+        stream.add(leaf_hash(line))
+        yield Item(SAMPLE, name, int(m.group(3)), bytes.fromhex(m.group(2).decode()))
+
+
+def parse(data: bytes, where: str) -> tuple[list[Item], bytes]:
+    """Sample items from sidecar bytes, and their records root (see :func:`records`)."""
+    stream = StreamRoot()
+    items = list(records(split_lines(data, where), where, stream))
+    return items, stream.root()  # records_root of the lines

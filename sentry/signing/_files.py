@@ -13,8 +13,10 @@ def _temp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
 
 
-def write_temp(path: Path, data: bytes, mode: int) -> Path:
-    """Write ``data`` to a new temporary file beside ``path``, created with ``mode``.
+def write_temp(path: Path, data, mode: int) -> Path:
+    """Write ``data`` (bytes, or an iterable of bytes written as it yields them: a sidecar of
+    millions of lines need not be held whole) to a new temporary file beside ``path``, created
+    with ``mode``; an exception on the way removes it.
 
     The file is created with ``mode`` in the same system call (O_CREAT|O_EXCL), so a 0o600
     file is never readable by others, not even for a moment. Returns the temporary path.
@@ -29,8 +31,9 @@ def write_temp(path: Path, data: bytes, mode: int) -> Path:
     except OSError as exc:
         raise SentryError(f"cannot write {path}: {exc.strerror}") from None
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        with os.fdopen(fd, "wb", buffering=1 << 20) as f:
+            for chunk in [data] if isinstance(data, (bytes, bytearray, memoryview)) else data:
+                f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
     except BaseException as exc:
@@ -77,9 +80,10 @@ def _sync_dir(directory: Path) -> None:
             os.close(fd)
 
 
-def write_atomic(path: str | os.PathLike, data: bytes, *, mode: int = 0o666,
+def write_atomic(path: str | os.PathLike, data, *, mode: int = 0o666,
                  overwrite: bool = True) -> None:
-    """Write ``data`` to ``path`` whole or not at all (``mode`` is filtered by the umask)."""
+    """Write ``data`` (bytes or an iterable of bytes) to ``path`` whole or not at all (``mode``
+    is filtered by the umask)."""
     path = Path(path)
     tmp = write_temp(path, data, mode)
     commit(tmp, path, overwrite=overwrite)

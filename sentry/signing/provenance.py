@@ -63,16 +63,17 @@ def source_name(path) -> str:
 
 def header_line(key_hint: str, leaf_size: int) -> bytes:
     return json.dumps({"key": key_hint, "leaf_size": leaf_size, "type": PROVENANCE_TYPE},
-                      sort_keys=True, separators=(",", ":")).encode()
+                      sort_keys=True, separators=(",", ":")).encode() + b"\n"
 
 
 def record_line(name: str, size: int, root: bytes, signature: bytes) -> bytes:
     return json.dumps({"name": name, "root": root.hex(), "signature": signature.hex(), "size": size},
-                      sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+                      sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode() + b"\n"
 
 
 def sign_lines(private_key, items, leaf_size: int, *, prefix: str = "", device: str = "auto"):
-    """Record lines for sample items (sorted by name), signed ``SIGN_BATCH`` at a time."""
+    """Record lines (with their newline) for sample items (sorted by name), signed ``SIGN_BATCH``
+    at a time, as the items come."""
     from ..crypto import batch_sign
 
     batch: list = []
@@ -237,9 +238,9 @@ class Provenance:
             yield item
         flush()
 
-    def attribute(self, report, failures: dict, signed_names) -> None:
+    def attribute(self, report, failures: dict) -> None:
         """Name each changed sample's source in ``report``, and add as changed the signed samples
-        (in ``signed_names``) that only their source's signature fails."""
+        (those not reported extra) that only their source's signature fails."""
         from dataclasses import replace
 
         from ..manifest.compare import Change
@@ -247,8 +248,9 @@ class Provenance:
 
         label = f"{SAMPLE} {{}}"  # Item.label of a sample
         changed = {c.label: c for c in report.changed}
+        extra = set(report.extra)
         for name, why in failures.items():
-            if name in signed_names and label.format(name) not in changed:
+            if label.format(name) not in changed and label.format(name) not in extra:
                 changed[label.format(name)] = Change(label.format(name), (why,))
         named = len(label.format(""))
         report.changed = [replace(c, source=self.source_of(c.label[named:])) for _, c in sorted(changed.items())]
