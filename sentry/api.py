@@ -269,7 +269,8 @@ def sign_dataset(path, key=None, signature=None, *, sidecar=None, password=None,
     params = HashParams() if leaf_size is None else HashParams(leaf_size=leaf_size)
     samples = dataset.iter_samples(path, params, ignore=ignore, allow_symlinks=allow_symlinks,
                                    exclude=[sig_path, side_path], progress=_setting("progress", progress),
-                                   device=_setting("device", device) or "auto")
+                                   device=_setting("device", device) or "auto",
+                                   walk_lazily=not dataset.writes_inside(path, side_path))
     # The sidecar is written as samples are hashed (memory at millions of samples), and before the
     # bundle: a bundle never points at a sidecar that is not there yet.
     written = records.Writer()
@@ -348,7 +349,7 @@ def verify_dataset(path_or_root, public_key=None, signature=None, *, sidecar=Non
     actual = iter_samples(  # compared as hashed, not all kept
         path_or_root, claim.params, names=samples, ignore=claim.ignore + tuple(ignore),
         allow_symlinks=claim.allow_symlinks or allow_symlinks, exclude=[sig_path, side_path],
-        progress=_setting("progress", progress), device=device)
+        progress=_setting("progress", progress), device=device, walk_lazily=True)
     failures: dict = {}
     if sources is not None:
         actual = sources.checked(actual, failures, device)
@@ -380,7 +381,8 @@ def sign_samples(path, key=None, output=None, *, prefix="", password=None, ignor
     params = HashParams() if leaf_size is None else HashParams(leaf_size=leaf_size)
     device = _setting("device", device) or "auto"
     items = dataset.iter_samples(path, params, ignore=ignore, allow_symlinks=allow_symlinks, exclude=[out],
-                                 progress=_setting("progress", progress), device=device)
+                                 progress=_setting("progress", progress), device=device,
+                                 walk_lazily=not dataset.writes_inside(path, out))
     header = prov.header_line(keys.public_key_hint(private_key.public_key()), params.leaf_size)
     write_atomic(out, itertools.chain([header], prov.sign_lines(private_key, items, params.leaf_size,
                                                                 prefix=prefix, device=device)))

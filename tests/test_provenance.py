@@ -108,6 +108,13 @@ def test_prefix_places_the_samples_and_is_checked(sources, tmp_path):
                                 prefix=bad)
 
 
+def test_a_provenance_file_written_inside_the_directory_is_not_a_sample(sources, tmp_path):
+    d = tmp_path / "lab-a"
+    shutil.copytree(sources["base"] / "lab-a", d)
+    out = sentry.sign_samples(d, key=sources["lab-a"][0], output=d / "lab-a.provenance.jsonl")
+    assert records(out)[1] == records(sources["base"] / "lab-a.provenance.jsonl")[1]
+
+
 # -- verify_dataset ---------------------------------------------------------------------------------
 def test_assembled_dataset_verifies_with_both_sources(sources, assembled):
     report = sentry.verify_dataset(assembled, public_key=sources["owner"][1], provenance=both(sources))

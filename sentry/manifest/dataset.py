@@ -7,6 +7,7 @@ of a sidecar that matched it, ready to check any sample on its own (docs/spec.md
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from . import sidecar
 from .compare import Report, diff_item
 from .item import _HEX64, SAMPLE, Item
 from .manifest import MAX_ITEMS, Manifest
-from .sources import list_files, pattern_skipper
+from .sources import iter_files, pattern_skipper
 
 SIDECAR_SUFFIX = ".samples.jsonl"
 
@@ -86,29 +87,42 @@ def hash_samples(root, params: HashParams, *, names=None, ignore=(), allow_symli
 
 
 def iter_samples(root, params: HashParams, *, names=None, ignore=(), allow_symlinks=False, exclude=(),
-                 progress=None, device="auto"):
-    """:func:`hash_samples` as an iterator, hashing ``SAMPLES_PER_BATCH`` files at a time; the
-    directory is listed (and its errors raised) at the call."""
+                 progress=None, device="auto", walk_lazily=False):
+    """:func:`hash_samples` as an iterator, hashing ``SAMPLES_PER_BATCH`` files at a time. The
+    directory is listed (and its errors raised) at the call, or with ``walk_lazily`` as the
+    samples are hashed: memory then holds one directory's entries, not a listing of millions of
+    samples, which is only sound while nothing is written under ``root`` (see
+    :func:`writes_inside`)."""
     root = Path(root)
     if not root.is_dir():
         raise SentryError(f"{root} is not a directory; a dataset is a directory of samples")
     if names is None:
-        files = list_files(root, pattern_skipper(ignore), allow_symlinks, exclude)
+        files = iter_files(root, pattern_skipper(ignore), allow_symlinks, exclude)
+        if not walk_lazily:
+            files = list(files)
     else:
         bad = [n for n in names if not sidecar.is_plain_name(n)]
         if bad:
             raise SentryError(f"sample name {bad[0][:80]!r} is not a relative path inside the dataset")
         files = [(n, root / n) for n in sorted(set(names)) if os.path.lexists(root / n)]
     if hasattr(progress, "set_total"):
-        progress.set_total(sum(_size_or_zero(p) for _, p in files))
-    return _hash_batches(files, params, progress, device)
+        # A lazy walk is walked twice for a bar (a terminal): once here for the sizes.
+        listed = iter_files(root, pattern_skipper(ignore), allow_symlinks, exclude) if walk_lazily else files
+        progress.set_total(sum(_size_or_zero(p) for _, p in listed))
+    return _hash_batches(iter(files), params, progress, device)
+
+
+def writes_inside(root, *paths) -> bool:
+    """Whether any of ``paths`` (files about to be written) lies under the directory ``root``:
+    their temporary files would then show up in a lazy walk of it."""
+    real_root = Path(os.path.realpath(root))
+    return any(Path(os.path.realpath(Path(p).parent)).is_relative_to(real_root) for p in paths)
 
 
 def _hash_batches(files, params, progress, device):
     from ..hashing import FileRange, digest_ranges
 
-    for k in range(0, len(files), SAMPLES_PER_BATCH):
-        batch = files[k : k + SAMPLES_PER_BATCH]
+    while batch := list(itertools.islice(files, SAMPLES_PER_BATCH)):
         digests = digest_ranges([FileRange(path) for _, path in batch], params, progress=progress, device=device)
         for (name, _), d in zip(batch, digests):
             yield Item(SAMPLE, name, d.size, d.root)

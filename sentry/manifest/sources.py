@@ -57,11 +57,17 @@ def list_files(root: Path, skip, allow_symlinks=False, exclude=()) -> list[tuple
     ``skip(relative name)`` leaves out a file, or a directory with everything below it. Paths are
     str, spelt as ``str(Path)`` would: a Path per file costs several hundred bytes (and interns
     every name), which at millions of dataset samples is most of the memory a listing takes."""
+    return list(iter_files(root, skip, allow_symlinks, exclude))
+
+
+def iter_files(root: Path, skip, allow_symlinks=False, exclude=()):
+    """:func:`list_files` as a generator: one directory's entries are held at a time (not the
+    listing of millions of samples), and errors come as the walk reaches them. A file created
+    under ``root`` during the walk may or may not be seen."""
     root = Path(root)
     real_root = root.resolve()
     excluded = {os.path.abspath(p) for p in exclude}
     excluded_names = {os.path.basename(p) for p in excluded}  # abspath() only for these names
-    found = []
 
     def walk(directory: Path, rel: str):
         try:
@@ -85,16 +91,15 @@ def list_files(root: Path, skip, allow_symlinks=False, exclude=()) -> list[tuple
             # The entry's type from the directory listing itself (d_type), as lstat would give
             # it; no system call per file unless the file system does not say.
             if entry.is_symlink():
-                found.append((relname, str(_symlink_target(Path(entry.path), relname, real_root, allow_symlinks))))
+                yield relname, str(_symlink_target(Path(entry.path), relname, real_root, allow_symlinks))
             elif entry.is_dir(follow_symlinks=False):
-                walk(Path(entry.path), relname + "/")
+                yield from walk(Path(entry.path), relname + "/")
             elif entry.is_file(follow_symlinks=False):
-                found.append((relname, base + name))
+                yield relname, base + name
             else:
                 raise SentryError(f"{Path(entry.path)} is not a regular file (device, socket or pipe)")
 
-    walk(root, "")
-    return found
+    return walk(root, "")
 
 
 def _symlink_target(path: Path, relname: str, real_root: Path, allowed: bool) -> Path:
