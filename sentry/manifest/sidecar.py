@@ -103,7 +103,7 @@ def read_lines(src, where: str):
 
 
 def _truncated(where: str) -> VerificationError:
-    return VerificationError(f"{where} does not end with a newline; it is truncated or not a Sentry sidecar")
+    return VerificationError(f"{where} does not end with a newline; it is truncated")
 
 
 def records(lines, where: str, stream: StreamRoot):
@@ -111,20 +111,26 @@ def records(lines, where: str, stream: StreamRoot):
     VerificationError naming ``where`` and the line on anything but what signing writes."""
     previous = None
     for n, line in enumerate(lines, 1):
-        # Byte-for-byte canonical: no duplicate keys, extra fields, spaces or alternative spellings
-        # that a different parser could read differently.
         m = _RECORD.fullmatch(line)
-        name = json_string(m.group(1)) if m else None
-        if name is None:
-            raise VerificationError(f"{where} line {n} is not a canonical sample record")
-        if not is_plain_name(name):
-            raise VerificationError(f"{where} line {n} names a sample outside the dataset ({name[:80]!r})")
-        if previous is not None and name <= previous:
-            what = "lists the sample twice" if name == previous else "is out of name order"
-            raise VerificationError(f"{where} line {n} {what} ({name[:80]!r})")
-        previous = name
+        previous = record_name(m and m.group(1), previous, f"{where} line {n}", "sample record")
         stream.add(leaf_hash(line))
-        yield Item(SAMPLE, name, int(m.group(3)), bytes.fromhex(m.group(2).decode()))
+        yield Item(SAMPLE, previous, int(m.group(3)), bytes.fromhex(m.group(2).decode()))
+
+
+def record_name(token: bytes | None, previous: str | None, where: str, what: str) -> str:
+    """The sample name that a canonical record's name token spells, checked: the record matched
+    its one canonical spelling (``token`` is None otherwise: no duplicate keys, extra fields,
+    spaces or alternative spellings that another parser could read differently), the name stays
+    inside the dataset, and it comes strictly after ``previous``."""
+    name = json_string(token) if token is not None else None
+    if name is None:
+        raise VerificationError(f"{where} is not a canonical {what}")
+    if not is_plain_name(name):
+        raise VerificationError(f"{where} names a sample outside the dataset ({name[:80]!r})")
+    if previous is not None and name <= previous:
+        order = "lists the sample twice" if name == previous else "is out of name order"
+        raise VerificationError(f"{where} {order} ({name[:80]!r})")
+    return name
 
 
 def parse(data: bytes, where: str) -> tuple[list[Item], bytes]:

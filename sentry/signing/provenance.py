@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import SentryError, VerificationError
-from ..manifest.sidecar import is_plain_name, json_string
+from ..manifest.sidecar import record_name, split_lines
 
 PROVENANCE_TYPE = "https://github.com/sentry-artifacts/sentry/sample-provenance/v1"
 SUFFIX = ".provenance.jsonl"
@@ -112,26 +112,14 @@ class Source:
 def parse(data: bytes, where: str) -> tuple[str, int, list]:
     """(key hint, leaf size, [(name, size, root, signature)]) from a provenance file's bytes;
     VerificationError naming ``where`` and the line on anything but what signing writes."""
-    if not data.endswith(b"\n"):
-        raise VerificationError(f"{where} is empty or does not end with a newline; it is truncated or not a provenance file")
-    end = data.index(b"\n")
-    head = _HEADER.fullmatch(data[:end])
+    lines = split_lines(data, where)
+    head = _HEADER.fullmatch(next(lines, b""))
     if head is None:
-        raise VerificationError(f"{where} does not start with a Sentry provenance header")
-    records, previous, start, n = [], None, end + 1, 1
-    while start < len(data):
-        end = data.index(b"\n", start)
-        line, start, n = data[start:end], end + 1, n + 1
+        raise VerificationError(f"{where} is empty or does not start with a Sentry provenance header")
+    records, name = [], None
+    for n, line in enumerate(lines, 2):
         m = _RECORD.fullmatch(line)
-        name = json_string(m.group(1)) if m else None
-        if name is None:
-            raise VerificationError(f"{where} line {n} is not a canonical provenance record")
-        if not is_plain_name(name):
-            raise VerificationError(f"{where} line {n} names a sample outside the dataset ({name[:80]!r})")
-        if previous is not None and name <= previous:
-            what = "lists the sample twice" if name == previous else "is out of name order"
-            raise VerificationError(f"{where} line {n} {what} ({name[:80]!r})")
-        previous = name
+        name = record_name(m and m.group(1), name, f"{where} line {n}", "provenance record")
         records.append((name, int(m.group(4)), bytes.fromhex(m.group(2).decode()), bytes.fromhex(m.group(3).decode())))
     return head.group(1).decode(), int(head.group(2)), records
 
