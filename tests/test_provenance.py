@@ -277,6 +277,16 @@ def test_torch_loader_raises_at_the_batch_and_names_the_source(sources, assemble
     assert isinstance(x, torch.Tensor)
 
 
+def test_the_dataset_pickles_for_spawned_workers(sources, assembled):
+    import pickle
+
+    from sentry.data import VerifiedDataset
+
+    dataset = pickle.loads(pickle.dumps(VerifiedDataset(assembled, public_key=sources["owner"][1],
+                                                        provenance=both(sources))))
+    assert dataset[5][1] == 0 and dataset.hasher.provenance.source_of(dataset.names[5]) == "lab-a"
+
+
 def test_torch_drop_policy_reports_the_source(sources, assembled):
     from sentry.data import VerifiedDataset, verified_dataloader
 

@@ -105,7 +105,7 @@ class Vouch:
 @dataclass(frozen=True)
 class Source:
     name: str
-    public_key: object  # cryptography P-256 public key
+    public_key: bytes  # SEC1, uncompressed: unlike a key object, it pickles (to loader worker processes)
     path: Path
 
 
@@ -138,6 +138,7 @@ class Provenance:
         P-256 public key. A sample vouched for by two sources is refused: attribution must be one."""
         from ..io.posix import FileSource
         from ..signing.keys import load_public_key, public_key_hint
+        from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric import ec
 
         pairs = list(pairs)
@@ -156,7 +157,8 @@ class Provenance:
                 raise SentryError(f"cannot read the provenance file: {exc}") from None
             hint, size, records = parse(data, f"provenance file {path}")
             del data
-            source = Source(source_name(path), public_key, path)
+            sec1 = public_key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+            source = Source(source_name(path), sec1, path)
             if hint != public_key_hint(public_key):
                 raise VerificationError(f"{path} was signed with another key than the one given for source {source.name}")
             if leaf_size is not None and size != leaf_size:
