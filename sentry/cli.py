@@ -37,7 +37,8 @@ def _hashing_options(p: argparse.ArgumentParser, *, leaf_size: bool) -> None:
     p.add_argument("--allow-symlinks", action="store_true",
                    help="hash what symbolic links point to (only inside PATH); by default they are refused")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                   help="hashing backend (default: auto = CUDA when a GPU is usable, else CPU)")
+                   help="hashing backend (default: auto = CUDA when a GPU is usable, else CPU); CUDA reads "
+                        "files with kvikio (GPUDirect Storage or its compatibility mode) when it is installed")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     if leaf_size:
         p.add_argument("--leaf-size", type=int, metavar="BYTES",

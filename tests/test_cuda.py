@@ -172,20 +172,65 @@ def test_cupy_buffer_is_hashed_in_place():
 
 
 # -- the public paths ------------------------------------------------------------------------------------------
-def test_files_on_cuda_match_cpu(tmp_path, monkeypatch):
+@pytest.fixture(params=["kvikio", "pinned"])
+def file_reader(request, monkeypatch):
+    """Each way the CUDA backend reads files: kvikio (where it is installed) and pinned buffers."""
+    if request.param == "kvikio":
+        pytest.importorskip("kvikio")
+        assert cuda.file_reader() == "kvikio"
+    else:
+        monkeypatch.setattr(cuda, "file_reader", lambda: "pinned")
+    return request.param
+
+
+def test_files_on_cuda_match_cpu(tmp_path, monkeypatch, file_reader):
     import sentry.hashing as hashing
 
-    monkeypatch.setattr(cuda, "FILE_BLOCK_BYTES", MiB)  # several blocks per file, several staging buffers
+    monkeypatch.setattr(cuda, "FILE_BLOCK_BYTES", MiB)  # several blocks per file, every reader thread busy
     rng = np.random.default_rng(10)
     ranges = []
     for i, n in enumerate([0, 1, 4095, 4096, 4097, 3 * MiB + 17, 10 * MiB]):
         f = tmp_path / f"f{i}.bin"
         f.write_bytes(rng.integers(0, 256, n, np.uint8).tobytes())
         ranges += [cpu.FileRange(f), cpu.FileRange(f, n // 3, n - n // 3)]
+    for k in range(500):  # many small files, hashed whole in batches
+        f = tmp_path / f"s{k}.bin"
+        f.write_bytes(rng.integers(0, 256, int(rng.integers(0, 20_000)), np.uint8).tobytes())
+        ranges.append(cpu.FileRange(f))
     seen = []
     got = hashing.digest_ranges(ranges, HashParams(), progress=seen.append, device="cuda")
     assert got == cpu.digest_ranges(ranges, HashParams())
     assert sum(seen) == sum(d.size for d in got)
+
+
+def test_cli_on_cuda_reads_files_to_the_cpu_roots(tmp_path, keys):
+    """`sentry hash/sign/verify --device cuda` (kvikio where installed) against `--device cpu`."""
+    import json
+
+    import torch
+
+    from support import run_cli, save_tensors
+
+    rng = np.random.default_rng(11)
+    m = tmp_path / "m"
+    (m / "shards").mkdir(parents=True)
+    for n in (0, 1, 4095, 4096, 4097, 40 * MiB + 3):  # the last spans several 16 MiB device buffers
+        (m / f"{n}.bin").write_bytes(rng.integers(0, 256, n, np.uint8).tobytes())
+    for k in range(300):
+        (m / "shards" / f"{k}.bin").write_bytes(rng.integers(0, 256, int(rng.integers(1, 9000)), np.uint8).tobytes())
+    save_tensors(m / "w.safetensors", {"a": torch.arange(100_000, dtype=torch.float32)})
+
+    def run(*args):
+        r = run_cli(*args)
+        assert r.returncode == 0, (cuda.file_reader(), r.stderr)
+        return r.stdout
+
+    on_gpu = json.loads(run("hash", m, "--json", "--device", "cuda", "-q"))
+    assert on_gpu == json.loads(run("hash", m, "--json", "--device", "cpu", "-q"))
+    key, pub = keys
+    for signer, verifier in (("cuda", "cpu"), ("cpu", "cuda")):
+        run("sign", m, "--key", key, "--device", signer, "-q")
+        run("verify", m, "--public-key", pub, "--device", verifier, "-q")
 
 
 def test_verify_model_on_cuda(torch, tmp_path):

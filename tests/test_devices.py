@@ -57,7 +57,7 @@ def test_digest_tensors_batch_equals_one_by_one_with_progress(no_gpu):
 
 
 def test_file_driver_with_another_block_hasher_and_block_size(tmp_path):
-    """The CUDA backend reuses the CPU file driver with its own block hasher and 64 MiB blocks."""
+    """The CUDA backend reuses the CPU file driver with its own block hasher and block size."""
     data = bytes(range(256)) * 1000
     f = tmp_path / "f.bin"
     f.write_bytes(data)

@@ -222,6 +222,7 @@ def digest_ranges(
     follow_symlinks: bool = False,
     hash_block: Callable[..., bytes] = _hash_file_block,
     block_bytes: Optional[int] = None,
+    open_file: Callable[..., FileSource] = FileSource,
 ) -> list:
     """Digests of file byte ranges, in the order given (one :class:`ItemDigest` per range).
 
@@ -237,7 +238,9 @@ def digest_ranges(
     once opened (then opened again), go through the block pipeline.
 
     ``hash_block(src, offset, length, leaf_size, grain)`` hashes one block (the CUDA backend passes
-    its own), and ``block_bytes`` sets the block size (default ``BLOCK_BYTES``).
+    its own), ``block_bytes`` sets the block size (default ``BLOCK_BYTES``), and
+    ``open_file(path, follow_symlinks=...)`` opens each file (a FileSource, or a subclass that can
+    also read into GPU memory).
     """
     _check_params(params)
     ranges = [r if isinstance(r, FileRange) else FileRange(*r) for r in ranges]
@@ -271,7 +274,7 @@ def digest_ranges(
     # -- small files: a whole file per step of a task, nothing of it left open in between --------
     def small_file(path, indices):
         """The file's digests, or None if a range is found to need several blocks."""
-        with FileSource(path, follow_symlinks=follow_symlinks) as src:
+        with open_file(path, follow_symlinks=follow_symlinks) as src:
             sizes = _range_sizes(src, [ranges[i] for i in indices])
             if max(sizes) > step:
                 return None
@@ -286,7 +289,8 @@ def digest_ranges(
     # Whole files hashed by the CPU go through _cmerkle.hash_files, which does all of it with the
     # GIL released; a file it could not open as a plain one (None) is left to small_file, which
     # says why. Files are answered in order, so the first error in a task is its first file's.
-    in_c = _cmerkle is not None and _chunk_roots is _cmerkle.chunk_roots and hash_block is _hash_file_block
+    in_c = (_cmerkle is not None and _chunk_roots is _cmerkle.chunk_roots and hash_block is _hash_file_block
+            and open_file is FileSource)
 
     def small_files(batch):
         got = [None] * len(batch)
@@ -358,7 +362,7 @@ def digest_ranges(
             indices = indices_of(entry)
             if digests[indices[0]] is not None:
                 continue
-            src = FileSource(path, follow_symlinks=follow_symlinks)
+            src = open_file(path, follow_symlinks=follow_symlinks)
             open_files[path] = [src, 0]
             for i, size in zip(indices, _range_sizes(src, [ranges[i] for i in indices])):
                 plans[i] = _plan(size, params, block_leaves)

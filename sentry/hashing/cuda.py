@@ -13,9 +13,11 @@ worth at a time: that costs the size of those tensors. For torch inputs the scra
 torch's caching allocator and the kernels run on torch's current stream, so they follow the
 writes that made the tensors and use memory torch already holds.
 
-Files (``digest_ranges``) are read by ``FILE_WORKERS`` threads into pinned buffers of
-``FILE_BLOCK_BYTES``, one per thread, copied to the device and hashed there while the other threads
-read: the file-range logic (bounded memory, changed-file checks) is the CPU backend's.
+Files (``digest_ranges``) are read by ``FILE_WORKERS`` threads, each into its own device buffer of
+``FILE_BLOCK_BYTES``, and hashed there while the other threads read: with kvikio's CuFile
+(:mod:`sentry.io.kvikio`: GPUDirect Storage, or kvikio's compatibility mode) when kvikio is
+installed, else through a pinned host buffer per thread. ``file_reader()`` says which. The
+file-range logic (blocks, bounded memory, short reads, changed-file checks) is the CPU backend's.
 
 CuPy is imported only here and only when used: ``import sentry`` needs neither CuPy nor torch.
 """
@@ -28,12 +30,14 @@ from typing import Optional
 import numpy as np
 
 from ..errors import SentryError
+from ..io import kvikio as kvikio_io
+from ..io.posix import FileSource
 from . import cpu, gpu_plan, merkle
 from .params import HashParams
 
 WINDOW_LEAVES = 1 << 21  # leaves per launch window: a node array of 64 MiB at most
-FILE_BLOCK_BYTES = 64 << 20  # one pinned staging buffer
-FILE_WORKERS = 4  # reader threads, each with its own staging buffers
+FILE_BLOCK_BYTES = kvikio_io.BLOCK_BYTES  # one device buffer (and pinned buffer without kvikio) per reader thread
+FILE_WORKERS = 4  # reader threads; at least 2, so that one block is read while another hashes
 THREADS = 256  # per block
 BLOCKS_PER_SM = 16  # grid cap for the grid-stride loops
 H = gpu_plan.HASH_LEN
@@ -228,52 +232,87 @@ def digest_device_buffer(buf, params: HashParams = HashParams()) -> cpu.ItemDige
 
 
 # -- files ---------------------------------------------------------------------------------------------
-class _Staging:
-    """One reader thread's pinned host buffer, device buffer and stream."""
+def file_reader() -> str:
+    """How ``digest_ranges`` reads files: ``"kvikio"`` when kvikio imports (CuFile straight into
+    device buffers, through GPUDirect Storage or kvikio's compatibility mode, whichever kvikio picks
+    under Sentry's cufile.json), else ``"pinned"`` (pread into pinned host buffers, then copied)."""
+    return "kvikio" if kvikio_io.available() else "pinned"
+
+
+class _Reader:
+    """One reader thread's stream and device buffer: ``_fill`` puts a file block there, then it is
+    hashed in place."""
 
     def __init__(self, device_id: int, nbytes: int):
         import cupy
 
-        self.pinned = cupy.cuda.alloc_pinned_memory(nbytes)
-        self.host = np.frombuffer(self.pinned, np.uint8, nbytes)
         with cupy.cuda.Device(device_id):
             self.cuda_stream = cupy.cuda.Stream(non_blocking=True)
+            self.dev = cupy.empty(nbytes, dtype=cupy.uint8)
         self.gpu = _Gpu(device_id, self.cuda_stream.ptr)
-        with self.gpu:
-            self.dev, self.dev_ptr = self.gpu.empty(nbytes)
 
     def hash_block(self, src, offset: int, length: int, leaf_size: int, grain: int) -> bytes:
-        host = self.host[:length]
+        block = self.dev[:length]
+        self._fill(src, offset, block)
+        return _hash_on_device(self.gpu, block, leaf_size, grain)  # synchronized: the buffers are free again
+
+
+class _PinnedReader(_Reader):
+    """pread into a pinned host buffer, then an asynchronous copy to the device on the thread's stream."""
+
+    def __init__(self, device_id: int, nbytes: int):
+        import cupy
+
+        super().__init__(device_id, nbytes)
+        self.host = np.frombuffer(cupy.cuda.alloc_pinned_memory(nbytes), np.uint8, nbytes)
+
+    def _fill(self, src, offset: int, block) -> None:
+        host = self.host[: block.nbytes]
         src.read_into(offset, host)
-        rt = self.gpu.rt
-        rt.memcpyAsync(self.dev_ptr, host.ctypes.data, length, rt.memcpyHostToDevice, self.gpu.stream.ptr)
-        n = merkle.leaf_count(length, leaf_size)
-        work = gpu_plan.Work([None], [gpu_plan.Segment(0, 0, length, grain, 0)], -(-n // grain))
-        grains, _ = _run(self.gpu, work, leaf_size, lambda segs: [self.dev_ptr], n)
-        return grains  # _run synchronized the stream: the pinned buffer is free again
+        block.set(host, stream=self.cuda_stream)
+
+
+class _KvikioReader(_Reader):
+    """kvikio reads straight into the device buffer (``src`` is a DeviceFileSource)."""
+
+    def _fill(self, src, offset: int, block) -> None:
+        src.read_device(offset, block)  # returns once the bytes are in device memory
+
+
+def _hash_on_device(gpu: _Gpu, block, leaf_size: int, grain: int) -> bytes:
+    """Grain roots of one block of a file, a CuPy array of bytes."""
+    n = merkle.leaf_count(block.nbytes, leaf_size)
+    work = gpu_plan.Work([None], [gpu_plan.Segment(0, 0, block.nbytes, grain, 0)], -(-n // grain))
+    grains, _ = _run(gpu, work, leaf_size, lambda segs: [block.data.ptr], n)
+    return grains
 
 
 def digest_ranges(ranges, params: HashParams = HashParams(), progress=None, *, follow_symlinks: bool = False) -> list:
     """Digests of file byte ranges (``cpu.FileRange``), in order, hashed on the current GPU.
 
-    The CPU backend's driver cuts the ranges into aligned blocks of ``FILE_BLOCK_BYTES`` and checks
-    every file; each block is read into a pinned buffer, copied to the GPU and hashed there, by
-    ``FILE_WORKERS`` threads so that reading, copying and hashing overlap.
+    The CPU backend's driver cuts the ranges into aligned blocks of ``FILE_BLOCK_BYTES``, opens and
+    checks every file; ``FILE_WORKERS`` threads each read a block into their own device buffer and
+    hash it there, so that while one block hashes the others are being read. The reads go through
+    kvikio or pinned host buffers, as ``file_reader()`` says.
     """
     import cupy
 
     device_id = cupy.cuda.Device().id  # the caller's current device, for the worker threads too
-    free: queue.SimpleQueue = queue.SimpleQueue()  # staging buffers not in use; at most one per thread
+    if file_reader() == "kvikio":
+        reader, open_file = _KvikioReader, kvikio_io.DeviceFileSource
+    else:
+        reader, open_file = _PinnedReader, FileSource
+    free: queue.SimpleQueue = queue.SimpleQueue()  # readers not in use; at most one per thread
 
     def hash_block(src, offset, length, leaf_size, grain):
         try:
-            staging = free.get_nowait()
+            r = free.get_nowait()
         except queue.Empty:
-            staging = _Staging(device_id, FILE_BLOCK_BYTES)
+            r = reader(device_id, FILE_BLOCK_BYTES)
         try:
-            return staging.hash_block(src, offset, length, leaf_size, grain)
+            return r.hash_block(src, offset, length, leaf_size, grain)
         finally:
-            free.put(staging)
+            free.put(r)
 
     return cpu.digest_ranges(ranges, params, progress, FILE_WORKERS, follow_symlinks=follow_symlinks,
-                             hash_block=hash_block, block_bytes=FILE_BLOCK_BYTES)
+                             hash_block=hash_block, block_bytes=FILE_BLOCK_BYTES, open_file=open_file)

@@ -1,24 +1,36 @@
 """File bytes straight into GPU memory with kvikio's CuFile: GPUDirect Storage where the system
 has it, kvikio's compatibility mode (POSIX reads through a bounce buffer) otherwise.
 
+:class:`DeviceFileSource` is a :class:`~sentry.io.posix.FileSource` (opened and checked: regular
+file, no symlink unless allowed, unchanged at the end) that can also read byte ranges into device
+buffers. Its CuFile is opened on ``/proc/self/fd/N`` of FileSource's own descriptor, so kvikio
+reads the very file FileSource checked even if the path is swapped in between; the CuFile's
+descriptor is compared with FileSource's as well. The CUDA backend hashes files through it
+(``sentry.hashing.cuda.file_reader()`` says whether it is in use).
+
 :class:`DeviceFileReader` streams one file through ``depth`` (at least two) device buffers: the
 reads of the next blocks are in flight while the caller hashes the current one. The caller must
 be done with a yielded block (its kernels synchronized) before asking for the next, because that
-buffer is then refilled. The file is opened and checked by :class:`~sentry.io.posix.FileSource`
-first (regular file, no symlink unless allowed) and must be unchanged after its last block.
-kvikio and CuPy are imported only here, when a GPU path asks for them.
+buffer is then refilled.
+
+cuFile reads the settings in ``CUFILE_ENV_PATH_JSON``; Sentry points it at the repository's
+documented ``cufile.json`` unless it is already set. kvikio and CuPy are imported only here, when
+a GPU path asks for them.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
 from ..errors import SentryError
-from .posix import FileSource
+from .posix import FileSource, read_error, short_read_error
 
 CONFIG_ENV = "CUFILE_ENV_PATH_JSON"
 # The repository's documented settings; used unless the environment already names a file.
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "cufile.json"
+# Bytes per device buffer; cufile.json's max_direct_io_size_kb is sized for it.
+BLOCK_BYTES = 16 << 20
 MIN_DEPTH = 2
 
 
@@ -39,26 +51,80 @@ def _kvikio():
     return kvikio, cupy
 
 
+def available() -> bool:
+    """True when kvikio and CuPy import, so files can be read straight into device memory."""
+    try:
+        _kvikio()
+    except SentryError:
+        return False
+    return True
+
+
 def gds_enabled() -> bool:
     """True when reads go through GPUDirect Storage, False in kvikio's compatibility mode."""
     kvikio, _ = _kvikio()
     return not kvikio.defaults.is_compat_mode_preferred()
 
 
+class DeviceFileSource(FileSource):
+    """A FileSource whose byte ranges kvikio can also read into device memory (``read_device``,
+    ``start_read``); closing it closes both."""
+
+    def __init__(self, path, *, follow_symlinks: bool = False):
+        kvikio, _ = _kvikio()
+        super().__init__(path, follow_symlinks=follow_symlinks)
+        try:
+            # kvikio opens by path (twice: with and without O_DIRECT); this path names the file
+            # FileSource opened, whatever the original path points to by now.
+            self._cufile = kvikio.CuFile(f"/proc/self/fd/{self.fileno()}", "r")
+        except Exception as exc:  # kvikio raises RuntimeError subclasses with the driver's text
+            self.close()
+            raise SentryError(f"cannot open {self.path} for GPU reads: {exc}") from None
+        st = os.fstat(self._cufile.fileno())
+        if (st.st_dev, st.st_ino) != (self.dev, self.ino):
+            self.close()
+            raise SentryError(f"{self.path} was opened for GPU reads as another file")
+
+    def start_read(self, offset: int, buf) -> "PendingRead":
+        """Begin reading ``buf.nbytes`` bytes at ``offset`` into the device array ``buf``."""
+        return PendingRead(self, offset, buf, self._cufile.pread(buf, buf.nbytes, offset))
+
+    def read_device(self, offset: int, buf) -> None:
+        """Fill the device array ``buf`` with the bytes at ``offset``; SentryError if the file ends first."""
+        self.start_read(offset, buf).wait()
+
+    def close(self) -> None:
+        cufile = getattr(self, "_cufile", None)  # absent when FileSource's checks failed
+        if cufile is not None:
+            self._cufile = None
+            cufile.close()
+        super().close()
+
+
+class PendingRead:
+    """A read into the device array ``buf`` in flight; ``wait()`` returns once its bytes are there."""
+
+    def __init__(self, src: DeviceFileSource, offset: int, buf, future):
+        self.src, self.offset, self.buf, self._future = src, offset, buf, future
+
+    def wait(self) -> None:
+        try:
+            got = self._future.get()
+        except Exception as exc:  # kvikio's compatibility mode reports an early end as "EOF"
+            raise read_error(self.src.path, exc) from None
+        if got != self.buf.nbytes:
+            raise short_read_error(self.src.path, self.offset, self.buf.nbytes, got)
+
+
 class DeviceFileReader:
     """``blocks(offset, size)`` yields ``(offset, device uint8 array)`` for consecutive blocks."""
 
-    def __init__(self, path, block_bytes: int = 16 << 20, depth: int = MIN_DEPTH, *, follow_symlinks=False):
+    def __init__(self, path, block_bytes: int = BLOCK_BYTES, depth: int = MIN_DEPTH, *, follow_symlinks=False):
         if depth < MIN_DEPTH:
             raise SentryError(f"at least {MIN_DEPTH} device buffers are needed to overlap reading and hashing")
-        kvikio, cupy = _kvikio()
-        self.src = FileSource(path, follow_symlinks=follow_symlinks)
+        _, cupy = _kvikio()
+        self.src = DeviceFileSource(path, follow_symlinks=follow_symlinks)
         self.size, self.block_bytes = self.src.size, block_bytes
-        try:
-            self._file = kvikio.CuFile(self.src.path, "r")
-        except Exception as exc:  # kvikio raises RuntimeError subclasses with driver text
-            self.src.close()
-            raise SentryError(f"cannot open {self.src.path} for GPU reads: {exc}") from None
         self._buffers = [cupy.empty(block_bytes, dtype=cupy.uint8) for _ in range(depth)]
 
     def blocks(self, offset: int = 0, size: int | None = None):
@@ -71,23 +137,26 @@ class DeviceFileReader:
 
         def issue(k):
             n = min(self.block_bytes, offset + size - starts[k])
-            buf = self._buffers[k % depth][:n]
-            pending[k] = (buf, self._file.pread(buf, n, starts[k]))
+            pending[k] = self.src.start_read(starts[k], self._buffers[k % depth][:n])
 
-        for k in range(min(depth, len(starts))):
-            issue(k)
-        for k, start in enumerate(starts):
-            buf, future = pending.pop(k)
-            got = future.get()
-            if got != len(buf):
-                raise SentryError(f"{self.src.path} ended early: read {got} of {len(buf)} bytes at offset {start}")
-            yield start, buf
-            if k + depth < len(starts):
-                issue(k + depth)  # the caller is done with this buffer: refill it with a later block
+        try:
+            for k in range(min(depth, len(starts))):
+                issue(k)
+            for k, start in enumerate(starts):
+                read = pending.pop(k)
+                read.wait()
+                yield start, read.buf
+                if k + depth < len(starts):
+                    issue(k + depth)  # the caller is done with this buffer: refill it with a later block
+        finally:
+            # Stopped early (an error, or the caller left): no read may still write into the
+            # buffers or use the file once this returns.
+            for read in pending.values():
+                with contextlib.suppress(SentryError):
+                    read.wait()
         self.src.check_unchanged()
 
     def close(self) -> None:
-        self._file.close()
         self.src.close()
 
     def __enter__(self) -> "DeviceFileReader":

@@ -1,0 +1,137 @@
+"""Stand-ins for kvikio and CuPy, backed by numpy and POSIX reads, to run the GPU file paths here.
+
+``install(monkeypatch)`` puts them in ``sys.modules`` and replaces the two pieces of the CUDA
+backend that need a real GPU (the stream handle and the Merkle kernels) with the CPU backend, so
+that everything between (reader choice, kvikio opens and reads, device buffers, the file driver)
+runs as it would on a GPU. The fake kvikio counts reads issued and finished, and can hold each read
+back until the next one is issued (``gate``), come up short (``short``) or fail (``error``).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import types
+
+import numpy as np
+
+from sentry.hashing import cpu, cuda
+from sentry.io import kvikio as kio
+
+GATE_TIMEOUT = 2.0  # seconds a gated read waits for the next one before giving up
+
+
+class DeviceArray(np.ndarray):
+    """'Device' memory: numpy's, with CuPy's host-to-device ``set``."""
+
+    def set(self, arr, stream=None):
+        self[...] = arr
+
+
+class FakeCupy(types.ModuleType):
+    def __init__(self):
+        super().__init__("cupy")
+        self.uint8 = np.uint8
+        self.allocations = []  # bytes of each device buffer
+        self.pinned = []  # bytes of each pinned host buffer
+        self.hashed = []  # see install()
+        self.cuda = types.SimpleNamespace(Device=_Device, Stream=lambda non_blocking=False: types.SimpleNamespace(ptr=0),
+                                          alloc_pinned_memory=self._pinned)
+
+    def empty(self, n, dtype):
+        self.allocations.append(n)
+        return np.empty(n, dtype).view(DeviceArray)
+
+    def _pinned(self, n):
+        self.pinned.append(n)
+        return bytearray(n)
+
+
+class _Device:
+    def __init__(self, device_id=0):
+        self.id = device_id
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+
+class FakeKvikio(types.ModuleType):
+    def __init__(self):
+        super().__init__("kvikio")
+        self.defaults = types.SimpleNamespace(is_compat_mode_preferred=lambda: True)
+        self.opened = []  # the paths CuFile was given
+        self.before_open = None  # called with the path just before CuFile opens it
+        self.issued = self.finished = 0
+        self.gate = None  # total reads expected: hold read i until read i+1 is issued (or all are)
+        self.short = 0  # bytes each read leaves out
+        self.error = None  # a read raises RuntimeError(error)
+        self.cond = threading.Condition()
+        kv = self
+
+        class CuFile:
+            def __init__(self, path, flags="r"):
+                kv.opened.append(path)
+                if kv.before_open:
+                    kv.before_open(path)
+                self._fd = os.open(path, os.O_RDONLY)
+
+            def fileno(self):
+                return self._fd
+
+            def pread(self, buf, size, file_offset, task_size=None):
+                with kv.cond:
+                    index = kv.issued
+                    kv.issued += 1
+                    kv.cond.notify_all()
+                return _Future(kv, self._fd, buf, size, file_offset, index)
+
+            def close(self):
+                os.close(self._fd)
+
+        self.CuFile = CuFile
+
+    def in_flight(self) -> int:
+        with self.cond:
+            return self.issued - self.finished
+
+
+class _Future:
+    def __init__(self, kv, fd, buf, size, offset, index):
+        self.kv, self.fd, self.buf, self.size, self.offset, self.index = kv, fd, buf, size, offset, index
+
+    def get(self):
+        kv = self.kv
+        with kv.cond:
+            if kv.gate is not None:
+                kv.cond.wait_for(lambda: kv.issued > self.index + 1 or kv.issued >= kv.gate, GATE_TIMEOUT)
+        try:
+            if kv.error:
+                raise RuntimeError(kv.error)
+            return os.preadv(self.fd, [memoryview(self.buf)[: self.size - kv.short]], self.offset)
+        finally:
+            with kv.cond:
+                kv.finished += 1
+                kv.cond.notify_all()
+
+
+def install(monkeypatch, *, with_kvikio: bool = True):
+    """Fake CuPy, and fake kvikio or none (its import then fails); returns (cupy, kvikio or None).
+
+    ``cupy.hashed`` gets (reads in flight, bytes) for each block handed to the kernels' stand-in.
+    """
+    fake_cupy, fake_kvikio = FakeCupy(), FakeKvikio() if with_kvikio else None
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
+    monkeypatch.setitem(sys.modules, "kvikio", fake_kvikio)  # None: ImportError on import
+    monkeypatch.setenv(kio.CONFIG_ENV, str(kio.DEFAULT_CONFIG))  # configure_cufile() sets it; undone after
+
+    def hash_block(gpu, block, leaf_size, grain):
+        assert isinstance(block, DeviceArray), "hashed from device memory"
+        fake_cupy.hashed.append((fake_kvikio.in_flight() if fake_kvikio else 0, block.nbytes))
+        return cpu._chunk_roots(block, leaf_size, grain)
+
+    monkeypatch.setattr(cuda, "_Gpu", lambda device_id, stream_ptr: None)
+    monkeypatch.setattr(cuda, "_hash_on_device", hash_block)
+    return fake_cupy, fake_kvikio
