@@ -102,10 +102,22 @@ def test_reference_and_oracle_match_rfc6962_known_answers():
     leaves = [bytes.fromhex(x) for x in CT_LEAVES]
     for n, want in enumerate(CT_ROOTS):
         assert merkle.root_of_hashes([merkle.leaf_hash(x) for x in leaves[:n]]).hex() == want
+        assert merkle._py_root_of_hashes([merkle.leaf_hash(x) for x in leaves[:n]]).hex() == want
         tree = InmemoryTree(algorithm="sha256")
         for x in leaves[:n]:
             tree.append_entry(x)
         assert tree.get_root().hex() == want
+
+
+@needs_c
+def test_c_fold_is_the_reference_fold():
+    rng = random.Random(9162)
+    for n in list(range(70)) + [127, 128, 129, 255, 256, 257, 291, 1000, 1025]:
+        hashes = [rng.randbytes(32) for _ in range(n)]
+        assert merkle.root_of_hashes(hashes) == merkle._py_root_of_hashes(hashes), n
+        assert merkle.root_of_hashes(tuple(hashes)) == merkle._py_root_of_hashes(hashes), n
+    with pytest.raises(ValueError):
+        _cmerkle.root_of_hashes(b"x" * 33)
 
 
 def test_one_leaf_item_is_the_rfc6962_leaf_hash():
