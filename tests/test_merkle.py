@@ -120,6 +120,15 @@ def test_c_fold_is_the_reference_fold():
         _cmerkle.root_of_hashes(b"x" * 33)
 
 
+def test_chunk_leaves_is_the_smallest_power_of_two_that_fits():
+    for max_chunks in (1, 2, 3, 16, 17, 4096):
+        for n in list(range(200)) + [4095, 4096, 4097, 64000, 1 << 40, (1 << 40) + 1]:
+            c = 1
+            while -(-n // c) > max_chunks:
+                c <<= 1
+            assert merkle.chunk_leaves(n, max_chunks) == c, (n, max_chunks)
+
+
 def test_one_leaf_item_is_the_rfc6962_leaf_hash():
     # The CT leaf 0x00 is also our one-byte pattern item (byte 0 = 0): its root is that leaf hash.
     assert merkle.merkle_root(b"\x00").hex() == "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7"

@@ -79,7 +79,5 @@ def chunk_leaves(n_leaves: int, max_chunks: int) -> int:
     Manifests record the roots of these aligned chunks so a verifier can say where a changed
     item first differs; with few leaves a chunk is one leaf and the offset is exact.
     """
-    c = 1
-    while -(-n_leaves // c) > max_chunks:
-        c <<= 1
-    return c
+    # ceil(n / c) <= max_chunks exactly when c >= ceil(n / max_chunks): the next power of two up.
+    return 1 << (max(1, -(-n_leaves // max_chunks)) - 1).bit_length()
