@@ -55,10 +55,29 @@ class Item:
 
     def record(self) -> bytes:
         """Canonical bytes of the item: the leaf that the manifest root commits to."""
-        if self.kind == SAMPLE and len(self.chunks) <= 1 and type(self.size) is int and _PLAIN_NAME.fullmatch(self.name):
-            # What json.dumps below writes for such a sample, a few times faster (one per sample).
-            return f'{{"kind":"sample","name":"{self.name}","root":"{self.root.hex()}","size":{self.size}}}'.encode()
+        if type(self.size) is int and _PLAIN_NAME.fullmatch(self.name):
+            # What json.dumps below writes, a few times faster: once per sample of a dataset, once
+            # per tensor of a model each time its manifest root is taken.
+            if self.kind == SAMPLE and len(self.chunks) <= 1:
+                return f'{{"kind":"sample","name":"{self.name}","root":"{self.root.hex()}","size":{self.size}}}'.encode()
+            if self.kind == TENSOR and self._plain_tensor():
+                return self._tensor_record().encode()
         return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+    def _plain_tensor(self) -> bool:
+        """Whether json.dumps writes the tensor fields as Python spells them: plain strings, ints
+        that are exactly int (a bool is a number to Python, not to JSON)."""
+        return (type(self.dtype) is str and _PLAIN_NAME.fullmatch(self.dtype) is not None
+                and (not self.file or type(self.file) is str and _PLAIN_NAME.fullmatch(self.file) is not None)
+                and type(self.shape) is tuple and all(type(d) is int for d in self.shape))
+
+    def _tensor_record(self) -> str:
+        """The record of a tensor whose fields are plain, keys in sorted order."""
+        chunks = '"chunks":["' + '","'.join(c.hex() for c in self.chunks) + '"],' if len(self.chunks) > 1 else ""
+        file = f'"file":"{self.file}",' if self.file else ""
+        shape = ",".join(map(str, self.shape))
+        return (f'{{{chunks}"dtype":"{self.dtype}",{file}"kind":"tensor","name":"{self.name}",'
+                f'"root":"{self.root.hex()}","shape":[{shape}],"size":{self.size}}}')
 
     @classmethod
     def from_json(cls, obj) -> "Item":
