@@ -1,8 +1,9 @@
-"""Manifest items: the canonical record of every kind of item."""
+"""Manifest items: the canonical record of every kind of item, and the checks on signed ones."""
 import json
 
 import pytest
 
+from sentry.errors import VerificationError
 from sentry.hashing.merkle import root_of_hashes
 from sentry.manifest.item import FILE, SAMPLE, TENSOR, Item
 
@@ -30,3 +31,37 @@ def test_tensor_record_is_what_json_dumps_writes(name, chunks, file):
 def test_records_off_the_fast_path_are_still_json_dumps(fields):
     item = Item(**{"kind": TENSOR, "name": "t", "size": 4, "root": ROOT, "dtype": "F32", "shape": (1,), **fields})
     assert item.record() == dumped(item)
+
+
+def signed(**fields) -> dict:
+    obj = {"kind": "tensor", "name": "t", "size": 8192, "root": ROOT.hex(), "chunks": [c.hex() for c in CHUNKS],
+           "dtype": "BF16", "shape": [32, 128]}
+    return {k: v for k, v in {**obj, **fields}.items() if v is not ...}
+
+
+def test_signed_item_parses_back():
+    item = Item.from_json(signed())
+    assert (item.root, item.chunks, item.shape) == (ROOT, CHUNKS, (32, 128))
+    assert Item.from_json(signed(chunks=...)).chunks == ()
+
+
+@pytest.mark.parametrize("fields, phrase", [
+    ({"root": ROOT.hex().upper()}, "64 lowercase hex"),
+    ({"root": ROOT.hex()[:-2] + " 0"}, "64 lowercase hex"),
+    ({"root": " " + ROOT.hex()[1:]}, "64 lowercase hex"),
+    ({"root": ROOT.hex()[:-1]}, "64 lowercase hex"),
+    ({"root": ROOT.hex() + "0"}, "64 lowercase hex"),
+    ({"root": "zz" * 32}, "64 lowercase hex"),
+    ({"root": "\u0661" * 64}, "64 lowercase hex"),  # Arabic-Indic digit one
+    ({"root": 5}, "64 lowercase hex"),
+    ({"root": ...}, "64 lowercase hex"),
+    ({"chunks": [CHUNKS[0].hex()[:-2], CHUNKS[1].hex() + "00"]}, "64 lowercase hex"),  # right total, wrong cut
+    ({"chunks": [CHUNKS[0].hex(), None]}, "64 lowercase hex"),
+    ({"chunks": [CHUNKS[0].hex(), [CHUNKS[1].hex()]]}, "64 lowercase hex"),
+    ({"chunks": [c.hex() for c in CHUNKS[:-1]] + [CHUNKS[-1].hex().upper()]}, "64 lowercase hex"),
+    ({"chunks": CHUNKS[0].hex()}, "should be a list"),
+    ({"chunks": [c.hex() for c in CHUNKS[:-1]]}, "do not combine to its root"),
+])
+def test_signed_item_with_a_bad_root_or_chunk_is_refused(fields, phrase):
+    with pytest.raises(VerificationError, match=phrase):
+        Item.from_json(signed(**fields))
