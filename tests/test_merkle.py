@@ -129,6 +129,13 @@ def test_chunk_leaves_is_the_smallest_power_of_two_that_fits():
             assert merkle.chunk_leaves(n, max_chunks) == c, (n, max_chunks)
 
 
+def test_split_hashes_is_slicing():
+    rng = random.Random(32)
+    for n in (0, 1, 2, 16, 4096, 4097):
+        hashes = tuple(rng.randbytes(32) for _ in range(n))
+        assert merkle.split_hashes(b"".join(hashes)) == hashes
+
+
 def test_one_leaf_item_is_the_rfc6962_leaf_hash():
     # The CT leaf 0x00 is also our one-byte pattern item (byte 0 = 0): its root is that leaf hash.
     assert merkle.merkle_root(b"\x00").hex() == "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7"

@@ -114,9 +114,8 @@ def assemble(work: Work, grains: bytes, roots: bytes) -> list:
     out = []
     for p, segs in zip(work.plans, by_item):
         if len(segs) == 1:  # one block: its grain roots are the chunks, its root the item's
-            g, s = block(segs[0]), segs[0]
-            chunks = tuple(g[i : i + HASH_LEN] for i in range(0, len(g), HASH_LEN))
-            out.append(cpu.ItemDigest(p.size, roots[s * HASH_LEN : (s + 1) * HASH_LEN], chunks))
+            s = segs[0]
+            out.append(cpu.ItemDigest(p.size, roots[s * HASH_LEN : (s + 1) * HASH_LEN], merkle.split_hashes(block(s))))
         else:  # empty, or several blocks: folded on the host as the CPU backend does
             out.append(cpu._assemble(p, [block(s) for s in segs]))
     return out

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..errors import VerificationError
-from ..hashing.merkle import root_of_hashes
+from ..hashing.merkle import root_of_hashes, split_hashes
 from .dtypes import ELEMENT_SIZE
 
 FILE, TENSOR, SAMPLE = "file", "tensor", "sample"
@@ -126,7 +126,7 @@ def _hashes(values: list, bad, name) -> tuple:
     # Encoding back refuses upper case and spaces, which fromhex lets through.
     if raw is None or raw.hex() != joined or set(map(len, values)) - {64}:
         raise bad(f"{name!r} has a root that is not 64 lowercase hex digits")
-    return tuple(raw[i : i + 32] for i in range(0, len(raw), 32))
+    return split_hashes(raw)
 
 
 def _list(value, bad, name) -> list:
