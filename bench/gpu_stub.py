@@ -18,7 +18,9 @@ segment table. Nothing in ``sentry/`` imports this module.
 from __future__ import annotations
 
 import bisect
+import collections
 import contextlib
+import dataclasses
 import time
 from types import SimpleNamespace
 from unittest import mock
@@ -60,17 +62,27 @@ class StandIn(torch.Tensor):
         return self.address
 
 
+@dataclasses.dataclass
+class StubLog:
+    """What the stub stood in for: seconds in its kernels, and how many of each GPU call (their
+    host cost on a real GPU, CuPy's and the driver's, is not in any figure taken with the stub)."""
+
+    seconds: float = 0.0
+    calls: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+
+
 class StubGpu:
     """``cuda._Gpu``'s interface over host dicts; its kernels write the tensors' known digests."""
 
-    def __init__(self, device_id=0, stream_ptr=None, torch_device=None, *, tensors=(), clock=None):
+    def __init__(self, device_id=0, stream_ptr=None, torch_device=None, *, tensors=(), log: StubLog):
         self._by_address = {t.address: t for t in tensors}
         self._next = 1 << 20
         self._bases: list = []  # allocation start addresses, ascending
         self._memory: dict = {}  # base -> bytearray, created on first write
         self._sizes: dict = {}
         self._uploads: dict = {}
-        self.clock = clock  # accumulates the seconds spent in the stub kernels
+        self.log = log
+        log.calls["_Gpu setup (device, stream, SM count)"] += 1
 
     def __enter__(self):
         return self
@@ -79,6 +91,7 @@ class StubGpu:
         pass
 
     def empty(self, nbytes: int) -> tuple:
+        self.log.calls["allocations"] += 1
         base = self._next
         self._next += -(-max(nbytes, H) // 256) * 256
         self._bases.append(base)
@@ -86,6 +99,7 @@ class StubGpu:
         return None, base
 
     def upload(self, array) -> tuple:
+        self.log.calls["copies to the device"] += 1
         owner, base = self.empty(array.nbytes)
         self._uploads[base] = array.copy()
         return owner, base
@@ -96,11 +110,13 @@ class StubGpu:
         return self._memory.setdefault(base, bytearray(self._sizes[base])), address - base
 
     def download(self, address: int, nbytes: int) -> bytes:
+        self.log.calls["synchronized copies back"] += 1
         buf, off = self._at(address)
         return bytes(buf[off : off + nbytes])
 
     def launch(self, name: str, threads: int, *args) -> None:
         start = time.perf_counter()
+        self.log.calls["kernel launches"] += 1
         if name == "merkle_leaves":  # (table, nseg, leaf_size, leaves, nodes, grains)
             buf, off = self._at(int(args[5]))
             for out, t in self._rows(args[0]):
@@ -109,8 +125,7 @@ class StubGpu:
             buf, off = self._at(int(args[3]))
             for i, (_, t) in enumerate(self._rows(args[0])):
                 buf[off + i * H : off + (i + 1) * H] = t.digest.root
-        if self.clock is not None:
-            self.clock.seconds += time.perf_counter() - start
+        self.log.seconds += time.perf_counter() - start
 
     def _rows(self, table_address) -> list:
         """(first grain index, tensor) per row of an uploaded segment table."""
@@ -126,12 +141,12 @@ class StubGpu:
 
 
 @contextlib.contextmanager
-def stubbed_cuda(tensors, clock=None):
+def stubbed_cuda(tensors, log: StubLog | None = None):
     """While active, sentry hashes these StandIn tensors through its CUDA path with StubGpu."""
-    tensors = list(tensors)
+    tensors, log = list(tensors), log or StubLog()
 
     def gpu(*args, **kwargs):
-        return StubGpu(*args, **kwargs, tensors=tensors, clock=clock)
+        return StubGpu(*args, **kwargs, tensors=tensors, log=log)
 
     with contextlib.ExitStack() as stack:
         stack.enter_context(mock.patch.object(sentry.hashing, "resolve_device", lambda device: "cuda"))

@@ -21,6 +21,7 @@ from runs with each stage's function wrapped in a timer (a child's time is part 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import functools
 import hashlib
@@ -32,7 +33,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from unittest import mock
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -50,7 +50,7 @@ from sentry.manifest.manifest import Manifest  # noqa: E402
 from sentry.signing import KeyVerifier, write_keypair  # noqa: E402
 
 from cpu_hash import cpu_model, mem_total  # noqa: E402  (bench/ is the script's directory)
-from gpu_stub import StandIn, stubbed_cuda  # noqa: E402
+from gpu_stub import StandIn, StubLog, stubbed_cuda  # noqa: E402
 
 VOCAB, HIDDEN, FFN = 32000, 4096, 11008
 
@@ -129,33 +129,32 @@ def median_ms(samples) -> float:
 
 
 def measure(state: dict, pub: Path, sig: Path, repeats: int):
-    """(plain totals without the stub kernels' time, {label: per-run seconds}) of verify_model,
-    after one warm-up."""
-    clock = SimpleNamespace(seconds=0.0)
-    with stubbed_cuda(state.values(), clock):
+    """(plain totals without the stub kernels' time, {label: per-run seconds}, the GPU calls the
+    stub stood in for in one verify) of verify_model, after one warm-up."""
+    log = StubLog()
+    with stubbed_cuda(state.values(), log):
         report = sentry.verify_model(state, public_key=pub, signature=sig)  # warm-up, imports
         assert report.ok and report.checked == len(state), report.summary()
+        calls = dict(log.calls)
         totals = []
         for _ in range(repeats):
-            clock.seconds = 0.0
+            log.seconds = 0.0
             start = time.perf_counter()
             sentry.verify_model(state, public_key=pub, signature=sig)
-            totals.append(time.perf_counter() - start - clock.seconds)
+            totals.append(time.perf_counter() - start - log.seconds)
         runs = []
         for _ in range(repeats):
-            spent, clock.seconds = {}, 0.0
+            spent, log.seconds = {}, 0.0
             with _patched_stages(spent):
                 start = time.perf_counter()
                 sentry.verify_model(state, public_key=pub, signature=sig)
                 spent["total"] = time.perf_counter() - start
-            spent[STUB] = clock.seconds
+            spent[STUB] = log.seconds
             runs.append(spent)
-    return totals, {label: [r.get(label, 0.0) for r in runs] for label in runs[0]}
+    return totals, {label: [r.get(label, 0.0) for r in runs] for label in runs[0]}, calls
 
 
 def _patched_stages(spent: dict):
-    import contextlib
-
     stack = contextlib.ExitStack()
     for label, _, owner, attr in STAGES:
         stack.enter_context(_timed_patch(owner, attr, spent, label))
@@ -242,14 +241,14 @@ def main(argv=None) -> int:
         with stubbed_cuda(state.values()):
             sentry.sign_model(state, key=key, signature=sig)
         say(f"signature: {sig.stat().st_size:,} byte bundle, real P-256 key; {args.repeats} runs per figure, median")
-        totals, stages = measure(state, pub, sig, args.repeats)
+        totals, stages, calls = measure(state, pub, sig, args.repeats)
     plan_ms, tables_ms, segments, windows = plan_alone(state, params, args.repeats)
 
     say()
     timed = [t - s for t, s in zip(stages["total"], stages[STUB])]
-    say("verify_model, end to end, without the stub kernels' time:")
-    say(f"{'  plain runs':<52} {median_ms(totals):8.3f} ms")
-    say(f"{'  runs with the stage timers below':<52} {median_ms(timed):8.3f} ms")
+    say("verify_model, end to end, without the stub kernels' time (median, and min of the runs):")
+    say(f"{'  plain runs':<52} {median_ms(totals):8.3f} ms  (min {min(totals) * 1e3:.3f})")
+    say(f"{'  runs with the stage timers below':<52} {median_ms(timed):8.3f} ms  (min {min(timed) * 1e3:.3f})")
     say()
     say(f"{'stage (inclusive, ms)':<52} {'median':>8}")
     for line in breakdown_lines(stages):
@@ -257,6 +256,8 @@ def main(argv=None) -> int:
     say()
     say(f"on their own: gpu_plan.plan {plan_ms:.3f} ms, window_tables (all {windows} windows, "
         f"{segments} segments) {tables_ms:.3f} ms")
+    say("GPU calls per verify that the stub stood in for (their CuPy/driver host cost is not above): "
+        + ", ".join(f"{what} {n}" for what, n in calls.items()))
     if args.out:
         Path(args.out).write_text("\n".join(lines) + "\n")
     return 0
