@@ -102,6 +102,7 @@ def test_reference_and_oracle_match_rfc6962_known_answers():
     leaves = [bytes.fromhex(x) for x in CT_LEAVES]
     for n, want in enumerate(CT_ROOTS):
         assert merkle.root_of_hashes([merkle.leaf_hash(x) for x in leaves[:n]]).hex() == want
+        assert merkle._py_root_of_hashes([merkle.leaf_hash(x) for x in leaves[:n]]).hex() == want
         tree = InmemoryTree(algorithm="sha256")
         for x in leaves[:n]:
             tree.append_entry(x)
@@ -120,6 +121,33 @@ def test_stream_root_matches_known_answers_and_the_reference_for_every_count():
     for n in range(1, 301):
         stream.add(hashes[n - 1])
         assert stream.root() == merkle.root_of_hashes(hashes[:n]), n  # root() can be asked at any point
+
+
+@needs_c
+def test_c_fold_is_the_reference_fold():
+    rng = random.Random(9162)
+    for n in list(range(70)) + [127, 128, 129, 255, 256, 257, 291, 1000, 1025]:
+        hashes = [rng.randbytes(32) for _ in range(n)]
+        assert merkle.root_of_hashes(hashes) == merkle._py_root_of_hashes(hashes), n
+        assert merkle.root_of_hashes(tuple(hashes)) == merkle._py_root_of_hashes(hashes), n
+    with pytest.raises(ValueError):
+        _cmerkle.root_of_hashes(b"x" * 33)
+
+
+def test_chunk_leaves_is_the_smallest_power_of_two_that_fits():
+    for max_chunks in (1, 2, 3, 16, 17, 4096):
+        for n in list(range(200)) + [4095, 4096, 4097, 64000, 1 << 40, (1 << 40) + 1]:
+            c = 1
+            while -(-n // c) > max_chunks:
+                c <<= 1
+            assert merkle.chunk_leaves(n, max_chunks) == c, (n, max_chunks)
+
+
+def test_split_hashes_is_slicing():
+    rng = random.Random(32)
+    for n in (0, 1, 2, 16, 4096, 4097):
+        hashes = tuple(rng.randbytes(32) for _ in range(n))
+        assert merkle.split_hashes(b"".join(hashes)) == hashes
 
 
 def test_one_leaf_item_is_the_rfc6962_leaf_hash():

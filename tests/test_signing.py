@@ -528,6 +528,37 @@ def test_read_bundle_rejects_bad_fields(tmp_path, key, statement, edit, phrase):
     assert phrase in str(info.value)
 
 
+def test_base64_is_accepted_exactly_in_its_canonical_form():
+    """decode_b64 encodes back only the last group; the answer is that of encoding back it all."""
+    import binascii
+    import itertools
+    import random
+
+    from sentry.signing.bundle import decode_b64
+
+    def canonical(value):
+        try:
+            decoded = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            return None
+        return decoded if base64.b64encode(decoded).decode("ascii") == value else None
+
+    def bad(reason):
+        return VerificationError(reason)
+
+    # Characters that differ in the low bits a short last group drops, padding, and one more: every
+    # text of up to 6 of them, and a sample of longer ones (two groups or more).
+    rng = random.Random(64)
+    values = ["".join(c) for n in range(7) for c in itertools.product("AQg/=B", repeat=n)]
+    values += ["".join(rng.choices("AQg/=B", k=rng.randrange(7, 13))) for _ in range(20000)]
+    for value in values:
+        try:
+            got = decode_b64(value, "x", bad)
+        except VerificationError:
+            got = None
+        assert got == canonical(value), value
+
+
 def test_oversized_bundle_is_refused_before_reading(tmp_path):
     path = tmp_path / "huge.sig"
     with open(path, "wb") as f:

@@ -5,6 +5,7 @@
  *   merkle_root(buffer, leaf_size) -> 32 bytes
  *   chunk_roots(buffer, leaf_size, chunk_leaves) -> concatenated 32-byte roots of the aligned
  *       chunks of chunk_leaves leaves (a power of two; the last chunk may be shorter; b"" if empty)
+ *   root_of_hashes(buffer) -> 32 bytes: the same tree over concatenated 32-byte subtree roots
  *
  * leaf = SHA-256(0x00 || leaf bytes), node = SHA-256(0x01 || left || right), empty = SHA-256("").
  * The tree is built with a compact stack: push each leaf hash, merge the top two entries while they
@@ -230,6 +231,24 @@ static void push(unsigned char stack[][HLEN], unsigned char *height, int *top, c
     }
 }
 
+static void empty_root(unsigned char out[HLEN])
+{
+    SHA256_CTX c;
+    SHA256_Init(&c);
+    SHA256_Final(out, &c);
+}
+
+/* What push() leaves on the stack, perfect subtrees of strictly decreasing height, folded right
+ * to left into the root. */
+static void fold_stack(unsigned char stack[][HLEN], int top, unsigned char out[HLEN])
+{
+    while (top >= 2) {
+        node_hash(stack[top - 2], stack[top - 1], stack[top - 2]);
+        top--;
+    }
+    memcpy(out, stack[0], HLEN);
+}
+
 static void mth(const unsigned char *p, size_t n, size_t leaf_size, unsigned char out[HLEN])
 {
     /* Heights on the stack strictly decrease, so 64 entries cover any size_t leaf count. */
@@ -239,9 +258,7 @@ static void mth(const unsigned char *p, size_t n, size_t leaf_size, unsigned cha
     size_t off = 0;
 
     if (n == 0) {
-        SHA256_CTX c;
-        SHA256_Init(&c);
-        SHA256_Final(out, &c);
+        empty_root(out);
         return;
     }
     while (off < n) {
@@ -260,11 +277,7 @@ static void mth(const unsigned char *p, size_t n, size_t leaf_size, unsigned cha
         push(stack, height, &top, h[0]);
         off += len;
     }
-    while (top >= 2) {
-        node_hash(stack[top - 2], stack[top - 1], stack[top - 2]);
-        top--;
-    }
-    memcpy(out, stack[0], HLEN);
+    fold_stack(stack, top, out);
 }
 
 static PyObject *py_merkle_root(PyObject *self, PyObject *args)
@@ -326,6 +339,35 @@ static PyObject *py_chunk_roots(PyObject *self, PyObject *args)
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&buf);
     return result;
+}
+
+/* Verifying folds every item's chunk roots (16 per big tensor) and every manifest's record hashes:
+ * in Python each node hash costs a few allocations and calls, here a SHA-256 block or two. */
+static PyObject *py_root_of_hashes(PyObject *self, PyObject *arg)
+{
+    Py_buffer buf;
+    unsigned char stack[64][HLEN];
+    unsigned char height[64];
+    unsigned char out[HLEN];
+    int top = 0;
+    Py_ssize_t off;
+
+    if (PyObject_GetBuffer(arg, &buf, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (buf.len % HLEN) {
+        PyBuffer_Release(&buf);
+        PyErr_SetString(PyExc_ValueError, "the buffer must hold whole 32-byte hashes");
+        return NULL;
+    }
+    if (buf.len == 0)
+        empty_root(out);
+    else {
+        for (off = 0; off < buf.len; off += HLEN)
+            push(stack, height, &top, (const unsigned char *)buf.buf + off);
+        fold_stack(stack, top, out);
+    }
+    PyBuffer_Release(&buf);
+    return PyBytes_FromStringAndSize((const char *)out, HLEN);
 }
 
 static PyObject *py_set_sha_ni(PyObject *self, PyObject *arg)
@@ -517,6 +559,10 @@ static PyMethodDef methods[] = {
      "chunk_roots(buffer, leaf_size, chunk_leaves) -> bytes\n\n"
      "Concatenated 32-byte Merkle roots of consecutive aligned chunks of chunk_leaves leaves\n"
      "(a power of two; the last chunk may be shorter; b\"\" for an empty buffer). Releases the GIL."},
+    {"root_of_hashes", py_root_of_hashes, METH_O,
+     "root_of_hashes(buffer) -> bytes\n\n"
+     "RFC 9162 Merkle Tree Hash over already-hashed subtrees, given as a buffer of concatenated\n"
+     "32-byte hashes (sentry.hashing.merkle.root_of_hashes); SHA-256(\"\") for an empty buffer."},
     {"hash_files", py_hash_files, METH_VARARGS,
      "hash_files(paths, leaf_size, max_chunks, max_bytes, follow_symlinks) -> list\n\n"
      "Per path, (size, chunk roots) of the whole regular file, chunked as sentry.hashing.merkle.\n"

