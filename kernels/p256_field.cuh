@@ -18,18 +18,20 @@ typedef decltype(sizeof(0)) size_t;
 
 #ifdef __CUDACC__
 #define P256_HD __host__ __device__ __forceinline__
+#define P256_UNROLL _Pragma("unroll")
 #define P256_NO_UNROLL _Pragma("unroll 1")
 #else
 #define P256_HD inline
+#define P256_UNROLL
 #define P256_NO_UNROLL
 #endif
 
-// The field multiplication is a real call on the GPU by default: inlining it everywhere makes
-// nvcc take minutes and the kernels spill. -DP256_INLINE_MUL inlines it (a tuning experiment).
-#if defined(__CUDACC__) && !defined(P256_INLINE_MUL)
-#define P256_MUL_FN __host__ __device__ __noinline__
+// A real call on the GPU, inline on the CPU: for the point operations and the long exponent
+// loops, so that each kernel holds one copy of them instead of one per use (code size, nvcc time).
+#ifdef __CUDACC__
+#define P256_CALL __host__ __device__ __noinline__
 #else
-#define P256_MUL_FN P256_HD
+#define P256_CALL inline
 #endif
 
 // Marks a secret-derived value as public (a rejected nonce, a signature). A no-op, except in the
@@ -43,17 +45,18 @@ struct p256_fe {
 };
 
 // A modulus m with its Montgomery constants: R = 2^256, r2 = R^2 mod m, one = R mod m,
-// n0 = -m^-1 mod 2^32.
+// minv = -m^-1 mod R. special_p: m is p, whose shape lets the reduction use additions only.
 struct p256_mod {
-    p256_fe m, r2, one;
-    uint32_t n0;
+    p256_fe m, r2, one, minv;
+    bool special_p;
 };
 
 P256_HD p256_mod p256_mod_p() {
     return {{{0xffffffff, 0xffffffff, 0xffffffff, 0, 0, 0, 1, 0xffffffff}},
             {{3, 0, 0xffffffff, 0xfffffffb, 0xfffffffe, 0xffffffff, 0xfffffffd, 4}},
             {{1, 0, 0, 0xffffffff, 0xffffffff, 0xffffffff, 0xfffffffe, 0}},
-            1};
+            {{1, 0, 0, 1, 0, 0, 2, 0xffffffff}},
+            true};
 }
 
 P256_HD p256_mod p256_mod_n() {
@@ -61,7 +64,111 @@ P256_HD p256_mod p256_mod_n() {
             {{0xbe79eea2, 0x83244c95, 0x49bd6fa6, 0x4699799c, 0x2b6bec59, 0x2845b239, 0xf3d95620,
               0x66e12d94}},
             {{0x039cdaaf, 0x0c46353d, 0x58e8617b, 0x43190552, 0, 0, 0xffffffff, 0}},
-            0xee00bc4f};
+            {{0xee00bc4f, 0xccd1c8aa, 0x7d74d2e4, 0x48c94408, 0xc588c6f6, 0x50fe77ec, 0xa9d6281c,
+              0x60d06633}},
+            false};
+}
+
+// ---- carry chains ----
+//
+// Multi-precision sums and products are chains of PTX's extended-precision instructions. On the
+// GPU each helper below is that one instruction and the carry passes from link to link in the
+// hardware flag CC.CF: the helpers are `asm volatile`, so nvcc keeps them in program order, and
+// every chain is straight-line code in which nothing else writes the flag (only these helpers
+// do, and a chain makes no call). On the CPU the same helpers keep the flag in `cf`, so the host
+// tests run every chain link for link. sub.cc/subc carry a borrow; no chain mixes adds and subs.
+
+#ifdef __CUDA_ARCH__
+#define P256_PTX2(insn) \
+    uint32_t r;         \
+    (void)cf;           \
+    asm volatile(insn " %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b)); \
+    return r
+#define P256_PTX3(insn) \
+    uint32_t r;         \
+    (void)cf;           \
+    asm volatile(insn " %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c)); \
+    return r
+#else
+P256_HD uint32_t p256_carry_out(uint64_t s, uint32_t& cf) {
+    cf = (uint32_t)(s >> 32) & 1;
+    return (uint32_t)s;
+}
+#endif
+
+P256_HD uint32_t ptx_add_cc(uint32_t a, uint32_t b, uint32_t& cf) {
+#ifdef __CUDA_ARCH__
+    P256_PTX2("add.cc.u32");
+#else
+    return p256_carry_out((uint64_t)a + b, cf);
+#endif
+}
+
+P256_HD uint32_t ptx_addc_cc(uint32_t a, uint32_t b, uint32_t& cf) {
+#ifdef __CUDA_ARCH__
+    P256_PTX2("addc.cc.u32");
+#else
+    return p256_carry_out((uint64_t)a + b + cf, cf);
+#endif
+}
+
+P256_HD uint32_t ptx_addc(uint32_t a, uint32_t b, uint32_t& cf) {
+#ifdef __CUDA_ARCH__
+    P256_PTX2("addc.u32");
+#else
+    return a + b + cf;
+#endif
+}
+
+P256_HD uint32_t ptx_sub_cc(uint32_t a, uint32_t b, uint32_t& cf) {
+#ifdef __CUDA_ARCH__
+    P256_PTX2("sub.cc.u32");
+#else
+    return p256_carry_out((uint64_t)a - b, cf);
+#endif
+}
+
+P256_HD uint32_t ptx_subc_cc(uint32_t a, uint32_t b, uint32_t& cf) {
+#ifdef __CUDA_ARCH__
+    P256_PTX2("subc.cc.u32");
+#else
+    return p256_carry_out((uint64_t)a - b - cf, cf);
+#endif
+}
+
+P256_HD uint32_t ptx_subc(uint32_t a, uint32_t b, uint32_t& cf) {
+#ifdef __CUDA_ARCH__
+    P256_PTX2("subc.u32");
+#else
+    return a - b - cf;
+#endif
+}
+
+// lo(a·b) + c, carry out
+P256_HD uint32_t ptx_mad_lo_cc(uint32_t a, uint32_t b, uint32_t c, uint32_t& cf) {
+#ifdef __CUDA_ARCH__
+    P256_PTX3("mad.lo.cc.u32");
+#else
+    return p256_carry_out((uint64_t)(a * b) + c, cf);
+#endif
+}
+
+// lo(a·b) + c + carry, carry out
+P256_HD uint32_t ptx_madc_lo_cc(uint32_t a, uint32_t b, uint32_t c, uint32_t& cf) {
+#ifdef __CUDA_ARCH__
+    P256_PTX3("madc.lo.cc.u32");
+#else
+    return p256_carry_out((uint64_t)(a * b) + c + cf, cf);
+#endif
+}
+
+// hi(a·b) + c + carry, carry out
+P256_HD uint32_t ptx_madc_hi_cc(uint32_t a, uint32_t b, uint32_t c, uint32_t& cf) {
+#ifdef __CUDA_ARCH__
+    P256_PTX3("madc.hi.cc.u32");
+#else
+    return p256_carry_out((((uint64_t)a * b) >> 32) + c + cf, cf);
+#endif
 }
 
 // ---- masks: all ones for true, zero for false ----
@@ -88,13 +195,11 @@ P256_HD void fe_cmov(p256_fe& r, const p256_fe& a, uint32_t mask) {
 
 // r = a - b over 256 bits; returns the borrow (0 or 1).
 P256_HD uint32_t fe_sub_raw(p256_fe& r, const p256_fe& a, const p256_fe& b) {
-    uint64_t borrow = 0;
-    for (int i = 0; i < 8; i++) {
-        uint64_t d = (uint64_t)a.v[i] - b.v[i] - borrow;
-        r.v[i] = (uint32_t)d;
-        borrow = (d >> 32) & 1;
-    }
-    return (uint32_t)borrow;
+    uint32_t cf = 0;
+    r.v[0] = ptx_sub_cc(a.v[0], b.v[0], cf);
+    P256_UNROLL
+    for (int i = 1; i < 8; i++) r.v[i] = ptx_subc_cc(a.v[i], b.v[i], cf);
+    return 0u - ptx_subc(0, 0, cf);
 }
 
 // Mask: a < m, as integers.
@@ -114,13 +219,11 @@ P256_HD void fe_reduce_once(p256_fe& r, const p256_fe& lo, uint32_t hi, const p2
 
 // r = a + b over 256 bits; returns the carry (0 or 1).
 P256_HD uint32_t fe_add_raw(p256_fe& r, const p256_fe& a, const p256_fe& b) {
-    uint64_t c = 0;
-    for (int i = 0; i < 8; i++) {
-        c += (uint64_t)a.v[i] + b.v[i];
-        r.v[i] = (uint32_t)c;
-        c >>= 32;
-    }
-    return (uint32_t)c;
+    uint32_t cf = 0;
+    r.v[0] = ptx_add_cc(a.v[0], b.v[0], cf);
+    P256_UNROLL
+    for (int i = 1; i < 8; i++) r.v[i] = ptx_addc_cc(a.v[i], b.v[i], cf);
+    return ptx_addc(0, 0, cf);
 }
 
 P256_HD void fe_add(p256_fe& r, const p256_fe& a, const p256_fe& b, const p256_mod& M) {
@@ -141,34 +244,112 @@ P256_HD void fe_neg(p256_fe& r, const p256_fe& a, const p256_mod& M) {
     fe_sub(r, zero, a, M);
 }
 
-// r = a·b·2^-256 mod m (CIOS). Needs b < m; a may be any 256-bit value, so that to_mont
-// reduces its input.
-P256_MUL_FN void fe_mul(p256_fe& r, const p256_fe& a, const p256_fe& b, const p256_mod& M) {
-    uint32_t t[10] = {0};
+// ---- multiplication ----
+
+// t = a·b (512 bits), in two accumulators: ev holds words 0..15, od words 1..16 (od[k] is word
+// k + 1). Row i adds a·b_i: each product a_j·b_i goes, as a whole 64-bit slot at words i+j and
+// i+j+1, to the accumulator in which that slot is an aligned pair (ev when i+j is even), so a row
+// is two carry chains of whole products and each lo/hi pair of links is one IMAD.WIDE.U32 with
+// carry on the GPU. Before row i both accumulators are below 2^(256 + 32i), so the word that
+// takes a chain's last carry is still zero; the carry out of word 15 in row 7 is zero (a·b <
+// 2^512). a and b are copied first: nvcc reloads referenced memory after each asm statement,
+// and ptxas fuses a lo link with its hi link only when both name the same registers.
+P256_HD void fe_mul_wide(uint32_t t[16], const p256_fe& a_in, const p256_fe& b_in) {
+    const p256_fe a = a_in, b = b_in;
+    uint32_t ev[16], od[16], cf = 0;
+    for (int k = 0; k < 16; k++) ev[k] = od[k] = 0;
+    P256_UNROLL
     for (int i = 0; i < 8; i++) {
-        uint64_t c = 0;
-        for (int j = 0; j < 8; j++) {
-            c += (uint64_t)a.v[j] * b.v[i] + t[j];
-            t[j] = (uint32_t)c;
-            c >>= 32;
+        const uint32_t bi = b.v[i];
+        const int e0 = i & 1, o0 = e0 ^ 1;  // first j of each chain: i + j even, odd
+        uint32_t* e = ev + i + e0;          // word i + e0 onwards
+        uint32_t* o = od + i + o0 - 1;      // word i + o0 onwards
+        e[0] = ptx_mad_lo_cc(a.v[e0], bi, e[0], cf);
+        e[1] = ptx_madc_hi_cc(a.v[e0], bi, e[1], cf);
+        P256_UNROLL
+        for (int j = 2; j < 8; j += 2) {
+            e[j] = ptx_madc_lo_cc(a.v[e0 + j], bi, e[j], cf);
+            e[j + 1] = ptx_madc_hi_cc(a.v[e0 + j], bi, e[j + 1], cf);
         }
-        c += t[8];
-        t[8] = (uint32_t)c;
-        t[9] = (uint32_t)(c >> 32);
-        uint32_t q = t[0] * M.n0;
-        c = ((uint64_t)q * M.m.v[0] + t[0]) >> 32;
-        for (int j = 1; j < 8; j++) {
-            c += (uint64_t)q * M.m.v[j] + t[j];
-            t[j - 1] = (uint32_t)c;
-            c >>= 32;
+        if (i < 7) e[8] = ptx_addc(0, 0, cf);
+        o[0] = ptx_mad_lo_cc(a.v[o0], bi, o[0], cf);
+        o[1] = ptx_madc_hi_cc(a.v[o0], bi, o[1], cf);
+        P256_UNROLL
+        for (int j = 2; j < 8; j += 2) {
+            o[j] = ptx_madc_lo_cc(a.v[o0 + j], bi, o[j], cf);
+            o[j + 1] = ptx_madc_hi_cc(a.v[o0 + j], bi, o[j + 1], cf);
         }
-        c += t[8];
-        t[7] = (uint32_t)c;
-        t[8] = t[9] + (uint32_t)(c >> 32);
+        o[8] = ptx_addc(0, 0, cf);
     }
-    p256_fe lo;
-    for (int i = 0; i < 8; i++) lo.v[i] = t[i];
-    fe_reduce_once(r, lo, t[8], M);
+    t[0] = ev[0];
+    t[1] = ptx_add_cc(ev[1], od[0], cf);
+    P256_UNROLL
+    for (int k = 2; k < 15; k++) t[k] = ptx_addc_cc(ev[k], od[k - 1], cf);
+    t[15] = ptx_addc(ev[15], od[14], cf);
+}
+
+// Montgomery reduction mod p: r = t·2^-256 mod p for t < 2^256·p, one word at a time. With
+// q = t_i, adding q·p = q·2^256 - q·2^224 + q·2^192 + q·2^96 - q clears word i (t_i - q = 0)
+// and adds q at words i+3 and i+6 and q·(2^32 - 1) = hi·2^32 + lo at words i+7, i+8: no
+// multiplication. The chain's last carry belongs at word i+9, which the next step's chain ends
+// on: it is folded into that step's hi, which stays below 2^32 (hi = q - 1 when q > 0).
+P256_HD void fp_redc(p256_fe& r, uint32_t t[16]) {
+    uint32_t carry = 0, cf = 0;
+    P256_UNROLL
+    for (int i = 0; i < 8; i++) {
+        const uint32_t q = t[i];
+        const uint32_t lo = ptx_sub_cc(0, q, cf);
+        const uint32_t hi = ptx_subc(q, 0, cf) + carry;
+        t[i + 3] = ptx_add_cc(t[i + 3], q, cf);
+        t[i + 4] = ptx_addc_cc(t[i + 4], 0, cf);
+        t[i + 5] = ptx_addc_cc(t[i + 5], 0, cf);
+        t[i + 6] = ptx_addc_cc(t[i + 6], q, cf);
+        t[i + 7] = ptx_addc_cc(t[i + 7], lo, cf);
+        t[i + 8] = ptx_addc_cc(t[i + 8], hi, cf);
+        carry = ptx_addc(0, 0, cf);
+    }
+    p256_fe top;
+    for (int i = 0; i < 8; i++) top.v[i] = t[i + 8];
+    fe_reduce_once(r, top, carry, p256_mod_p());  // (t + Q·p) / 2^256 < 2p
+}
+
+// Montgomery reduction for any odd m (here n): r = (t + q·m) / 2^256 with q = t·minv mod 2^256,
+// which makes the low half of the sum zero. Needs t < 2^256·m, so that the result is < 2m.
+P256_HD void fe_redc_generic(p256_fe& r, const uint32_t t[16], const p256_mod& M) {
+    p256_fe low, q, top;
+    uint32_t w[16], s[16], cf = 0;
+    for (int i = 0; i < 8; i++) low.v[i] = t[i];
+    fe_mul_wide(w, low, M.minv);
+    for (int i = 0; i < 8; i++) q.v[i] = w[i];
+    fe_mul_wide(w, q, M.m);
+    s[0] = ptx_add_cc(t[0], w[0], cf);
+    P256_UNROLL
+    for (int i = 1; i < 16; i++) s[i] = ptx_addc_cc(t[i], w[i], cf);
+    const uint32_t carry = ptx_addc(0, 0, cf);
+    for (int i = 0; i < 8; i++) top.v[i] = s[i + 8];
+    fe_reduce_once(r, top, carry, M);
+}
+
+// r = a·b·2^-256 mod p, inline: the point formulas' multiplication. Needs b < p; a may be any
+// 256-bit value.
+P256_HD void fp_mul(p256_fe& r, const p256_fe& a, const p256_fe& b) {
+    uint32_t t[16];
+    fe_mul_wide(t, a, b);
+    fp_redc(r, t);
+}
+
+P256_HD void fp_sqr(p256_fe& r, const p256_fe& a) { fp_mul(r, a, a); }
+
+// r = a·b·2^-256 mod m, for either modulus; a call on the GPU (everything but the point formulas
+// uses it). Needs b < m; a may be any 256-bit value, so that to_mont reduces its input.
+P256_CALL void fe_mul(p256_fe& r, const p256_fe& a, const p256_fe& b, const p256_mod& M) {
+    if (M.special_p) {
+        fp_mul(r, a, b);
+        return;
+    }
+    uint32_t t[16];
+    fe_mul_wide(t, a, b);
+    fe_redc_generic(r, t, M);
 }
 
 P256_HD void fe_sqr(p256_fe& r, const p256_fe& a, const p256_mod& M) { fe_mul(r, a, a, M); }
@@ -181,26 +362,87 @@ P256_HD void fe_from_mont(p256_fe& r, const p256_fe& a, const p256_mod& M) {
     fe_mul(r, a, one, M);
 }
 
-// r = a^e (Montgomery form in and out) for a public exponent e: square and multiply, where
-// only the exponent's bits decide the multiplications.
+// ---- exponentiation (public exponents only) ----
+
+P256_HD uint32_t fe_bit(const p256_fe& e, int i) { return (e.v[i >> 5] >> (i & 31)) & 1; }
+
+// r = a^e (Montgomery form in and out) for a public exponent e: left to right, in windows of up
+// to 4 bits that end in a 1, over a^1, a^3, ..., a^15. Only e decides the branches and the
+// table index; nothing depends on a.
 P256_HD void fe_pow(p256_fe& r, const p256_fe& a, const p256_fe& e, const p256_mod& M) {
-    p256_fe acc = M.one;
+    p256_fe odd[8], a2, acc = M.one;
+    odd[0] = a;
+    fe_sqr(a2, a, M);
     P256_NO_UNROLL
-    for (int limb = 7; limb >= 0; limb--) {
-        uint32_t w = e.v[limb];
-        P256_NO_UNROLL
-        for (int bit = 31; bit >= 0; bit--) {
+    for (int i = 1; i < 8; i++) fe_mul(odd[i], odd[i - 1], a2, M);
+    int bit = 255;
+    P256_NO_UNROLL
+    while (bit >= 0) {
+        if (!fe_bit(e, bit)) {
             fe_sqr(acc, acc, M);
-            if ((w >> bit) & 1) fe_mul(acc, acc, a, M);
+            bit--;
+            continue;
         }
+        int low = bit >= 3 ? bit - 3 : 0;
+        while (!fe_bit(e, low)) low++;
+        uint32_t w = 0;
+        P256_NO_UNROLL
+        for (; bit >= low; bit--) {
+            fe_sqr(acc, acc, M);
+            w = (w << 1) | fe_bit(e, bit);
+        }
+        fe_mul(acc, acc, odd[w >> 1], M);
     }
     r = acc;
 }
 
+// r = a^(2^count) mod p.
+P256_CALL void fp_sqr_n(p256_fe& r, const p256_fe& a, int count) {
+    r = a;
+    P256_NO_UNROLL
+    for (int i = 0; i < count; i++) fp_sqr(r, r);
+}
+
+// r = a^-1 mod p = a^(p-2) by an addition chain (255 squarings, 12 multiplications) where
+// x_k = a^(2^k - 1); p - 2 = ffffffff 00000001 00000000 00000000 00000000 ffffffff ffffffff
+// fffffffd in hex.
+P256_HD void fp_inv(p256_fe& r, const p256_fe& a) {
+    const p256_mod P = p256_mod_p();
+    p256_fe x2, x3, x6, x12, x15, x30, x32, t;
+    fe_sqr(x2, a, P);
+    fe_mul(x2, x2, a, P);
+    fe_sqr(x3, x2, P);
+    fe_mul(x3, x3, a, P);
+    fp_sqr_n(x6, x3, 3);
+    fe_mul(x6, x6, x3, P);
+    fp_sqr_n(x12, x6, 6);
+    fe_mul(x12, x12, x6, P);
+    fp_sqr_n(x15, x12, 3);
+    fe_mul(x15, x15, x3, P);
+    fp_sqr_n(x30, x15, 15);
+    fe_mul(x30, x30, x15, P);
+    fp_sqr_n(x32, x30, 2);
+    fe_mul(x32, x32, x2, P);
+    fp_sqr_n(t, x32, 32);
+    fe_mul(t, t, a, P);  // ffffffff 00000001
+    fp_sqr_n(t, t, 128);
+    fe_mul(t, t, x32, P);  // then three zero words and ffffffff
+    fp_sqr_n(t, t, 32);
+    fe_mul(t, t, x32, P);  // ffffffff
+    fp_sqr_n(t, t, 30);
+    fe_mul(t, t, x30, P);  // fffffffd: 30 ones,
+    fp_sqr_n(t, t, 2);
+    fe_mul(r, t, a, P);  // then 0 and 1
+}
+
 // r = a^-1 (Fermat: a^(m-2)); the inverse of 0 comes out as 0.
 P256_HD void fe_inv(p256_fe& r, const p256_fe& a, const p256_mod& M) {
+    if (M.special_p) {
+        fp_inv(r, a);
+        return;
+    }
     p256_fe e = M.m;
-    e.v[0] -= 2;  // both moduli end in ...51 or ...ff: no borrow
+    e.v[0] -= 2;  // n ends in ...51: no borrow
     fe_pow(r, a, e, M);
 }
 

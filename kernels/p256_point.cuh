@@ -19,8 +19,6 @@ struct p256_aff {
 
 P256_HD void fp_add(p256_fe& r, const p256_fe& a, const p256_fe& b) { fe_add(r, a, b, p256_mod_p()); }
 P256_HD void fp_sub(p256_fe& r, const p256_fe& a, const p256_fe& b) { fe_sub(r, a, b, p256_mod_p()); }
-P256_HD void fp_mul(p256_fe& r, const p256_fe& a, const p256_fe& b) { fe_mul(r, a, b, p256_mod_p()); }
-P256_HD void fp_sqr(p256_fe& r, const p256_fe& a) { fe_mul(r, a, a, p256_mod_p()); }
 
 P256_HD p256_aff p256_generator() {
     p256_aff g;
@@ -78,7 +76,7 @@ P256_HD void p256_to_affine(p256_aff& r, const p256_jac& p) {
 
 // r = 2p, "dbl-2001-b" (a = -3): 3M + 5S. Infinity stays infinity (Z3 = 0); P-256 has no
 // point of order 2, so no other case is exceptional.
-P256_HD void p256_dbl(p256_jac& r, const p256_jac& p) {
+P256_CALL void p256_dbl(p256_jac& r, const p256_jac& p) {
     p256_fe delta, gamma, beta, alpha, t, u;
     fp_sqr(delta, p.z);
     fp_sqr(gamma, p.y);
@@ -109,7 +107,7 @@ P256_HD void p256_dbl(p256_jac& r, const p256_jac& p) {
 // r = p + q for Jacobian p and affine q, "madd-2007-bl": 7M + 4S. Correct when p and q are
 // finite and p != q (p = -q gives Z3 = 0, infinity). h = U2 - X1 and s = 2(S2 - Y1) are
 // returned so that callers can tell p == q (h = s = 0) apart; r may alias p.
-P256_HD void p256_madd_core(p256_jac& r, p256_fe& h, p256_fe& s, const p256_jac& p, const p256_aff& q) {
+P256_CALL void p256_madd_core(p256_jac& r, p256_fe& h, p256_fe& s, const p256_jac& p, const p256_aff& q) {
     p256_fe z1z1, u2, s2, hh, i, j, v, t;
     fp_sqr(z1z1, p.z);
     fp_mul(u2, q.x, z1z1);
@@ -175,7 +173,7 @@ P256_HD void p256_madd_vt(p256_jac& r, const p256_jac& p, const p256_aff& q) {
 }
 
 // r = p + q for Jacobian p and q, "add-2007-bl", variable-time: for public points only.
-P256_HD void p256_add_vt(p256_jac& r, const p256_jac& p, const p256_jac& q) {
+P256_CALL void p256_add_vt(p256_jac& r, const p256_jac& p, const p256_jac& q) {
     if (fe_is_zero(p.z)) {
         r = q;
         return;

@@ -27,6 +27,17 @@ def b32(x: int) -> bytes:
     return x.to_bytes(32, "big")
 
 
+RAW_OPS = {"add": 0, "sub": 1, "mul": 2}
+
+
+def limbs(x: int, count: int = 8):
+    return (ctypes.c_uint32 * count)(*((x >> (32 * i)) & 0xFFFFFFFF for i in range(count)))
+
+
+def from_limbs(words) -> int:
+    return sum(w << (32 * i) for i, w in enumerate(words))
+
+
 class HostP256:
     def __init__(self, lib: ctypes.CDLL):
         self.lib = lib
@@ -37,6 +48,27 @@ class HostP256:
         out = ctypes.create_string_buffer(32)
         self.lib.p256h_field(OPS[op], int(modulus == N), b32(a), b32(b), out)
         return int.from_bytes(out.raw, "big")
+
+    def raw(self, op: str, a: int, b: int) -> int:
+        """a + b (257 bits), a - b mod 2^256 with the borrow as bit 256, or a·b (512 bits)."""
+        out = (ctypes.c_uint32 * 16)()
+        self.lib.p256h_raw(RAW_OPS[op], limbs(a), limbs(b), out)
+        return from_limbs(out[:9] if op != "mul" else out)
+
+    def redc(self, modulus: int, t: int) -> int:
+        out = (ctypes.c_uint32 * 8)()
+        self.lib.p256h_redc(int(modulus == N), limbs(t, 16), out)
+        return from_limbs(out)
+
+    def mont_mul(self, modulus: int, a: int, b: int) -> int:
+        out = (ctypes.c_uint32 * 8)()
+        self.lib.p256h_mont(0, int(modulus == N), limbs(a), limbs(b), out)
+        return from_limbs(out)
+
+    def mont_pow(self, modulus: int, a: int, e: int) -> int:
+        out = (ctypes.c_uint32 * 8)()
+        self.lib.p256h_mont(1, int(modulus == N), limbs(a), limbs(e), out)
+        return from_limbs(out)
 
     def _point(self, fn, *args) -> tuple[int, int] | None | bool:
         out = ctypes.create_string_buffer(64)

@@ -62,6 +62,63 @@ def test_field_arithmetic_matches_integers(host, modulus):
         assert host.field("inv", modulus, a) == expected_inverse
 
 
+R = 2**256
+CARRY_WORDS = [0, 1, 2, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFE, 0xFFFFFFFF]
+
+
+def carry_heavy(count: int, words: int = 8) -> list[int]:
+    """Values made of limbs that keep carries and borrows running: 0, 1, all ones, the top bit."""
+    return [sum(rng.choice(CARRY_WORDS + [rng.getrandbits(32)]) << (32 * i) for i in range(words))
+            for _ in range(count)]
+
+
+def raw_values(modulus: int) -> list[int]:
+    return (EDGES + [modulus - 2, R - 2, 2**224 - 1, 2**32 - 1, 2**32] + carry_heavy(80)
+            + [rng.getrandbits(256) for _ in range(30)])
+
+
+def test_carry_chains_match_integers(host):
+    """The limb-level chains (the host twins of the GPU's PTX) against Python integers."""
+    values = raw_values(P)
+    for a in values:
+        for b in (rng.choice(values), a, R - 1 - a, R - 1):
+            assert host.raw("add", a, b) == a + b
+            assert host.raw("sub", a, b) == (a - b) % 2**257  # borrow in bit 256
+            assert host.raw("mul", a, b) == a * b
+
+
+@pytest.mark.parametrize("modulus", [P, N], ids=["p", "n"])
+def test_montgomery_reduction_over_its_whole_range(host, modulus):
+    """t·2^-256 mod m for every t < 2^256·m, the bound fe_mul relies on."""
+    top = R * modulus
+    ts = [0, 1, modulus, top - 1, top - modulus, top - R, R - 1, R * (modulus - 1), (modulus - 1) ** 2]
+    ts += [t % top for t in carry_heavy(60, words=16)] + [rng.randrange(top) for _ in range(40)]
+    r_inv = pow(R, -1, modulus)
+    for t in ts:
+        assert host.redc(modulus, t) == t * r_inv % modulus, hex(t)
+
+
+@pytest.mark.parametrize("modulus", [P, N], ids=["p", "n"])
+def test_montgomery_multiplication_of_unreduced_inputs(host, modulus):
+    """fe_mul takes any 256-bit a (to_mont relies on it) and b < m."""
+    r_inv = pow(R, -1, modulus)
+    bs = [0, 1, modulus - 1, R % modulus] + [b % modulus for b in carry_heavy(20)]
+    for a in raw_values(modulus):
+        b = rng.choice(bs)
+        assert host.mont_mul(modulus, a, b) == a * b * r_inv % modulus
+
+
+@pytest.mark.parametrize("modulus", [P, N], ids=["p", "n"])
+def test_windowed_exponentiation(host, modulus):
+    """fe_pow's windows: exponents with long and short runs of ones and zeros at either end."""
+    exponents = [0, 1, 2, 3, 7, 8, 15, 16, 17, 31, 2**255, R - 1, modulus - 2, (P + 1) // 4, 0b1001 << 200,
+                 sum(1 << b for b in range(0, 256, 3)), sum(1 << b for b in range(1, 256, 5))]
+    exponents += carry_heavy(6) + [rng.getrandbits(256) for _ in range(6)]
+    for e in exponents:
+        x = rng.randrange(modulus)
+        assert host.mont_pow(modulus, x * R % modulus, e) == pow(x, e, modulus) * R % modulus, hex(e)
+
+
 def test_base_mult_matches_openssl(host):
     # 2^257 mod n makes the last table addition a doubling; 2^256 - n has no top digit.
     scalars = [1, 2, 3, 8, 9, 16, N - 1, N - 2, N - 8, 2**255, 2**255 - 1, 2**257 % N, 2**256 - N]

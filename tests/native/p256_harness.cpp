@@ -41,6 +41,46 @@ void p256h_field(int op, int which, const uint8_t a_be[32], const uint8_t b_be[3
     fe_to_bytes(out, r);
 }
 
+// The building blocks below Montgomery form, on raw little-endian limbs (8 per 256-bit value):
+// what the carry chains compute, for any inputs the functions allow.
+// 0: r = a + b (9 limbs), 1: r = a - b (8 limbs, then the borrow), 2: r = a·b (16 limbs).
+void p256h_raw(int op, const uint32_t a[8], const uint32_t b[8], uint32_t* r) {
+    p256_fe x, y, z;
+    for (int i = 0; i < 8; i++) {
+        x.v[i] = a[i];
+        y.v[i] = b[i];
+    }
+    if (op == 2) {
+        fe_mul_wide(r, x, y);
+        return;
+    }
+    r[8] = op == 0 ? fe_add_raw(z, x, y) : fe_sub_raw(z, x, y);
+    for (int i = 0; i < 8; i++) r[i] = z.v[i];
+}
+
+// r = t·2^-256 mod m for a 512-bit t < 2^256·m: the reduction fe_mul applies to a·b.
+void p256h_redc(int which, const uint32_t t_in[16], uint32_t r[8]) {
+    uint32_t t[16];
+    p256_fe out;
+    for (int i = 0; i < 16; i++) t[i] = t_in[i];
+    if (which) fe_redc_generic(out, t, p256_mod_n());
+    else fp_redc(out, t);
+    for (int i = 0; i < 8; i++) r[i] = out.v[i];
+}
+
+// r = a·b·2^-256 mod m straight from the limbs (a any 256-bit value, b < m), and r = a^e mod m
+// in Montgomery form for a public exponent e.
+void p256h_mont(int op, int which, const uint32_t a[8], const uint32_t b[8], uint32_t r[8]) {
+    p256_fe x, y, z;
+    for (int i = 0; i < 8; i++) {
+        x.v[i] = a[i];
+        y.v[i] = b[i];
+    }
+    if (op == 0) fe_mul(z, x, y, modulus(which));
+    else fe_pow(z, x, y, modulus(which));
+    for (int i = 0; i < 8; i++) r[i] = z.v[i];
+}
+
 void p256h_build_table(p256_aff* table) {
     for (int j = 0; j < P256_TABLE_ROWS; j++) p256_table_row(table + 8 * j, j);
 }
