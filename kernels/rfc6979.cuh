@@ -11,8 +11,9 @@ struct p256_span {
     size_t len;
 };
 
-// out = HMAC-SHA256(key, parts[0] || ... || parts[count-1]) for a 32-byte key.
-P256_HD void hmac_sha256(uint8_t out[32], const uint8_t key[32], const p256_span* parts, int count) {
+// out = HMAC-SHA256(key, parts[0] || ... || parts[count-1]) for a 32-byte key. A real call on the
+// GPU: inlined, each of its six uses would unroll the byte loops of its own SHA-256 updates.
+P256_CALL void hmac_sha256(uint8_t out[32], const uint8_t key[32], const p256_span* parts, int count) {
     uint8_t pad[64], inner[32];
     sha256_ctx ctx;
     for (int i = 0; i < 64; i++) pad[i] = (uint8_t)((i < 32 ? key[i] : 0) ^ 0x36);
