@@ -2,7 +2,7 @@
 
 Also compiled: the single text the CUDA backend hands NVRTC (includes inlined). ptxas must keep
 every kernel free of spills, and the Merkle kernels free of stack frames too (the SHA-256 state and
-schedule stay in registers; the ECDSA kernels call a non-inlined field multiplication).
+schedule stay in registers; the ECDSA kernels keep local arrays and call arguments on the stack).
 """
 from __future__ import annotations
 
