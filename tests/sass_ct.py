@@ -9,10 +9,11 @@ memory addresses, where the secret work happens:
    reloaded from the stack) or written by a call, directly or through any chain of instructions:
    a taint analysis over the whole kernel's control flow, to a fixed point.
 
-It over-approximates (every loaded value counts as secret, so it can cry wolf, never miss a
-dependence it can see); what it does not see is timing that depends on operand values, and code
-outside that loop and the two point operations. valgrind (tests/test_ecdsa_ct.py) covers the C++ on the CPU; this
-covers what nvcc and ptxas made of it.
+It over-approximates (every loaded value counts as secret, and a call taints every register its
+callee may write), so it can cry wolf but not miss a dependence in the code it reads. It does not
+see timing that depends on operand values, nor code outside that loop and the two point
+operations. valgrind (tests/test_ecdsa_ct.py) covers the C++ on the CPU; this covers what nvcc
+and ptxas made of it.
 
     python tests/sass_ct.py [kernels/ecdsa.cu]   # needs nvcc and nvdisasm
 """
@@ -32,6 +33,7 @@ MEMORY = re.compile(r"^(LD|ST|ATOM|RED)")
 LOADS = re.compile(r"^(LD|LDS|LDL|LDG|ATOM)$")
 REG = re.compile(r"^(U?R\d+|U?P\d+)$")
 PUBLIC_REGS = {"RZ", "URZ", "PT", "UPT"}
+ALL_REGISTERS = {f"R{k}" for k in range(256)} | {f"P{k}" for k in range(7)}
 LINE = re.compile(r"^\s*/\*([0-9a-f]+)\*/\s+(@!?U?P\w+\s+)?(\S+)\s*(.*?)\s*;")
 
 
@@ -102,10 +104,13 @@ class Instr:
 
 
 def _registers(operands) -> set[str]:
-    """Registers and predicates read by these operands; Rn.64 names the pair Rn, Rn+1."""
+    """Registers and predicates read by these operands; Rn.64 names the pair Rn, Rn+1 and PR all
+    the predicates (P2R)."""
     found: set[str] = set()
     for op in operands:
         found |= set(re.findall(r"U?R\d+|U?P\d+", op))
+        if re.search(r"\bPR\b", op):
+            found |= {f"P{k}" for k in range(7)}
         for prefix, num in re.findall(r"(U?R)(\d+)\.64", op):
             found.add(f"{prefix}{int(num) + 1}")
     return found - PUBLIC_REGS
@@ -201,13 +206,14 @@ def _target(i: Instr, labels: dict[str, int]) -> int | None:
     return labels.get(m.group(1)) if m else None
 
 
-def tainted_uses(code: list[Instr], labels: dict[str, int], clobbered: set[str],
+def tainted_uses(code: list[Instr], labels: dict[str, int], clobbers: dict[str, set[str]],
                  watch: tuple[int, int]) -> list[str]:
     """Forward taint analysis over the kernel's control-flow graph, to a fixed point; reports
     the uses inside `watch` (an address range). Taint starts at every load (the key and the
-    digest arrive by loads) and at every register a call may write (`clobbered`), and flows
-    through every instruction that reads a tainted register or predicate, or is guarded by one (a
-    guarded write may also not happen, so it adds taint and never removes it)."""
+    digest arrive by loads) and at every register a call may write (`clobbers`: callee name ->
+    registers), and flows through every instruction that reads a tainted register or predicate,
+    or is guarded by one (a guarded write may also not happen, so it adds taint and never
+    removes it)."""
     loop = code
     addrs = [i.addr for i in loop]
     index = {a: k for k, a in enumerate(addrs)}
@@ -238,7 +244,8 @@ def tainted_uses(code: list[Instr], labels: dict[str, int], clobbered: set[str],
             if MEMORY.match(i.base) and i.addresses() & state:
                 report.append(f"address computed from a loaded value: {i}")
         if i.base == "CALL":
-            return state | clobbered
+            callee = next((name for name in clobbers if name in " ".join(i.operands)), None)
+            return state | (clobbers[callee] if callee else ALL_REGISTERS)
         dests = i.dests()
         dirty = LOADS.match(i.base) or bool((i.sources() | ({guard} if guard else set())) & state)
         if dirty:
@@ -264,6 +271,26 @@ def tainted_uses(code: list[Instr], labels: dict[str, int], clobbered: set[str],
     return problems
 
 
+def callee_writes(functions, kernel: str) -> dict[str, set[str]]:
+    """Callee name -> every register it or its own callees may write (ptxas allocates registers
+    across the whole program, so a caller keeps values in whatever its callee leaves alone).
+    R1, the stack pointer, comes back as it went in."""
+    prefix = f"${kernel}$"
+    direct = {name: {r for i in body for r in i.dests()} - {"R1"}
+              for name, (body, _) in functions.items() if name.startswith(prefix)}
+    calls = {name: {other for i in body if i.base == "CALL" for other in direct if other in " ".join(i.operands)}
+             for name, (body, _) in functions.items() if name in direct}
+    changed = True
+    while changed:
+        changed = False
+        for name in direct:
+            for other in calls[name]:
+                if not direct[other] <= direct[name]:
+                    direct[name] |= direct[other]
+                    changed = True
+    return direct
+
+
 def check_sass(sass: str) -> list[str]:
     functions = parse(sass)
     problems = []
@@ -273,11 +300,9 @@ def check_sass(sass: str) -> list[str]:
     madd, _ = _function(functions, KERNEL, STRAIGHT[0])
     instrs, labels = functions[KERNEL]
     loop = scalar_mult_loop(instrs, labels, madd)
-    callees = [body for name, body in functions.items() if name.startswith(f"${KERNEL}$")]
-    # R1, the stack pointer, is restored by every callee
-    clobbered = {r for body, _ in callees for i in body for r in i.dests()} - {"R1"}
     watch = (loop[0].addr, loop[-1].addr)
-    problems += [f"{KERNEL} scalar multiplication loop: {p}" for p in tainted_uses(instrs, labels, clobbered, watch)]
+    clobbers = callee_writes(functions, KERNEL)
+    problems += [f"{KERNEL} scalar multiplication loop: {p}" for p in tainted_uses(instrs, labels, clobbers, watch)]
     return problems
 
 
