@@ -288,6 +288,57 @@ P256_HD void fe_mul_wide(uint32_t t[16], const p256_fe& a_in, const p256_fe& b_i
     t[15] = ptx_addc(ev[15], od[14], cf);
 }
 
+// t = a^2 (512 bits): the products a_i·a_j with i < j once each, in the accumulators of
+// fe_mul_wide (row i has two chains, j = i+1, i+3, ... at odd words and j = i+2, i+4, ... at even
+// ones; each ends at j = 6 or 7, so its carry word is at least i + 8, still zero by the same
+// bound), then doubled, then the squares a_i^2 added at words 2i, 2i+1 in one chain.
+P256_HD void fe_sqr_wide(uint32_t t[16], const p256_fe& a_in) {
+    const p256_fe a = a_in;
+    uint32_t ev[16], od[16], s[16], cf = 0;
+    for (int k = 0; k < 16; k++) ev[k] = od[k] = 0;
+    P256_UNROLL
+    for (int i = 0; i < 7; i++) {
+        const uint32_t ai = a.v[i];
+        uint32_t* o = od + 2 * i;  // a_(i+1)·a_i at word 2i + 1
+        o[0] = ptx_mad_lo_cc(a.v[i + 1], ai, o[0], cf);
+        o[1] = ptx_madc_hi_cc(a.v[i + 1], ai, o[1], cf);
+        int k = 2;
+        P256_UNROLL
+        for (int j = i + 3; j < 8; j += 2, k += 2) {
+            o[k] = ptx_madc_lo_cc(a.v[j], ai, o[k], cf);
+            o[k + 1] = ptx_madc_hi_cc(a.v[j], ai, o[k + 1], cf);
+        }
+        o[k] = ptx_addc(0, 0, cf);
+        if (i + 2 > 7) continue;
+        uint32_t* e = ev + 2 * i + 2;  // a_(i+2)·a_i at word 2i + 2
+        e[0] = ptx_mad_lo_cc(a.v[i + 2], ai, e[0], cf);
+        e[1] = ptx_madc_hi_cc(a.v[i + 2], ai, e[1], cf);
+        k = 2;
+        P256_UNROLL
+        for (int j = i + 4; j < 8; j += 2, k += 2) {
+            e[k] = ptx_madc_lo_cc(a.v[j], ai, e[k], cf);
+            e[k + 1] = ptx_madc_hi_cc(a.v[j], ai, e[k + 1], cf);
+        }
+        e[k] = ptx_addc(0, 0, cf);
+    }
+    s[0] = ev[0];
+    s[1] = ptx_add_cc(ev[1], od[0], cf);
+    P256_UNROLL
+    for (int k = 2; k < 15; k++) s[k] = ptx_addc_cc(ev[k], od[k - 1], cf);
+    s[15] = ptx_addc(ev[15], od[14], cf);
+    s[0] = ptx_add_cc(s[0], s[0], cf);  // the cross products count twice; 2·sum < 2^512
+    P256_UNROLL
+    for (int k = 1; k < 15; k++) s[k] = ptx_addc_cc(s[k], s[k], cf);
+    s[15] = ptx_addc(s[15], s[15], cf);
+    t[0] = ptx_mad_lo_cc(a.v[0], a.v[0], s[0], cf);
+    t[1] = ptx_madc_hi_cc(a.v[0], a.v[0], s[1], cf);
+    P256_UNROLL
+    for (int i = 1; i < 8; i++) {
+        t[2 * i] = ptx_madc_lo_cc(a.v[i], a.v[i], s[2 * i], cf);
+        t[2 * i + 1] = ptx_madc_hi_cc(a.v[i], a.v[i], s[2 * i + 1], cf);  // the last carry is zero
+    }
+}
+
 // Montgomery reduction mod p: r = t·2^-256 mod p for t < 2^256·p, one word at a time. With
 // q = t_i, adding q·p = q·2^256 - q·2^224 + q·2^192 + q·2^96 - q clears word i (t_i - q = 0)
 // and adds q at words i+3 and i+6 and q·(2^32 - 1) = hi·2^32 + lo at words i+7, i+8: no
@@ -338,7 +389,12 @@ P256_HD void fp_mul(p256_fe& r, const p256_fe& a, const p256_fe& b) {
     fp_redc(r, t);
 }
 
-P256_HD void fp_sqr(p256_fe& r, const p256_fe& a) { fp_mul(r, a, a); }
+// r = a^2·2^-256 mod p for a < p: about 40% fewer products than fp_mul(r, a, a).
+P256_HD void fp_sqr(p256_fe& r, const p256_fe& a) {
+    uint32_t t[16];
+    fe_sqr_wide(t, a);
+    fp_redc(r, t);
+}
 
 // r = a·b·2^-256 mod m, for either modulus; a call on the GPU (everything but the point formulas
 // uses it). Needs b < m; a may be any 256-bit value, so that to_mont reduces its input.

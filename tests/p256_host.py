@@ -20,14 +20,14 @@ TABLE_BYTES = 65 * 8 * 64
 
 P = 2**256 - 2**224 + 2**192 + 2**96 - 1
 N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
-OPS = {"add": 0, "sub": 1, "mul": 2, "inv": 3, "neg": 4, "mont": 5}
+OPS = {"add": 0, "sub": 1, "mul": 2, "inv": 3, "neg": 4, "mont": 5, "sqr": 6}
 
 
 def b32(x: int) -> bytes:
     return x.to_bytes(32, "big")
 
 
-RAW_OPS = {"add": 0, "sub": 1, "mul": 2}
+RAW_OPS = {"add": 0, "sub": 1, "mul": 2, "sqr": 3}
 
 
 def limbs(x: int, count: int = 8):
@@ -50,10 +50,10 @@ class HostP256:
         return int.from_bytes(out.raw, "big")
 
     def raw(self, op: str, a: int, b: int) -> int:
-        """a + b (257 bits), a - b mod 2^256 with the borrow as bit 256, or a·b (512 bits)."""
+        """a + b (257 bits), a - b mod 2^256 with the borrow as bit 256, a·b or a^2 (512 bits)."""
         out = (ctypes.c_uint32 * 16)()
         self.lib.p256h_raw(RAW_OPS[op], limbs(a), limbs(b), out)
-        return from_limbs(out[:9] if op != "mul" else out)
+        return from_limbs(out[:9] if op in ("add", "sub") else out)
 
     def redc(self, modulus: int, t: int) -> int:
         out = (ctypes.c_uint32 * 8)()

@@ -56,6 +56,7 @@ def test_field_arithmetic_matches_integers(host, modulus):
         assert host.field("add", modulus, a, b) == (a + b) % modulus
         assert host.field("sub", modulus, a, b) == (a - b) % modulus
         assert host.field("mul", modulus, a, b) == a * b % modulus
+        assert host.field("sqr", modulus, a) == a * a % modulus
         assert host.field("neg", modulus, a) == -a % modulus
         assert host.field("mont", modulus, a) == a * 2**256 % modulus
         expected_inverse = pow(a, -1, modulus) if a % modulus else 0
@@ -85,6 +86,7 @@ def test_carry_chains_match_integers(host):
             assert host.raw("add", a, b) == a + b
             assert host.raw("sub", a, b) == (a - b) % 2**257  # borrow in bit 256
             assert host.raw("mul", a, b) == a * b
+        assert host.raw("sqr", a, 0) == a * a
 
 
 @pytest.mark.parametrize("modulus", [P, N], ids=["p", "n"])

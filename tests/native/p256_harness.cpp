@@ -21,7 +21,8 @@ void point_out(uint8_t out[64], const p256_jac& pt) {
 extern "C" {
 
 // op on plain values a, b mod p (which = 0) or n (which = 1): 0 add, 1 sub, 2 mul, 3 inv,
-// 4 neg, 5 Montgomery form of a. a and b are taken mod m first (as to_mont does).
+// 4 neg, 5 Montgomery form of a, 6 square (fp_sqr for p). a and b are taken mod m first (as
+// to_mont does).
 void p256h_field(int op, int which, const uint8_t a_be[32], const uint8_t b_be[32], uint8_t out[32]) {
     const p256_mod M = modulus(which);
     p256_fe a, b, r;
@@ -35,6 +36,10 @@ void p256h_field(int op, int which, const uint8_t a_be[32], const uint8_t b_be[3
         case 2: fe_mul(r, a, b, M); break;
         case 3: fe_inv(r, a, M); break;
         case 4: fe_neg(r, a, M); break;
+        case 6:
+            if (which) fe_sqr(r, a, M);
+            else fp_sqr(r, a);
+            break;
         default: fe_to_bytes(out, a); return;
     }
     fe_from_mont(r, r, M);
@@ -43,15 +48,16 @@ void p256h_field(int op, int which, const uint8_t a_be[32], const uint8_t b_be[3
 
 // The building blocks below Montgomery form, on raw little-endian limbs (8 per 256-bit value):
 // what the carry chains compute, for any inputs the functions allow.
-// 0: r = a + b (9 limbs), 1: r = a - b (8 limbs, then the borrow), 2: r = a·b (16 limbs).
+// 0: r = a + b (9 limbs), 1: r = a - b (8 limbs, then the borrow), 2: r = a·b, 3: r = a^2 (16 limbs).
 void p256h_raw(int op, const uint32_t a[8], const uint32_t b[8], uint32_t* r) {
     p256_fe x, y, z;
     for (int i = 0; i < 8; i++) {
         x.v[i] = a[i];
         y.v[i] = b[i];
     }
-    if (op == 2) {
-        fe_mul_wide(r, x, y);
+    if (op >= 2) {
+        if (op == 2) fe_mul_wide(r, x, y);
+        else fe_sqr_wide(r, x);
         return;
     }
     r[8] = op == 0 ? fe_add_raw(z, x, y) : fe_sub_raw(z, x, y);
