@@ -133,6 +133,10 @@ def test_base_mult_matches_openssl(host):
 def test_double_mult_matches_reference(host):
     q = G * rng.randrange(1, N)
     cases = [(0, 5), (5, 0), (1, 1), (N - 1, 1)] + [(rng.randrange(N), rng.randrange(N)) for _ in range(20)]
+    # u2's width-5 NAF: negative digits, carries into bit 256, runs of ones and zeros
+    naf_edges = [15, 16, 17, 31, 32, 33, N - 1, N, R - 1, R - 17, 2**255, 2**255 - 1, (R - 1) // 3,
+                 sum(0b11111 << (6 * i) for i in range(42)), sum(0b10001 << (9 * i) for i in range(28))]
+    cases += [(rng.randrange(N), u2) for u2 in naf_edges + carry_heavy(10)]
     for u1, u2 in cases:
         expected = G * u1 + q * u2
         assert host.double_mult(u1, u2, sec1(q)) == (expected.x(), expected.y())
