@@ -247,46 +247,50 @@ P256_HD void fe_neg(p256_fe& r, const p256_fe& a, const p256_mod& M) {
 
 // ---- multiplication ----
 
-// t = a·b (512 bits), in two accumulators: ev holds words 0..15, od words 1..16 (od[k] is word
-// k + 1). Row i adds a·b_i: each product a_j·b_i goes, as a whole 64-bit slot at words i+j and
-// i+j+1, to the accumulator in which that slot is an aligned pair (ev when i+j is even), so a row
-// is two carry chains of whole products and each lo/hi pair of links is one IMAD.WIDE.U32 with
-// carry on the GPU. Before row i both accumulators are below 2^(256 + 32i), so the word that
-// takes a chain's last carry is still zero; the carry out of word 15 in row 7 is zero (a·b <
-// 2^512). a and b are copied first: nvcc reloads referenced memory after each asm statement,
-// and ptxas fuses a lo link with its hi link only when both name the same registers.
-P256_HD void fe_mul_wide(uint32_t t[16], const p256_fe& a_in, const p256_fe& b_in) {
-    const p256_fe a = a_in, b = b_in;
-    uint32_t ev[16], od[16], cf = 0;
-    for (int k = 0; k < 16; k++) ev[k] = od[k] = 0;
+// acc[0..2·count) += bi·(a_j + a_(j+2)·2^64 + a_(j+4)·2^128 + ...) for count products from
+// j = first: one carry chain of whole 64-bit slots (each lo/hi pair of links is one
+// IMAD.WIDE.U32 with carry on the GPU). Returns the carry out.
+P256_HD uint32_t p256_mac_slots(uint32_t* acc, const p256_fe& a, int first, int count, uint32_t bi) {
+    uint32_t cf = 0;
+    acc[0] = ptx_mad_lo_cc(a.v[first], bi, acc[0], cf);
+    acc[1] = ptx_madc_hi_cc(a.v[first], bi, acc[1], cf);
     P256_UNROLL
-    for (int i = 0; i < 8; i++) {
-        const uint32_t bi = b.v[i];
-        const int e0 = i & 1, o0 = e0 ^ 1;  // first j of each chain: i + j even, odd
-        uint32_t* e = ev + i + e0;          // word i + e0 onwards
-        uint32_t* o = od + i + o0 - 1;      // word i + o0 onwards
-        e[0] = ptx_mad_lo_cc(a.v[e0], bi, e[0], cf);
-        e[1] = ptx_madc_hi_cc(a.v[e0], bi, e[1], cf);
-        P256_UNROLL
-        for (int j = 2; j < 8; j += 2) {
-            e[j] = ptx_madc_lo_cc(a.v[e0 + j], bi, e[j], cf);
-            e[j + 1] = ptx_madc_hi_cc(a.v[e0 + j], bi, e[j + 1], cf);
-        }
-        if (i < 7) e[8] = ptx_addc(0, 0, cf);
-        o[0] = ptx_mad_lo_cc(a.v[o0], bi, o[0], cf);
-        o[1] = ptx_madc_hi_cc(a.v[o0], bi, o[1], cf);
-        P256_UNROLL
-        for (int j = 2; j < 8; j += 2) {
-            o[j] = ptx_madc_lo_cc(a.v[o0 + j], bi, o[j], cf);
-            o[j + 1] = ptx_madc_hi_cc(a.v[o0 + j], bi, o[j + 1], cf);
-        }
-        o[8] = ptx_addc(0, 0, cf);
+    for (int k = 1; k < count; k++) {
+        acc[2 * k] = ptx_madc_lo_cc(a.v[first + 2 * k], bi, acc[2 * k], cf);
+        acc[2 * k + 1] = ptx_madc_hi_cc(a.v[first + 2 * k], bi, acc[2 * k + 1], cf);
     }
+    return ptx_addc(0, 0, cf);
+}
+
+// t = ev + od·2^32 (od[k] is word k + 1), for a sum below 2^512.
+P256_HD void p256_merge(uint32_t t[16], const uint32_t ev[16], const uint32_t od[16]) {
+    uint32_t cf = 0;
     t[0] = ev[0];
     t[1] = ptx_add_cc(ev[1], od[0], cf);
     P256_UNROLL
     for (int k = 2; k < 15; k++) t[k] = ptx_addc_cc(ev[k], od[k - 1], cf);
     t[15] = ptx_addc(ev[15], od[14], cf);
+}
+
+// t = a·b (512 bits), in two accumulators: ev holds words 0..15, od words 1..16 (od[k] is word
+// k + 1). Row i adds a·b_i: each product a_j·b_i goes, as a whole 64-bit slot at words i+j and
+// i+j+1, to the accumulator in which that slot is an aligned register pair (ev when i+j is
+// even), so a row is two slot chains. Before row i both accumulators are below 2^(256 + 32i), so
+// the word that takes a chain's carry is still zero; in row 7 the carry out of word 15 is zero
+// (a·b < 2^512). a and b are copied first: nvcc reloads referenced memory after each asm
+// statement, and ptxas fuses a lo link with its hi link only when both name the same registers.
+P256_HD void fe_mul_wide(uint32_t t[16], const p256_fe& a_in, const p256_fe& b_in) {
+    const p256_fe a = a_in, b = b_in;
+    uint32_t ev[16], od[16];
+    for (int k = 0; k < 16; k++) ev[k] = od[k] = 0;
+    P256_UNROLL
+    for (int i = 0; i < 8; i++) {
+        const int e0 = i & 1, o0 = e0 ^ 1;  // first j of each chain: i + j even, odd
+        const uint32_t carry = p256_mac_slots(ev + i + e0, a, e0, 4, b.v[i]);
+        if (i < 7) ev[i + e0 + 8] = carry;
+        od[i + o0 + 7] = p256_mac_slots(od + i + o0 - 1, a, o0, 4, b.v[i]);
+    }
+    p256_merge(t, ev, od);
 }
 
 // t = a^2 (512 bits): the products a_i·a_j with i < j once each, in the accumulators of
@@ -299,34 +303,13 @@ P256_HD void fe_sqr_wide(uint32_t t[16], const p256_fe& a_in) {
     for (int k = 0; k < 16; k++) ev[k] = od[k] = 0;
     P256_UNROLL
     for (int i = 0; i < 7; i++) {
-        const uint32_t ai = a.v[i];
-        uint32_t* o = od + 2 * i;  // a_(i+1)·a_i at word 2i + 1
-        o[0] = ptx_mad_lo_cc(a.v[i + 1], ai, o[0], cf);
-        o[1] = ptx_madc_hi_cc(a.v[i + 1], ai, o[1], cf);
-        int k = 2;
-        P256_UNROLL
-        for (int j = i + 3; j < 8; j += 2, k += 2) {
-            o[k] = ptx_madc_lo_cc(a.v[j], ai, o[k], cf);
-            o[k + 1] = ptx_madc_hi_cc(a.v[j], ai, o[k + 1], cf);
+        const int odd_count = (8 - i) / 2, even_count = (7 - i) / 2;
+        od[2 * i + 2 * odd_count] = p256_mac_slots(od + 2 * i, a, i + 1, odd_count, a.v[i]);
+        if (even_count) {
+            ev[2 * i + 2 + 2 * even_count] = p256_mac_slots(ev + 2 * i + 2, a, i + 2, even_count, a.v[i]);
         }
-        o[k] = ptx_addc(0, 0, cf);
-        if (i + 2 > 7) continue;
-        uint32_t* e = ev + 2 * i + 2;  // a_(i+2)·a_i at word 2i + 2
-        e[0] = ptx_mad_lo_cc(a.v[i + 2], ai, e[0], cf);
-        e[1] = ptx_madc_hi_cc(a.v[i + 2], ai, e[1], cf);
-        k = 2;
-        P256_UNROLL
-        for (int j = i + 4; j < 8; j += 2, k += 2) {
-            e[k] = ptx_madc_lo_cc(a.v[j], ai, e[k], cf);
-            e[k + 1] = ptx_madc_hi_cc(a.v[j], ai, e[k + 1], cf);
-        }
-        e[k] = ptx_addc(0, 0, cf);
     }
-    s[0] = ev[0];
-    s[1] = ptx_add_cc(ev[1], od[0], cf);
-    P256_UNROLL
-    for (int k = 2; k < 15; k++) s[k] = ptx_addc_cc(ev[k], od[k - 1], cf);
-    s[15] = ptx_addc(ev[15], od[14], cf);
+    p256_merge(s, ev, od);
     s[0] = ptx_add_cc(s[0], s[0], cf);  // the cross products count twice; 2·sum < 2^512
     P256_UNROLL
     for (int k = 1; k < 15; k++) s[k] = ptx_addc_cc(s[k], s[k], cf);
@@ -453,43 +436,32 @@ P256_HD void fe_pow(p256_fe& r, const p256_fe& a, const p256_fe& e, const p256_m
     r = acc;
 }
 
-// r = a^(2^count) mod p.
-P256_CALL void fp_sqr_n(p256_fe& r, const p256_fe& a, int count) {
-    r = a;
+
+// r = a^(2^count)·b mod p: one step of an addition chain.
+P256_CALL void fp_sqr_n_mul(p256_fe& r, const p256_fe& a, int count, const p256_fe& b) {
+    p256_fe t = a;
     P256_NO_UNROLL
-    for (int i = 0; i < count; i++) fp_sqr(r, r);
+    for (int i = 0; i < count; i++) fp_sqr(t, t);
+    fp_mul(r, t, b);
 }
 
 // r = a^-1 mod p = a^(p-2) by an addition chain (255 squarings, 12 multiplications) where
 // x_k = a^(2^k - 1); p - 2 = ffffffff 00000001 00000000 00000000 00000000 ffffffff ffffffff
 // fffffffd in hex.
 P256_HD void fp_inv(p256_fe& r, const p256_fe& a) {
-    const p256_mod P = p256_mod_p();
     p256_fe x2, x3, x6, x12, x15, x30, x32, t;
-    fe_sqr(x2, a, P);
-    fe_mul(x2, x2, a, P);
-    fe_sqr(x3, x2, P);
-    fe_mul(x3, x3, a, P);
-    fp_sqr_n(x6, x3, 3);
-    fe_mul(x6, x6, x3, P);
-    fp_sqr_n(x12, x6, 6);
-    fe_mul(x12, x12, x6, P);
-    fp_sqr_n(x15, x12, 3);
-    fe_mul(x15, x15, x3, P);
-    fp_sqr_n(x30, x15, 15);
-    fe_mul(x30, x30, x15, P);
-    fp_sqr_n(x32, x30, 2);
-    fe_mul(x32, x32, x2, P);
-    fp_sqr_n(t, x32, 32);
-    fe_mul(t, t, a, P);  // ffffffff 00000001
-    fp_sqr_n(t, t, 128);
-    fe_mul(t, t, x32, P);  // then three zero words and ffffffff
-    fp_sqr_n(t, t, 32);
-    fe_mul(t, t, x32, P);  // ffffffff
-    fp_sqr_n(t, t, 30);
-    fe_mul(t, t, x30, P);  // fffffffd: 30 ones,
-    fp_sqr_n(t, t, 2);
-    fe_mul(r, t, a, P);  // then 0 and 1
+    fp_sqr_n_mul(x2, a, 1, a);
+    fp_sqr_n_mul(x3, x2, 1, a);
+    fp_sqr_n_mul(x6, x3, 3, x3);
+    fp_sqr_n_mul(x12, x6, 6, x6);
+    fp_sqr_n_mul(x15, x12, 3, x3);
+    fp_sqr_n_mul(x30, x15, 15, x15);
+    fp_sqr_n_mul(x32, x30, 2, x2);
+    fp_sqr_n_mul(t, x32, 32, a);    // ffffffff 00000001
+    fp_sqr_n_mul(t, t, 128, x32);   // then three zero words and ffffffff
+    fp_sqr_n_mul(t, t, 32, x32);    // ffffffff
+    fp_sqr_n_mul(t, t, 30, x30);    // fffffffd: 30 ones,
+    fp_sqr_n_mul(r, t, 2, a);       // then 0 and 1
 }
 
 // r = a^-1 (Fermat: a^(m-2)); the inverse of 0 comes out as 0.
