@@ -39,17 +39,10 @@ LINE = re.compile(r"^\s*/\*([0-9a-f]+)\*/\s+(@!?U?P\w+\s+)?(\S+)\s*(.*?)\s*;")
 
 def find_nvdisasm() -> str | None:
     """nvdisasm on PATH, or the one the nvidia-cuda-nvdisasm wheel puts in site-packages."""
-    found = shutil.which("nvdisasm")
-    if found:
-        return found
-    try:
-        import nvidia  # namespace package of NVIDIA's wheels
-    except ImportError:
-        return None
-    for root in nvidia.__path__:
-        for candidate in Path(root).glob("cu*/bin/nvdisasm"):
-            return str(candidate)
-    return None
+    from support import nvidia_wheel_file
+
+    found = shutil.which("nvdisasm") or nvidia_wheel_file("cu*/bin/nvdisasm")
+    return str(found) if found else None
 
 
 class Instr:

@@ -124,3 +124,18 @@ def make_pki(tmp: Path, *, days=(-1, 365), code_signing=True, key_usage=True, le
     paths["key"].write_bytes(leaf_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                     serialization.NoEncryption()))
     return paths
+
+
+def nvidia_wheel_file(pattern: str) -> Path | None:
+    """A file of NVIDIA's pip wheels (the ``nvidia`` namespace package), e.g. ``cu*/bin/nvdisasm``
+    or ``cu*/lib/libnvrtc.so.*``: the test extra installs nvdisasm and NVRTC that way, so that
+    the SASS and run-time compile tests run without a CUDA toolkit's copies."""
+    try:
+        import nvidia
+    except ImportError:
+        return None
+    for root in nvidia.__path__:
+        for candidate in sorted(Path(root).glob(pattern)):
+            return candidate
+    return None
+

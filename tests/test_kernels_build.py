@@ -1,6 +1,7 @@
 """nvcc compiles every CUDA source in kernels/ for sm_90 (Hopper), with no GPU needed.
 
-Also compiled: the single text the CUDA backend hands NVRTC (includes inlined). ptxas must keep
+Also compiled: the single text each CUDA backend hands NVRTC (includes inlined), by nvcc and by
+NVRTC itself with the backends' options (the run-time path; NVRTC lacks the system headers). ptxas must keep
 every kernel free of spills, and the Merkle kernels free of stack frames too (the SHA-256 state and
 schedule stay in registers; the ECDSA kernels keep local arrays and call arguments on the stack).
 """
@@ -17,7 +18,7 @@ from sentry.hashing import kernel_source
 
 KERNELS = Path(__file__).resolve().parents[1] / "kernels"
 NVCC = shutil.which("nvcc")
-pytestmark = pytest.mark.skipif(NVCC is None, reason="nvcc not found")
+needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc not found")
 REGISTER_ONLY = {"merkle.cu", "sha256_rate.cu"}
 
 
@@ -31,6 +32,7 @@ def nvcc_cubin(src: Path, out: Path) -> str:
     return proc.stderr
 
 
+@needs_nvcc
 @pytest.mark.parametrize("src", sorted(KERNELS.glob("*.cu")), ids=lambda p: p.name)
 def test_nvcc_compiles_for_sm90(src, tmp_path):
     report = nvcc_cubin(src, tmp_path / (src.stem + ".cubin"))
@@ -41,6 +43,7 @@ def test_nvcc_compiles_for_sm90(src, tmp_path):
         assert all(f[0] == "0" for f in frames), report
 
 
+@needs_nvcc
 def test_runtime_source_compiles(tmp_path):
     """The text NVRTC gets at run time is self-contained and compiles to the same kernels."""
     text = kernel_source.source("merkle.cu")
@@ -49,3 +52,47 @@ def test_runtime_source_compiles(tmp_path):
     src.write_text(text)
     report = nvcc_cubin(src, tmp_path / "merkle_rtc.cubin")
     assert report.count("Compiling entry function") == 3, report
+
+
+def _nvrtc():
+    import ctypes
+    import ctypes.util
+
+    from support import nvidia_wheel_file
+
+    builtins = nvidia_wheel_file("cu*/lib/libnvrtc-builtins.so.*")
+    if builtins is not None:  # NVRTC dlopens it by name; the wheel's directory is on no search path
+        ctypes.CDLL(str(builtins), mode=ctypes.RTLD_GLOBAL)
+    for name in (ctypes.util.find_library("nvrtc"), nvidia_wheel_file("cu*/lib/libnvrtc.so.*"), "libnvrtc.so.13"):
+        if name:
+            try:
+                return ctypes.CDLL(str(name))
+            except OSError:
+                continue
+    pytest.skip("NVRTC (libnvrtc) is not installed: pip install nvidia-cuda-nvrtc")
+
+
+@pytest.mark.parametrize("name, kernels", [("merkle.cu", 3), ("ecdsa.cu", 3)])
+def test_nvrtc_compiles_the_runtime_source_for_sm90(name, kernels):
+    """What CuPy's RawModule does on a GPU, minus the GPU: NVRTC on kernel_source.source(name)."""
+    import ctypes
+
+    lib = _nvrtc()
+    prog = ctypes.c_void_p()
+    text = kernel_source.source(name).encode()
+    assert lib.nvrtcCreateProgram(ctypes.byref(prog), text, name.encode(), 0, None, None) == 0
+    options = [o.encode() for o in kernel_source.NVRTC_OPTIONS] + [b"--gpu-architecture=sm_90"]
+    try:
+        rc = lib.nvrtcCompileProgram(prog, len(options), (ctypes.c_char_p * len(options))(*options))
+        size = ctypes.c_size_t()
+        lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+        log = ctypes.create_string_buffer(size.value)
+        lib.nvrtcGetProgramLog(prog, log)
+        assert rc == 0, log.value.decode(errors="replace")
+        lib.nvrtcGetCUBINSize(prog, ctypes.byref(size))
+        cubin = ctypes.create_string_buffer(size.value)
+        assert lib.nvrtcGetCUBIN(prog, cubin) == 0
+        assert cubin.raw[:4] == b"\x7fELF" and cubin.raw.count(b".text.") >= kernels
+    finally:
+        lib.nvrtcDestroyProgram(ctypes.byref(prog))
+

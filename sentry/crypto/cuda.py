@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pathlib import Path
-
 import cupy as cp
 import numpy as np
 
-KERNELS = Path(__file__).resolve().parents[2] / "kernels"
+from sentry.hashing.kernel_source import NVRTC_OPTIONS, source
+
 THREADS = 128  # per block; each block also holds the 33 KB table in shared memory
 TABLE_BYTES = 65 * 8 * 64
 _modules: dict[int, tuple[cp.RawModule, cp.ndarray]] = {}
@@ -30,8 +29,9 @@ def _module() -> tuple[cp.RawModule, cp.ndarray]:
     """The compiled kernels and the fixed-base table, once per device."""
     device = cp.cuda.Device().id
     if device not in _modules:
-        source = (KERNELS / "ecdsa.cu").read_text()
-        module = cp.RawModule(code=source, options=("-std=c++17", f"-I{KERNELS}"))
+        # One text with the headers inlined, found in a checkout or an installed wheel alike;
+        # CuPy's cache is keyed by it, so an edited header is never served a stale binary.
+        module = cp.RawModule(code=source("ecdsa.cu"), options=NVRTC_OPTIONS)
         table = cp.empty(TABLE_BYTES, dtype=cp.uint8)
         module.get_function("p256_build_table")((1,), (65,), (table,))
         _modules[device] = (module, table)

@@ -66,9 +66,9 @@ def available() -> bool:
 def _module():
     import cupy
 
-    from .kernel_source import source
+    from .kernel_source import NVRTC_OPTIONS, source
 
-    return cupy.RawModule(code=source("merkle.cu"), options=("-std=c++17",))
+    return cupy.RawModule(code=source("merkle.cu"), options=NVRTC_OPTIONS)
 
 
 class _StreamRef:

@@ -17,6 +17,8 @@ _HERE = Path(__file__).resolve().parent
 _DIRS = (_HERE / "kernels", _HERE.parents[1] / "kernels")
 _INCLUDE = re.compile(r'^#include "([\w.]+)"\s*$', re.M)
 _ONCE = re.compile(r"^#pragma once\s*$", re.M)
+# What every kernel is compiled with at run time (CuPy adds the GPU's architecture).
+NVRTC_OPTIONS = ("-std=c++17",)
 
 
 def kernel_dir() -> Path:
