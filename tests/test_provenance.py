@@ -194,6 +194,12 @@ def test_a_provenance_file_given_with_another_key_is_refused(sources, assembled)
                               provenance={sources["base"] / "lab-a.provenance.jsonl": sources["lab-b"][1]})
 
 
+def test_a_missing_provenance_file_is_an_input_error(sources, tmp_path):
+    with pytest.raises(SentryError, match="per-sample provenance: .*nope.provenance.jsonl does not exist") as exc:
+        sentry.load_provenance({tmp_path / "nope.provenance.jsonl": sources["lab-a"][1]})
+    assert not isinstance(exc.value, VerificationError)
+
+
 def test_a_sample_vouched_for_by_two_sources_is_refused(sources, tmp_path):
     copy = tmp_path / "again.provenance.jsonl"
     shutil.copy(sources["base"] / "lab-a.provenance.jsonl", copy)

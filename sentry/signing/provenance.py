@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import SentryError, VerificationError
-from ..manifest.sidecar import record_name, split_lines
+from ..manifest.sidecar import read_lines, record_name
 
 PROVENANCE_TYPE = "https://github.com/sentry-artifacts/sentry/sample-provenance/v1"
 SUFFIX = ".provenance.jsonl"
@@ -109,19 +109,23 @@ class Source:
     path: Path
 
 
-def parse(data: bytes, where: str) -> tuple[str, int, list]:
-    """(key hint, leaf size, [(name, size, root, signature)]) from a provenance file's bytes;
-    VerificationError naming ``where`` and the line on anything but what signing writes."""
-    lines = split_lines(data, where)
+def parse(lines, where: str) -> tuple[str, int, object]:
+    """(key hint, leaf size, records) of a provenance file's lines (without their newlines): the
+    header is checked at once, the records — ``(name, size, root, signature)`` — as they are
+    iterated; VerificationError naming ``where`` and the line on anything but what signing writes."""
+    lines = iter(lines)
     head = _HEADER.fullmatch(next(lines, b""))
     if head is None:
         raise VerificationError(f"{where} is empty or does not start with a Sentry provenance header")
-    records, name = [], None
-    for n, line in enumerate(lines, 2):
-        m = _RECORD.fullmatch(line)
-        name = record_name(m and m.group(1), name, f"{where} line {n}", "provenance record")
-        records.append((name, int(m.group(4)), bytes.fromhex(m.group(2).decode()), bytes.fromhex(m.group(3).decode())))
-    return head.group(1).decode(), int(head.group(2)), records
+
+    def records():
+        name = None
+        for n, line in enumerate(lines, 2):
+            m = _RECORD.fullmatch(line)
+            name = record_name(m and m.group(1), name, f"{where} line {n}", "provenance record")
+            yield name, int(m.group(4)), bytes.fromhex(m.group(2).decode()), bytes.fromhex(m.group(3).decode())
+
+    return head.group(1).decode(), int(head.group(2)), records()
 
 
 class Provenance:
@@ -149,27 +153,26 @@ class Provenance:
             public_key = key if isinstance(key, ec.EllipticCurvePublicKey) else load_public_key(key)
             if not isinstance(public_key.curve, ec.SECP256R1):
                 raise SentryError(f"the key for {path} is not a P-256 key; sample signatures are ECDSA P-256")
-            path = Path(path)
+            path, where = Path(path), f"provenance file {path}"
             try:
-                with FileSource(path, follow_symlinks=True) as src:
-                    data = src.read(0, src.size)
+                src = FileSource(path, follow_symlinks=True)
             except SentryError as exc:
-                raise SentryError(f"cannot read the provenance file: {exc}") from None
-            hint, size, records = parse(data, f"provenance file {path}")
-            del data
+                raise SentryError(f"per-sample provenance: {exc}") from None
             sec1 = public_key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
             source = Source(source_name(path), sec1, path)
-            if hint != public_key_hint(public_key):
-                raise VerificationError(f"{path} was signed with another key than the one given for source {source.name}")
-            if leaf_size is not None and size != leaf_size:
-                raise SentryError(f"{path} hashes samples with {size}-byte leaves, the other sources with {leaf_size}")
-            leaf_size = size
-            for name, sample_size, root, signature in records:
-                other = vouches.get(name)
-                if other is not None:
-                    raise VerificationError(f"sample {name[:80]!r} is vouched for by two sources, "
-                                            f"{sources[other.source].name} and {source.name}")
-                vouches[name] = Vouch(index, sample_size, root, signature)
+            with src:  # read a block at a time: the file is never held beside its records
+                hint, size, records = parse(read_lines(src, where), where)
+                if hint != public_key_hint(public_key):
+                    raise VerificationError(f"{path} was signed with another key than the one given for source {source.name}")
+                if leaf_size is not None and size != leaf_size:
+                    raise SentryError(f"{path} hashes samples with {size}-byte leaves, the other sources with {leaf_size}")
+                leaf_size = size
+                for name, sample_size, root, signature in records:
+                    other = vouches.get(name)
+                    if other is not None:
+                        raise VerificationError(f"sample {name[:80]!r} is vouched for by two sources, "
+                                                f"{sources[other.source].name} and {source.name}")
+                    vouches[name] = Vouch(index, sample_size, root, signature)
             sources.append(source)
         return cls(sources, leaf_size, vouches)
 
