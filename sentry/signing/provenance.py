@@ -23,13 +23,18 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
 from ..errors import SentryError, VerificationError
+from ..io.posix import FileSource
 from ..manifest.sidecar import read_lines, record_name
+from .keys import load_public_key, public_key_hint
 
 PROVENANCE_TYPE = "https://github.com/sentry-artifacts/sentry/sample-provenance/v1"
 SUFFIX = ".provenance.jsonl"
 DOMAIN = b"sentry sample provenance v1\x00"
-SIGN_BATCH = 1 << 14  # samples per batch_sign call: bounds the digests and signatures held at once
+BATCH = 1 << 14  # samples per batch_sign / batch_verify call: bounds what is held at once
 
 _HEADER = re.compile(rb'\{"key":"([0-9a-f]{64})","leaf_size":([1-9][0-9]{0,9}),"type":"' +
                      re.escape(PROVENANCE_TYPE.encode()) + rb'"\}')
@@ -72,7 +77,7 @@ def record_line(name: str, size: int, root: bytes, signature: bytes) -> bytes:
 
 
 def sign_lines(private_key, items, leaf_size: int, *, prefix: str = "", device: str = "auto"):
-    """Record lines (with their newline) for sample items (sorted by name), signed ``SIGN_BATCH``
+    """Record lines (with their newline) for sample items (sorted by name), signed ``BATCH``
     at a time, as the items come."""
     from ..crypto import batch_sign
 
@@ -86,7 +91,7 @@ def sign_lines(private_key, items, leaf_size: int, *, prefix: str = "", device: 
 
     for item in items:
         batch.append(item)
-        if len(batch) == SIGN_BATCH:
+        if len(batch) == BATCH:
             yield from flush()
     if batch:
         yield from flush()
@@ -140,11 +145,6 @@ class Provenance:
     def load(cls, pairs) -> "Provenance":
         """From ``(provenance file, public key)`` pairs; a key is a PEM path or a `cryptography`
         P-256 public key. A sample vouched for by two sources is refused: attribution must be one."""
-        from ..io.posix import FileSource
-        from ..signing.keys import load_public_key, public_key_hint
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-
         pairs = list(pairs)
         if not pairs:
             raise SentryError("per-sample provenance needs at least one source: a provenance file and its public key")
@@ -214,7 +214,7 @@ class Provenance:
         return reasons
 
     def checked(self, items, failures: dict, device: str = "auto"):
-        """``items`` as they come, checked ``SIGN_BATCH`` at a time: each failure's reason goes
+        """``items`` as they come, checked ``BATCH`` at a time: each failure's reason goes
         into ``failures`` by sample name (for :meth:`attribute`)."""
         batch: list = []
 
@@ -226,7 +226,7 @@ class Provenance:
 
         for item in items:
             batch.append(item)
-            if len(batch) == SIGN_BATCH:
+            if len(batch) == BATCH:
                 flush()
             yield item
         flush()
