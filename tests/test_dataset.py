@@ -7,6 +7,7 @@ import pytest
 
 import sentry
 from sentry import SentryError, VerificationError
+from sentry.hashing.merkle import StreamRoot
 from sentry.manifest import sidecar
 from sentry.manifest.dataset import DatasetClaim
 from sentry.manifest.item import SAMPLE, Item
@@ -332,7 +333,7 @@ def test_sample_record_fast_path_writes_what_json_dumps_writes(name):
     assert it.record() == json.dumps(it.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
     token = json.dumps(name).encode()
     assert sidecar.json_string(token) == name
-    assert sidecar.parse(it.record() + b"\n", "s")[0] == [it]
+    assert list(sidecar.records([it.record()], "s", StreamRoot())) == [it]
 
 
 @pytest.mark.parametrize("token", [b'"a\\u0041"', b'"\\/"', b'"\xc3\xa9"', b'"\x7f"', b'"tab\there"', b'"x"y"'])

@@ -75,7 +75,8 @@ class DatasetHasher:
 
     def check(self, names, buffers) -> list[Item | None]:
         """Hash a batch's raw sample bytes and check each: its verified item, or None if dropped."""
-        items = [Item(SAMPLE, n, size, root) for n, (size, root) in zip(names, hash_batch(buffers, self.signed.params, self.device))]
+        digests = hash_batch(buffers, self.signed.params, self.device)
+        items = [Item(SAMPLE, name, size, root) for name, (size, root) in zip(names, digests)]
         whys = [self.signed.check(item) for item in items]
         if self.provenance is not None:
             signed_by = self.provenance.check(items, self.signature_device)

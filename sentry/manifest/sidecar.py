@@ -2,7 +2,7 @@
 
 Its root is the manifest root of docs/spec.md §2 over those records, so a bundle signs a dataset of
 any size with one digest. The sidecar itself is untrusted until its root matches the signed one;
-:func:`parse` refuses anything but the exact bytes signing writes (docs/spec.md §6).
+:func:`records` refuses anything but the exact bytes signing writes (docs/spec.md §6).
 """
 from __future__ import annotations
 
@@ -69,13 +69,9 @@ def json_string(token: bytes):
     return value if json.dumps(value).encode() == token else None
 
 
-def split_lines(data: bytes, where: str):
-    """The lines of sidecar bytes, without their newlines; the last one must end with one.
-
-    One at a time rather than data.split(): a list of every line would outlive the parse, and at
-    millions of samples cost more than the items themselves."""
-    if data and not data.endswith(b"\n"):
-        raise _truncated(where)
+def _split_lines(data: bytes):
+    """The lines of whole lines' bytes, without their newlines, one at a time rather than a list
+    (data.split()) of every line of a block."""
     start = 0
     while start < len(data):
         end = data.index(b"\n", start)
@@ -95,15 +91,11 @@ def read_lines(src, where: str):
         offset += len(block)
         data = rest + block
         cut = data.rfind(b"\n") + 1
-        yield from split_lines(data[:cut], where)
+        yield from _split_lines(data[:cut])
         rest = data[cut:]
     if rest:
-        raise _truncated(where)
+        raise VerificationError(f"{where} does not end with a newline; it is truncated")
     src.check_unchanged()
-
-
-def _truncated(where: str) -> VerificationError:
-    return VerificationError(f"{where} does not end with a newline; it is truncated")
 
 
 def records(lines, where: str, stream: StreamRoot):
@@ -132,9 +124,3 @@ def record_name(token: bytes | None, previous: str | None, where: str, what: str
         raise VerificationError(f"{where} {order} ({name[:80]!r})")
     return name
 
-
-def parse(data: bytes, where: str) -> tuple[list[Item], bytes]:
-    """Sample items from sidecar bytes, and their records root (see :func:`records`)."""
-    stream = StreamRoot()
-    items = list(records(split_lines(data, where), where, stream))
-    return items, stream.root()  # records_root of the lines
