@@ -52,6 +52,18 @@ def _signature_path(artifact, signature) -> Path:
     raise SentryError("a model in memory has no default signature path: pass signature=PATH")
 
 
+def _check_outputs(outputs, artifact, key, key_files, force) -> None:
+    """Before any hashing: refuse outputs that would overwrite the key, ``key_files``, the artifact
+    or a file that is not an earlier output (without ``force``); see signing/outputs.py."""
+    from .signing.outputs import check_outputs
+
+    keep = dict(key_files) if isinstance(key_files, dict) else dict.fromkeys(key_files, "a key file given to sign with")
+    key = _setting("key", key)
+    if _is_path(key):
+        keep[key] = "the signing key"
+    check_outputs(outputs, artifact=artifact if _is_path(artifact) else None, keep=keep, force=force)
+
+
 def hash_artifact(artifact, *, artifact_type="model", leaf_size=None, ignore=(), allow_symlinks=False,
                   exclude=(), strict=True, strip_prefix="", add_prefix="", device=None, progress=None,
                   params: HashParams | None = None) -> Manifest:
@@ -109,13 +121,16 @@ def verifier_for(public_key):
     return KeyVerifier(load_public_key(public_key) if _is_path(public_key) else public_key)
 
 
-def _sign(artifact, artifact_type, key, signature, password, format="sentry", **hash_options) -> Path:
+def _sign(artifact, artifact_type, key, signature, password, format="sentry", *, key_files=(), force=False,
+          **hash_options) -> Path:
     from .signing import make_statement, write_bundle
+    from .signing.outputs import SIGNATURE
 
     if format not in FORMATS:
         raise SentryError(f"unknown signature format {format!r}: use one of {', '.join(FORMATS)}")
     signer = _signer(key, password)  # load the key first: a bad key should not cost a full hash
     sig_path = _signature_path(artifact, signature)
+    _check_outputs([(SIGNATURE, sig_path)], artifact, key, key_files, force)
     name = Path(os.path.abspath(artifact)).name if _is_path(artifact) else type(artifact).__name__
     if format == "oms":
         payload = _oms_statement(artifact, artifact_type, sig_path, name, **hash_options)
@@ -225,15 +240,19 @@ def _verdict(report: Report) -> Report:
 
 def sign_model(model_or_path, key=None, signature=None, *, password=None, format="sentry", ignore=(),
                allow_symlinks=False, leaf_size=None, strip_prefix="", add_prefix="", device=None,
-               progress=None) -> Path:
+               progress=None, force=False, key_files=()) -> Path:
     """Hash a model directory, checkpoint file or in-memory model and write a signature bundle.
 
     ``key`` is a private key (path or object) or a Signer (``CertificateSigner``,
     ``SigstoreSigner``). ``format="oms"`` writes what model_signing writes and verifies (a path
-    only). Returns the signature path (default: beside the artifact, ``PATH.sig``)."""
+    only). Returns the signature path (default: beside the artifact, ``PATH.sig``).
+
+    The signature never replaces the key file, ``key_files`` (paths, or path -> what it is: the
+    files behind a Signer), the artifact or a file inside it; an existing file that is not a
+    signature bundle only with ``force=True`` (docs/spec.md §8)."""
     return _sign(model_or_path, "model", key, signature, password, format, leaf_size=leaf_size, ignore=ignore,
                  allow_symlinks=allow_symlinks, strip_prefix=strip_prefix, add_prefix=add_prefix,
-                 device=device, progress=progress)
+                 device=device, progress=progress, key_files=key_files, force=force)
 
 
 def verify_model(model_or_path, public_key=None, signature=None, *, ignore=(), allow_symlinks=False,
@@ -250,21 +269,24 @@ def verify_model(model_or_path, public_key=None, signature=None, *, ignore=(), a
 
 
 def sign_dataset(path, key=None, signature=None, *, sidecar=None, password=None, ignore=(), allow_symlinks=False,
-                 leaf_size=None, device=None, progress=None) -> Path:
+                 leaf_size=None, device=None, progress=None, force=False, key_files=()) -> Path:
     """Sign a dataset directory: every file is a sample, listed in a sidecar (default beside the
     signature: ``train.sig`` + ``train.samples.jsonl``) whose records root the signature covers.
 
-    Returns the signature path."""
+    Returns the signature path. ``force`` and ``key_files`` as for :func:`sign_model` (the sidecar
+    may replace an earlier sample list)."""
     from .manifest import dataset
     from .manifest import sidecar as records
     from .signing import make_statement, write_bundle
     from .signing._files import write_atomic
+    from .signing.outputs import SIDECAR, SIGNATURE
 
     if not _is_path(path):
         raise SentryError("a dataset is given as a directory path")
     signer = _signer(key, password)
     sig_path = _signature_path(path, signature)
     side_path = Path(sidecar) if sidecar is not None else dataset.default_sidecar_path(sig_path)
+    _check_outputs([(SIGNATURE, sig_path), (SIDECAR, side_path)], path, key, key_files, force)
     leaf_size = _setting("leaf_size", leaf_size)
     params = HashParams() if leaf_size is None else HashParams(leaf_size=leaf_size)
     samples = dataset.iter_samples(path, params, ignore=ignore, allow_symlinks=allow_symlinks,
@@ -360,16 +382,18 @@ def verify_dataset(path_or_root, public_key=None, signature=None, *, sidecar=Non
 
 
 def sign_samples(path, key=None, output=None, *, prefix="", password=None, ignore=(), allow_symlinks=False,
-                 leaf_size=None, device=None, progress=None) -> Path:
+                 leaf_size=None, device=None, progress=None, force=False, key_files=()) -> Path:
     """Per-sample provenance, at one of a dataset's sources: sign the root of every sample under
     ``path`` (batch ECDSA P-256, one call per 16k samples) into a provenance file, by default
     ``PATH.provenance.jsonl`` beside the directory. ``prefix`` (a directory path ending in ``/``)
-    goes before every name: where these samples sit in the assembled dataset. Returns the path."""
+    goes before every name: where these samples sit in the assembled dataset. Returns the path.
+    ``force`` and ``key_files`` as for :func:`sign_model` (it may replace an earlier provenance file)."""
     from .manifest import dataset
     from .manifest.sidecar import is_plain_name
     from .signing import keys
     from .signing import provenance as prov
     from .signing._files import write_atomic
+    from .signing.outputs import PROVENANCE
 
     if not _is_path(path):
         raise SentryError("a dataset's samples are given as a directory path")
@@ -377,6 +401,7 @@ def sign_samples(path, key=None, output=None, *, prefix="", password=None, ignor
         raise SentryError(f"prefix {prefix!r} must be a relative directory path ending in '/', such as 'lab-a/'")
     private_key = keys.check_signing_key(_private_key(key, password))
     out = Path(output) if output is not None else prov.default_path(path)
+    _check_outputs([(PROVENANCE, out)], path, key, key_files, force)
     leaf_size = _setting("leaf_size", leaf_size)
     params = HashParams() if leaf_size is None else HashParams(leaf_size=leaf_size)
     device = _setting("device", device) or "auto"

@@ -30,6 +30,16 @@ examples:
 EXIT_CODES = "exit codes: 0 success, 1 verification failed, 2 usage or input error."
 
 
+def _never_over(earlier: str) -> str:
+    """The help for an output option: what it may replace (docs/spec.md §8)."""
+    return (f"never over a key file, the artifact, or a file inside it that is not {earlier}; over another "
+            f"existing file that is not {earlier} only with --force")
+
+
+FORCE_HELP = ("replace an existing file that is not an earlier output of the same kind (never the key, "
+              "certificate or password files, the artifact, or a file inside it)")
+
+
 def _hashing_options(p: argparse.ArgumentParser, *, leaf_size: bool) -> None:
     p.add_argument("path", help="model directory, checkpoint file (.safetensors: per tensor too) or dataset directory")
     p.add_argument("--ignore", action="append", default=[], metavar="PATTERN",
@@ -47,7 +57,8 @@ def _hashing_options(p: argparse.ArgumentParser, *, leaf_size: bool) -> None:
 
 def _dataset_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sidecar", metavar="FILE",
-                   help="with --dataset: the sample list (default: beside the signature, SIG's name with .samples.jsonl)")
+                   help="with --dataset: the sample list (default: beside the signature, SIG's name with .samples.jsonl); "
+                        f"when signing: not SIG, and {_never_over('an earlier sample list')}")
 
 
 def _dataset_args(args) -> dict:
@@ -107,7 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("sentry", "oms"), default="sentry",
                    help="sentry (default: Merkle roots, per tensor too) or oms (model_signing's format, "
                         "SHA-256 per file, which `model_signing verify` accepts)")
-    p.add_argument("--signature", metavar="SIG", help="where to write the bundle (default: PATH.sig beside PATH)")
+    p.add_argument("--signature", metavar="SIG",
+                   help=f"where to write the bundle (default: PATH.sig beside PATH); {_never_over('an earlier bundle')}")
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.add_argument("--dataset", action="store_true",
                    help="sign PATH as a dataset: its samples go to a sidecar that the signature covers")
     _dataset_options(p)
@@ -150,7 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix", default="", metavar="DIR/",
                    help="put DIR/ before every sample name: where these samples sit in the assembled dataset")
     p.add_argument("-o", "--output", metavar="FILE",
-                   help="the provenance file to write (default: DIR.provenance.jsonl beside DIR)")
+                   help=f"the provenance file to write (default: DIR.provenance.jsonl beside DIR); "
+                        f"{_never_over('an earlier provenance file')}")
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.add_argument("--ignore", action="append", default=[], metavar="PATTERN",
                    help="leave out paths matching PATTERN (glob; without '/', matches any path component); repeatable")
     p.add_argument("--allow-symlinks", action="store_true",
@@ -278,6 +293,17 @@ def _verifier_for(args):
     return SigstoreVerifier(args.identity, args.issuer, trust_config=args.trust_config, staging=args.staging)
 
 
+def _key_files(args) -> dict:
+    """The files signing reads its key, identity or password from: never written over."""
+    files = {path: "a certificate chain file" for path in getattr(args, "certificate_chain", ())}
+    for path, what in ((getattr(args, "certificate", None), "the signing certificate"),
+                       (getattr(args, "trust_config", None), "the trust config"),
+                       (args.password_file, "the password file"), (args.key, "the signing key")):
+        if path:
+            files[path] = what
+    return files
+
+
 def cmd_sign(args) -> int:
     from .api import sign_dataset, sign_model
 
@@ -288,7 +314,8 @@ def cmd_sign(args) -> int:
     sign = sign_dataset if args.dataset else sign_model
     with _progress(args) as bar:
         sig = sign(args.path, key=signer, signature=args.signature, ignore=args.ignore, allow_symlinks=args.allow_symlinks,
-                   leaf_size=args.leaf_size, device=args.device, progress=bar, **options, **_dataset_args(args))
+                   leaf_size=args.leaf_size, device=args.device, progress=bar, force=args.force,
+                   key_files=_key_files(args), **options, **_dataset_args(args))
     if args.dataset:
         from .manifest.dataset import default_sidecar_path
 
@@ -345,7 +372,7 @@ def cmd_sign_samples(args) -> int:
     with _progress(args) as bar:
         out = sign_samples(args.path, key, args.output, prefix=args.prefix, ignore=args.ignore,
                            allow_symlinks=args.allow_symlinks, leaf_size=args.leaf_size, device=args.device,
-                           progress=bar)
+                           progress=bar, force=args.force, key_files=_key_files(args))
     print(f"signed the samples of {args.path} -> {out}")
     return 0
 
