@@ -228,6 +228,8 @@ def test_the_api_applies_the_same_rules_before_hashing(work, monkeypatch):
         (sentry.sign_model, ("m",), {"key": load_private_key("k.pem"), "signature": "k.pub.pem",
                                      "key_files": ["k.pub.pem"], "force": True}, "a key file given to sign with"),
         (sentry.sign_model, ("m",), {"key": "k.pem", "signature": "k.pub.pem"}, "add --force"),
+        (sentry.sign_model, ("m",), {"key": "k.pem", "signature": "no/such/dir/m.sig"},
+         "its directory does not exist"),
         (sentry.sign_dataset, ("d",), {"key": "k.pem", "sidecar": "d.sig"}, "the signature goes there"),
         (sentry.sign_dataset, ("d",), {"key": "k.pem", "sidecar": "d/cat/1.png", "force": True}, "inside"),
         (sentry.sign_samples, ("d",), {"key": "k.pem", "output": "d/cat/3.png", "force": True}, "inside"),
@@ -265,3 +267,11 @@ def test_keygen_replaces_an_existing_file_only_with_force(work, sentry_cli):
     code, err = sentry_cli("keygen", "new.pem", "--public-key", "m/weights.bin")
     assert code == 2 and "m/weights.bin already exists; refusing to overwrite it" in err
     assert snapshot(work) == before
+
+
+def test_a_file_reached_through_a_linked_directory_of_the_artifact_is_inside_it(work, sentry_cli):
+    (work / "elsewhere").mkdir()
+    (work / "elsewhere" / "data.bin").write_bytes(b"data")
+    os.symlink("../elsewhere", work / "m" / "linked")  # hashed as m/linked/data.bin with --allow-symlinks
+    refused(sentry_cli, work, "sign", "m", "--key", "k.pem", "--allow-symlinks", "--signature",
+            "m/linked/data.bin", "--force", gist="inside the artifact")

@@ -26,19 +26,22 @@ _HEAD_BYTES = 1 << 16  # holds a sample list's first record or a provenance head
 def check_outputs(outputs, *, artifact=None, keep=None, force: bool = False) -> None:
     """SentryError (one sentence) unless every ``(kind, path)`` of ``outputs`` may be written.
 
-    Never: over a file of ``keep`` (path -> what it is, e.g. ``"the signing key"``), over the
-    ``artifact`` (a path; None for a model in memory), over a directory or anything but a regular
-    file, over another of ``outputs``, or over an existing file inside the artifact directory that
-    is not an earlier output of its kind. Over any other existing file that is not an earlier
-    output of its kind (a bundle for a signature...), only with ``force``."""
+    Never: into a missing directory, over a file of ``keep`` (path -> what it is, e.g. ``"the
+    signing key"``), over the ``artifact`` (a path; None for a model in memory), over another of
+    ``outputs``, over a directory or anything but a regular file, or over an existing file inside
+    the artifact directory that is not an earlier output of its kind. Over any other existing file
+    that is not an earlier output of its kind (a bundle for a signature...), only with ``force``."""
     root = os.path.realpath(artifact) if artifact is not None else None
     taken: list[tuple[str, str]] = []
     for kind, path in outputs:
         path = os.fspath(path)
         places = _places(path)
+
         def refuse(why: str) -> SentryError:
             return SentryError(f"refusing to write {kind} to {path}: {why}")
 
+        if not os.path.isdir(os.path.dirname(places[0])):
+            raise refuse("its directory does not exist")
         for kept, what in (keep or {}).items():
             if _same(path, places, kept):
                 raise refuse(f"it is {what}")
@@ -51,7 +54,9 @@ def check_outputs(outputs, *, artifact=None, keep=None, force: bool = False) -> 
         if st is not None and not stat.S_ISREG(st.st_mode):
             raise refuse("it is a directory" if stat.S_ISDIR(st.st_mode) else "it is not a regular file")
         earlier = st is not None and _is_earlier(kind, path, st.st_size)
-        inside = root is not None and os.path.isdir(root) and any(_under(p, root) for p in places)
+        # Resolved, or as the walk sees it (through a directory link that --allow-symlinks follows).
+        inside = root is not None and os.path.isdir(root) and (
+            any(_under(p, root) for p in places) or _under(os.path.abspath(path), os.path.abspath(artifact)))
         if exists and inside and not (earlier and st.st_size):  # an empty file there may be a sample
             raise refuse(f"it is a file inside the artifact being signed, not {_EARLIER[kind]}")
         if exists and not earlier and not force:
