@@ -275,3 +275,14 @@ def test_a_file_reached_through_a_linked_directory_of_the_artifact_is_inside_it(
     os.symlink("../elsewhere", work / "m" / "linked")  # hashed as m/linked/data.bin with --allow-symlinks
     refused(sentry_cli, work, "sign", "m", "--key", "k.pem", "--allow-symlinks", "--signature",
             "m/linked/data.bin", "--force", gist="inside the artifact")
+
+
+@pytest.mark.parametrize("target", ["directory", "fifo"])
+def test_keygen_force_never_loses_the_old_key_to_a_public_key_it_cannot_write(work, sentry_cli, target):
+    # The private key used to be renamed into place first, then removed when the public key's
+    # rename failed: `keygen k.pem --public-key m --force` left no key at all.
+    if target == "fifo":
+        os.mkfifo(work / "pub")
+    public = {"directory": "m", "fifo": "pub"}[target]
+    refused(sentry_cli, work, "keygen", "k.pem", "--public-key", public, "--force",
+            gist=f"refusing to write the public key to {public}: it is")

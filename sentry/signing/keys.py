@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from sentry.errors import SentryError
-from sentry.signing import _files
+from sentry.signing import _files, outputs
 
 PASSWORD_ENV = "SENTRY_KEY_PASSWORD"
 MAX_KEY_FILE_BYTES = 1 << 20
@@ -125,6 +125,9 @@ def write_keypair(
         raise SentryError("the private and public key paths must differ")
     if password is not None and not password:
         raise SentryError("the key password is empty")
+    for what, path in (("the private key", private_path), ("the public key", public_path)):
+        # Before either is written: a failed second rename must not cost an existing private key.
+        outputs.replaceable(what, path)
     if not overwrite:
         for path in (private_path, public_path):
             if os.path.lexists(path):

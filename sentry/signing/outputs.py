@@ -50,9 +50,7 @@ def check_outputs(outputs, *, artifact=None, keep=None, force: bool = False) -> 
         for other_kind, other in taken:
             if _same(path, places, other):
                 raise refuse(f"{other_kind} goes there")
-        exists, st = _stat(path)
-        if st is not None and not stat.S_ISREG(st.st_mode):
-            raise refuse("it is a directory" if stat.S_ISDIR(st.st_mode) else "it is not a regular file")
+        exists, st = replaceable(kind, path)
         earlier = st is not None and _is_earlier(kind, path, st.st_size)
         # Resolved, or as the walk sees it (through a directory link that --allow-symlinks follows).
         inside = root is not None and os.path.isdir(root) and (
@@ -85,14 +83,19 @@ def _under(place: str, root: str) -> bool:
     return place.startswith(root.rstrip(os.sep) + os.sep)
 
 
-def _stat(path: str):
-    """(whether anything is at ``path``, its stat following links or None: a dangling link)."""
+def replaceable(what: str, path) -> tuple:
+    """(whether anything is at ``path``, its stat following links or None: a dangling link);
+    SentryError if it is a directory or anything but a regular file, which no output replaces."""
     try:
-        return True, os.stat(path)
+        st = os.stat(path)
     except FileNotFoundError:
         return os.path.lexists(path), None
     except OSError:  # a link loop, a directory we may not search: something is there
         return True, None
+    if not stat.S_ISREG(st.st_mode):
+        why = "it is a directory" if stat.S_ISDIR(st.st_mode) else "it is not a regular file"
+        raise SentryError(f"refusing to write {what} to {path}: {why}")
+    return True, st
 
 
 def _is_earlier(kind: str, path: str, size: int) -> bool:
