@@ -308,8 +308,8 @@ def cmd_verify(args) -> int:
     from .api import verify_dataset, verify_model
 
     if args.dataset and args.allow_uncovered:
-        raise SentryError("--allow-uncovered is for a model verified against a signature of a model in memory: "
-                          "drop --dataset")
+        raise SentryError("--allow-uncovered is for models (every file of a dataset is a sample): "
+                          "leave it out or drop --dataset")
     verify = verify_dataset if args.dataset else verify_model
     model_options = {} if args.dataset else {"allow_uncovered": args.allow_uncovered}
     verifier = _verifier_for(args)
