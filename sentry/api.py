@@ -183,44 +183,91 @@ def signed_manifest(statement, signature: Path) -> Manifest:
     return manifest
 
 
-def _check_signed_type(signature: Path, statement, artifact_type: str) -> None:
+def _check_signed_type(signature: Path, statement, artifact_type: str | None) -> str | None:
     """Before the predicate is parsed: a Sentry signature, and of a model for a model, of a dataset
-    for a dataset (their predicates differ, so a mix-up would otherwise read as a corrupt one)."""
+    for a dataset (their predicates differ, so a mix-up would otherwise read as a corrupt one).
+    Returns the signed type; ``artifact_type`` None accepts either (an audit)."""
     from .signing import PREDICATE_TYPE
 
     if statement.predicate_type != PREDICATE_TYPE:
         raise VerificationError(f"{signature} is not a Sentry signature (predicate {statement.predicate_type!r})")
     artifact = statement.predicate.get("artifact")
     signed_type = artifact.get("type") if isinstance(artifact, dict) else None
-    if signed_type in ("model", "dataset") and signed_type != artifact_type:
-        raise VerificationError(f"{signature} signs a {signed_type}, not a {artifact_type}")
+    if artifact_type is not None and signed_type in ("model", "dataset") and signed_type != artifact_type:
+        _wrong_kind(signature, signed_type)
+    return signed_type
 
 
-def _verify(artifact, artifact_type, public_key, signature, *, ignore=(), allow_symlinks=False,
-            allow_missing=(), strip_prefix="", add_prefix="", device=None, progress=None) -> Report:
+def _wrong_kind(signature: Path, signed_type: str):
+    """A signature used for the other kind of artifact: a usage error that says how to verify it."""
+    if signed_type == "dataset":
+        raise SentryError(f"{signature} signs a dataset, not a model: add --dataset (verify_dataset in Python)")
+    raise SentryError(f"{signature} signs a {signed_type}, not a dataset: drop --dataset (verify_model in Python)")
+
+
+def signed_claim(statement, signature: Path, artifact_type: str | None = None):
+    """What a verified statement signs, chosen by its predicate type and checked against the
+    signed digest: an ``OmsManifest`` (model_signing), a :class:`Manifest` (a Sentry model) or a
+    ``DatasetClaim`` (a Sentry dataset, whose sidecar is not read yet). ``artifact_type``
+    ("model" or "dataset"): what the caller verifies; None accepts any (an audit)."""
     from .manifest import oms
+    from .manifest.dataset import DatasetClaim
 
+    if statement.predicate_type == oms.PREDICATE_TYPE:
+        if artifact_type == "dataset":
+            _wrong_kind(signature, "model_signing model")
+        return oms.OmsManifest.from_statement(statement.digest_hex, statement.predicate)
+    if _check_signed_type(signature, statement, artifact_type) != "dataset":
+        return signed_manifest(statement, signature)
+    claim = DatasetClaim.from_predicate(statement.predicate)
+    if claim.root.hex() != statement.digest_hex:
+        raise VerificationError(f"{signature}: the signed sidecar root does not match the signed digest")
+    return claim
+
+
+def _require_artifact(artifact) -> None:
+    """A path that is not there: said first, before its signature (also missing then) is looked for."""
+    if _is_path(artifact) and not os.path.lexists(artifact):
+        raise SentryError(f"{artifact} does not exist")
+
+
+def _verify(artifact, artifact_type, public_key, signature, **options) -> Report:
+    _require_artifact(artifact)
+    sig_path, signed = _read_claim(artifact, public_key, signature, artifact_type)
+    return check_signed(artifact, signed, sig_path, **options)
+
+
+def _read_claim(artifact, public_key, signature, artifact_type: str) -> tuple:
+    """(signature path, its checked claim: :func:`signed_claim`); nothing is hashed yet."""
     verifier = verifier_for(public_key)
     sig_path = _signature_path(artifact, signature)
     if not sig_path.exists():
         raise SentryError(f"signature {sig_path} does not exist")
-    statement = read_signed_statement(sig_path, verifier)
-    if statement.predicate_type == oms.PREDICATE_TYPE:
-        if not _is_path(artifact) or artifact_type != "model":
-            raise VerificationError(f"{sig_path} is a model_signing signature: it verifies a model directory or file")
-        signed = oms.OmsManifest.from_statement(statement.digest_hex, statement.predicate)
-        report = oms.verify_model(signed, artifact, patterns=ignore, allow_symlinks=allow_symlinks,
-                                  exclude=[sig_path], progress=_setting("progress", progress))
-        return _verdict(report)
-    _check_signed_type(sig_path, statement, artifact_type)
-    signed = signed_manifest(statement, sig_path)
-    return check_artifact(artifact, signed, sig_path, ignore=ignore, allow_symlinks=allow_symlinks,
-                          allow_missing=allow_missing, strip_prefix=strip_prefix, add_prefix=add_prefix,
-                          device=device, progress=progress)
+    return sig_path, signed_claim(read_signed_statement(sig_path, verifier), sig_path, artifact_type)
+
+
+def check_signed(artifact, signed, sig_path: Path, *, ignore=(), allow_symlinks=False, device=None, progress=None,
+                 **options) -> Report:
+    """Check ``artifact`` against what a verified signature signs (:func:`signed_claim`'s result),
+    the way its format says; VerificationError on a difference. ``options``: those of
+    :func:`check_artifact` for a Sentry model, of :func:`_check_dataset` for a dataset; the OMS
+    format compares whole files, so the options about tensors do not apply to it."""
+    from .manifest import oms
+    from .manifest.dataset import DatasetClaim
+
+    if isinstance(signed, oms.OmsManifest):
+        if not _is_path(artifact):
+            raise SentryError(f"{sig_path} is a model_signing signature: it verifies a model directory or file")
+        return _verdict(oms.verify_model(signed, artifact, patterns=ignore, allow_symlinks=allow_symlinks,
+                                         exclude=[sig_path], progress=_setting("progress", progress)))
+    check = _check_dataset if isinstance(signed, DatasetClaim) else check_artifact
+    return check(artifact, signed, sig_path, ignore=ignore, allow_symlinks=allow_symlinks, device=device,
+                 progress=progress, **options)
 
 
 def check_artifact(artifact, signed: Manifest, sig_path: Path, *, ignore=(), allow_symlinks=False,
-                   allow_missing=(), strip_prefix="", add_prefix="", device=None, progress=None) -> Report:
+                   allow_missing=(), allow_uncovered=False, strip_prefix="", add_prefix="", device=None,
+                   progress=None) -> Report:
     """Hash the artifact as the signed manifest says and compare; VerificationError on a difference."""
     actual = hash_artifact(
         artifact, artifact_type=signed.artifact_type, params=signed.params,
@@ -228,7 +275,7 @@ def check_artifact(artifact, signed: Manifest, sig_path: Path, *, ignore=(), all
         exclude=[sig_path], strict=False, strip_prefix=strip_prefix, add_prefix=add_prefix, device=device,
         progress=progress,
     )
-    return _verdict(compare_manifests(signed, actual, allow_missing=allow_missing))
+    return _verdict(compare_manifests(signed, actual, allow_missing=allow_missing, allow_uncovered=allow_uncovered))
 
 
 def _verdict(report: Report) -> Report:
@@ -256,16 +303,21 @@ def sign_model(model_or_path, key=None, signature=None, *, password=None, format
 
 
 def verify_model(model_or_path, public_key=None, signature=None, *, ignore=(), allow_symlinks=False,
-                 allow_missing=(), strip_prefix="", add_prefix="", device=None, progress=None) -> Report:
+                 allow_missing=(), allow_uncovered=False, strip_prefix="", add_prefix="", device=None,
+                 progress=None) -> Report:
     """Verify the signature, recompute, compare. Raises VerificationError (with ``.report``) on
     any missing, extra or changed item; returns the Report when everything matches.
+
+    A signature of a model in memory covers tensors only: verifying a directory against it, every
+    file that is not a checkpoint of verified tensors (config.json, code, pickles) fails the
+    verification unless ``allow_uncovered`` accepts it; the report lists them either way.
 
     ``public_key`` is a public key (path or object) or a Verifier (``CertificateVerifier``,
     ``SigstoreVerifier``). Sentry and model_signing (OMS) signatures are told apart by their
     predicate type."""
     return _verify(model_or_path, "model", public_key, signature, ignore=ignore, allow_symlinks=allow_symlinks,
-                   allow_missing=allow_missing, strip_prefix=strip_prefix, add_prefix=add_prefix,
-                   device=device, progress=progress)
+                   allow_missing=allow_missing, allow_uncovered=allow_uncovered, strip_prefix=strip_prefix,
+                   add_prefix=add_prefix, device=device, progress=progress)
 
 
 def sign_dataset(path, key=None, signature=None, *, sidecar=None, password=None, ignore=(), allow_symlinks=False,
@@ -304,29 +356,18 @@ def sign_dataset(path, key=None, signature=None, *, sidecar=None, password=None,
     return sig_path
 
 
-def _dataset_claim(sig_path: Path, public_key):
-    """The checked claim of a dataset signature (its sidecar is not read yet)."""
-    from .manifest.dataset import DatasetClaim
-
-    verifier = verifier_for(public_key)
-    if not sig_path.exists():
-        raise SentryError(f"signature {sig_path} does not exist")
-    statement = read_signed_statement(sig_path, verifier)
-    _check_signed_type(sig_path, statement, "dataset")
-    claim = DatasetClaim.from_predicate(statement.predicate)
-    if claim.root.hex() != statement.digest_hex:
-        raise VerificationError(f"{sig_path}: the signed sidecar root does not match the signed digest")
-    return claim
-
-
 def _dataset_files(path, public_key, signature, sidecar) -> tuple:
     """(signature path, checked claim, sidecar path) of a dataset signature; the sidecar is not
     read yet. ``path`` (the dataset directory) only locates the default signature ``PATH.sig``."""
     if path is None and _setting("signature", signature) is None:
         raise SentryError("no dataset signature: pass signature=PATH")
-    sig_path = _signature_path(path, signature)
-    claim = _dataset_claim(sig_path, public_key)
-    return sig_path, claim, Path(sidecar) if sidecar is not None else sig_path.with_name(claim.sidecar_name)
+    sig_path, claim = _read_claim(path, public_key, signature, "dataset")
+    return sig_path, claim, _sidecar_path(sig_path, claim, sidecar)
+
+
+def _sidecar_path(sig_path: Path, claim, sidecar) -> Path:
+    """The sidecar given, else the one the claim names beside the signature."""
+    return Path(sidecar) if sidecar is not None else sig_path.with_name(claim.sidecar_name)
 
 
 def load_signed_dataset(path=None, public_key=None, signature=None, *, sidecar=None):
@@ -349,27 +390,33 @@ def verify_dataset(path_or_root, public_key=None, signature=None, *, sidecar=Non
     at a time: memory does not grow with the records. ``provenance``: per-sample provenance to
     check too (:func:`load_provenance`'s argument, or its result): every sample must carry a
     valid signature of its source, and each changed sample names its source."""
-    from .manifest.dataset import SignedDataset, compare_all, iter_samples
-
     if isinstance(path_or_root, (bytes, bytearray)):
         if provenance is not None:
             raise SentryError("per-sample provenance is checked on the samples: pass the dataset directory")
         if _setting("signature", signature) is None:
             raise SentryError("verifying a dataset root needs signature=PATH")
-        sig_path = _signature_path(None, signature)
-        claim = _dataset_claim(sig_path, public_key)
+        sig_path, claim = _read_claim(None, public_key, signature, "dataset")
         if bytes(path_or_root) != claim.root:
             raise VerificationError(f"the dataset root {bytes(path_or_root).hex()} is not the one {sig_path} signs")
         return Report(checked=claim.samples)
     if not _is_path(path_or_root):
         raise SentryError("a dataset is given as a directory path, or as the root a loader computed")
-    sig_path, claim, side_path = _dataset_files(path_or_root, public_key, signature, sidecar)
+    return _verify(path_or_root, "dataset", public_key, signature, sidecar=sidecar, samples=samples, ignore=ignore,
+                   allow_symlinks=allow_symlinks, provenance=provenance, device=device, progress=progress)
+
+
+def _check_dataset(path, claim, sig_path: Path, *, sidecar=None, samples=None, ignore=(), allow_symlinks=False,
+                   provenance=None, device=None, progress=None) -> Report:
+    """A dataset directory against a verified claim and its sidecar (:func:`verify_dataset`)."""
+    from .manifest.dataset import SignedDataset, compare_all, iter_samples
+
+    side_path = _sidecar_path(sig_path, claim, sidecar)
     # Subsets are looked up by name: the sidecar is read (and checked) whole before any hashing.
     signed = SignedDataset.load(claim, side_path, sig_path) if samples is not None else None
     sources = load_provenance(provenance, claim.params.leaf_size) if provenance is not None else None
     device = _setting("device", device) or "auto"
     actual = iter_samples(  # compared as hashed, not all kept
-        path_or_root, claim.params, names=samples, ignore=claim.ignore + tuple(ignore),
+        path, claim.params, names=samples, ignore=claim.ignore + tuple(ignore),
         allow_symlinks=claim.allow_symlinks or allow_symlinks, exclude=[sig_path, side_path],
         progress=_setting("progress", progress), device=device, walk_lazily=True)
     failures: dict = {}

@@ -2,17 +2,23 @@
 all of their signatures are checked in one batch (`sentry.crypto.batch_verify`: the GPU when one
 is usable), and then each artifact is checked against its signed manifest.
 
-A bundle ``X.sig`` signs the artifact ``X`` beside it (the default place `sentry sign` writes).
-One bad bundle or artifact fails its own entry, never the audit.
+A bundle ``X.sig`` signs the artifact ``X`` beside it (the default place `sentry sign` writes),
+whatever it signs: a Sentry model, a Sentry dataset (with its sidecar beside the bundle) or a
+model_signing (OMS) model, checked as `sentry verify` checks it. One bad bundle or artifact fails
+its own entry, never the audit; so does a directory of the hub that cannot be read.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .api import check_artifact, signed_manifest, verifier_for
-from .errors import SentryError
+from .api import check_signed, signed_claim, verifier_for
+from .errors import SentryError, reason
+from .manifest.dataset import DatasetClaim
+from .manifest.oms import OmsManifest
 
 
 @dataclass
@@ -31,46 +37,77 @@ class Entry:
                 "error": self.error, "summary": self.summary}
 
 
-def find_signatures(directory) -> list[Path]:
+def find_signatures(directory) -> tuple[list[Path], list[Entry]]:
+    """The bundles (``*.sig`` regular files) under ``directory``, sorted, and a failed entry for
+    each directory below it that could not be read (its bundles would go unchecked). Walked
+    without recursion: a hostile hub may nest directories thousands deep."""
     root = Path(directory)
     if not root.is_dir():
         raise SentryError(f"{root} is not a directory")
-    return sorted(p for p in root.rglob("*.sig") if p.is_file())
+    found, unreadable, todo = [], [], [str(root)]
+    while todo:
+        current = todo.pop()
+        try:
+            with os.scandir(current) as entries:
+                for e in entries:
+                    if e.is_dir(follow_symlinks=False):
+                        todo.append(e.path)
+                    elif e.name.endswith(".sig") and e.is_file():
+                        found.append(Path(e.path))
+        except OSError as exc:
+            unreadable.append(Entry(Path(current), Path(current), f"cannot read directory {current}: {exc.strerror}"))
+    return sorted(found), unreadable
+
+
+def _count(signed) -> int:
+    """How many items (files and tensors, samples, or OMS resources) a signature lists."""
+    if isinstance(signed, DatasetClaim):
+        return signed.samples
+    return len(signed.resources if isinstance(signed, OmsManifest) else signed.items)
 
 
 def audit(directory, public_key, *, signatures_only: bool = False, device: str = "auto",
           progress=None) -> list[Entry]:
-    """One Entry per bundle under ``directory``, in path order."""
+    """One Entry per bundle under ``directory`` (and per unreadable directory), in path order."""
     from .crypto import batch_verify
     from .signing import KeyVerifier, parse_statement, read_bundle
 
     verifier = verifier_for(public_key)
     if not isinstance(verifier, KeyVerifier) or verifier.public_key.curve.name != "secp256r1":
         raise SentryError("an audit checks ECDSA P-256 signatures; this public key is on another curve")
-    entries, pending, digests, signatures = [], [], [], []
-    for sig in find_signatures(directory):
+    found, entries = find_signatures(directory)
+    pending, digests, signatures = [], [], []
+    for sig in found:
         entry = Entry(sig, sig.with_name(sig.name.removesuffix(".sig")))
         entries.append(entry)
-        try:
+        with _failing(entry):
             bundle = read_bundle(sig)
             message, signature = verifier.signed_message(bundle)
-        except SentryError as exc:
-            entry.error = str(exc)
-            continue
-        pending.append((entry, bundle))
-        digests.append(hashlib.sha256(message).digest())
-        signatures.append(signature)
+            pending.append((entry, bundle))
+            digests.append(hashlib.sha256(message).digest())
+            signatures.append(signature)
     valid = batch_verify(verifier.public_key, digests, signatures, encoding="der", device=device) if pending else []
     for (entry, bundle), ok in zip(pending, valid):
-        try:
+        with _failing(entry):
             if not ok:
                 raise verifier.mismatch(bundle)
-            signed = signed_manifest(parse_statement(bundle.payload), entry.signature)
+            signed = signed_claim(parse_statement(bundle.payload), entry.signature)
             if signatures_only:
-                entry.summary = f"signature valid ({len(signed.items)} items signed)"
+                entry.summary = f"signature valid ({_count(signed)} items signed)"
             else:
-                entry.summary = check_artifact(entry.artifact, signed, entry.signature, device=device,
-                                               progress=progress).summary()
-        except SentryError as exc:
-            entry.error = str(exc)
-    return entries
+                entry.summary = check_signed(entry.artifact, signed, entry.signature, device=device,
+                                             progress=progress).summary()
+    return sorted(entries, key=lambda e: e.signature)
+
+
+@contextlib.contextmanager
+def _failing(entry: Entry):
+    """Record what goes wrong with one entry as its error, and go on with the others. Not only
+    SentryError: whatever else a hostile artifact provokes deeper down (a bug, or the system
+    running short) must fail its own entry, not end the audit; its type is named."""
+    try:
+        yield
+    except SentryError as exc:
+        entry.error = str(exc)
+    except Exception as exc:
+        entry.error = f"cannot be checked ({type(exc).__name__}): {reason(exc)}"

@@ -148,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", action="append", nargs=2, metavar=("PROVENANCE", "PUB.pem"),
                    help="with --dataset: also require each sample's signature by its source, from this provenance "
                         "file (see sign-samples) and the source's public key; repeatable, one per source")
+    p.add_argument("--allow-uncovered", action="store_true",
+                   help="against a signature of a model in memory (tensors only): accept the files on disk "
+                        "that no signed tensor covers (config, code, pickles); they are listed, but by default "
+                        "each fails the verification")
     p.add_argument("--json", action="store_true", help="print the verification report as JSON")
 
     p = sub.add_parser("sign-samples", help="sign every sample of a dataset source (per-sample provenance)",
@@ -178,7 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("audit", help="check every signature under a directory in one batch, then the artifacts",
                        description="Find every bundle (*.sig) under DIR, check all their signatures in one batch "
-                                   "(on the GPU when one is usable), then verify each artifact X beside its X.sig.",
+                                   "(on the GPU when one is usable), then verify each artifact X beside its X.sig "
+                                   "as `verify` would (a model, a dataset with its sidecar, or an OMS bundle). "
+                                   "Each bundle passes or fails on its own; the exit code is 1 if any failed.",
                        epilog=EXIT_CODES)
     p.add_argument("directory", metavar="DIR", help="directory holding signed models or datasets and their .sig files")
     p.add_argument("--public-key", required=True, metavar="PUB.pem", help="public key of the signer (PEM)")
@@ -328,13 +334,17 @@ def cmd_sign(args) -> int:
 def cmd_verify(args) -> int:
     from .api import verify_dataset, verify_model
 
+    if args.dataset and args.allow_uncovered:
+        raise SentryError("--allow-uncovered is for models (every file of a dataset is a sample): "
+                          "leave it out or drop --dataset")
     verify = verify_dataset if args.dataset else verify_model
+    model_options = {} if args.dataset else {"allow_uncovered": args.allow_uncovered}
     verifier = _verifier_for(args)
     try:
         with _progress(args) as bar:
             report = verify(args.path, public_key=verifier, signature=args.signature, ignore=args.ignore,
                             allow_symlinks=args.allow_symlinks, device=args.device, progress=bar,
-                            **_dataset_args(args))
+                            **_dataset_args(args), **model_options)
     except VerificationError as exc:
         if args.json:  # scripts always get a JSON verdict, also when the signature itself is bad
             body = exc.report.to_json() if exc.report is not None else {"ok": False}
@@ -342,7 +352,10 @@ def cmd_verify(args) -> int:
         elif exc.report is not None:
             print("\n".join(exc.report.lines()))
         raise
-    print(json.dumps(report.to_json(), indent=2) if args.json else f"OK: {report.summary()}")
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:  # what passed without being compared (allowed, tied, uncovered) is said on success too
+        print("\n".join([*report.lines(), f"OK: {report.summary()}"]))
     return 0
 
 

@@ -458,7 +458,7 @@ def test_verify_garbage_signature(model, keys, signed, kind):
 def test_verify_dataset_signature_as_model(model, keys):
     ok(cli("sign", "model", "--key", keys[0], "--dataset", cwd=model.parent))
     ok(cli("verify", "model", "--public-key", keys[1], "--dataset", cwd=model.parent))
-    assert "dataset" in error(cli("verify", "model", "--public-key", keys[1], cwd=model.parent), 1)
+    assert "add --dataset" in error(cli("verify", "model", "--public-key", keys[1], cwd=model.parent), 2)
 
 
 # ---------------------------------------------------------------------------- help and usage

@@ -129,7 +129,7 @@ def test_whole_directory_verify_reads_the_sidecar_a_block_at_a_time(data_dir, ke
     assert report.missing == ["sample cat/000.bin", "sample labels.csv"]
     assert report.extra == ["sample a.bin", "sample dog/0025.bin", "sample z.bin"]
     assert [c.label for c in report.changed] == ["sample dog/004.bin"] and report.checked == 14
-    claim = sentry.api._dataset_claim(sig, keys[1])
+    _, claim = sentry.api._read_claim(None, keys[1], sig, "dataset")
     items = hash_samples(data_dir, claim.params)
     by_name = SignedDataset.load(claim, _sidecar(sig)).compare(items)
     assert compare_all(claim, _sidecar(sig), iter(items)) == by_name
@@ -156,7 +156,7 @@ def test_single_samples_are_checked_without_the_rest(data_dir, keys, monkeypatch
     assert sentry.verify_dataset(data_dir, public_key=keys[1], samples=["cat/002.bin"]).checked == 1
     assert [r.path.name for r in hashed] == ["002.bin"]
     assert [c.label for c in _fails(data_dir, keys[1], samples=["dog/003.bin", "cat/000.bin"]).changed] == ["sample dog/003.bin"]
-    with pytest.raises(VerificationError, match="neither in the signed dataset nor in the directory"):
+    with pytest.raises(SentryError, match="neither in the signed dataset nor in the directory"):
         sentry.verify_dataset(data_dir, public_key=keys[1], samples=["nope.bin"])
     (data_dir / "cat" / "004.bin").unlink()
     assert _fails(data_dir, keys[1], samples=["cat/004.bin"]).missing == ["sample cat/004.bin"]
@@ -196,7 +196,7 @@ def test_root_from_a_loader_verifies_against_the_signature(data_dir, keys):
 
 def test_model_and_dataset_signatures_do_not_mix(data_dir, keys):
     sentry.sign_model(data_dir, key=keys[0])
-    with pytest.raises(VerificationError, match="signs a model, not a dataset"):
+    with pytest.raises(SentryError, match="signs a model, not a dataset: drop --dataset"):
         sentry.verify_dataset(data_dir, public_key=keys[1])
 
 

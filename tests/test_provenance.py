@@ -140,7 +140,7 @@ def test_an_owner_who_signs_a_swapped_sample_is_caught_by_its_source(sources, as
     report = verification_fails(sentry.verify_dataset, assembled, public_key=sources["owner"][1],
                                 provenance=both(sources))
     (change,) = report.changed
-    assert change.label == f"sample 2/{name.name}" and change.reasons == ("its content is not what source lab-a signed",)
+    assert change.label == f"sample 2/{name.name}" and change.reasons == ("its content does not match its provenance signature",)
     assert change.source == "lab-a"
 
 
@@ -173,7 +173,7 @@ def test_a_forged_signature_is_named(sources, assembled, tmp_path):
                                             sources["base"] / "lab-b.provenance.jsonl": sources["lab-b"][1]})
     (change,) = report.changed
     assert change.label == f"sample {rec['name']}"
-    assert change.reasons == ("source lab-a's signature does not verify",) and change.source == "lab-a"
+    assert change.reasons == ("its provenance signature does not verify",) and change.source == "lab-a"
 
 
 def test_a_single_sample_check_uses_the_provenance_too(sources, assembled):
@@ -275,8 +275,8 @@ def test_torch_loader_raises_at_the_batch_and_names_the_source(sources, assemble
     sentry.sign_dataset(assembled, key=sources["owner"][0])
     dataset = VerifiedDataset(assembled, public_key=sources["owner"][1], provenance=both(sources))
     seen = 0
-    with pytest.raises(VerificationError, match=f"sample {victim} failed verification: its content is not what "
-                                                f"source lab-a signed \\(from source lab-a\\)"):
+    with pytest.raises(VerificationError, match=f"sample {victim} failed verification: its content does not match "
+                                                "its provenance signature \\(from source lab-a\\)"):
         for x, _ in verified_dataloader(dataset, batch_size=100)[0]:
             seen += len(x)
     assert seen == 400

@@ -37,7 +37,8 @@ class Change:
 
 @dataclass
 class Report:
-    """What a verification found. ``ok`` is true when nothing is missing, extra or changed."""
+    """What a verification found. ``ok`` is true when nothing is missing, extra or changed, and no
+    file on disk went uncovered by a signature of a model in memory unless the caller accepted it."""
 
     checked: int = 0
     missing: list[str] = field(default_factory=list)
@@ -46,12 +47,17 @@ class Report:
     # Tensors the caller declared legitimately absent, and tensors tied (same memory) to a verified one.
     allowed_absent: list[str] = field(default_factory=list)
     tied: list[tuple[str, str]] = field(default_factory=list)
-    # Files on disk that a signature of an in-memory model cannot cover (e.g. config.json).
+    # Files on disk that a signature of an in-memory model cannot cover (e.g. config.json, code):
+    # they fail the verification unless the caller accepts them (``uncovered_allowed``).
     uncovered: list[str] = field(default_factory=list)
+    uncovered_allowed: bool = False
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.extra or self.changed)
+        return not (self.missing or self.extra or self.changed or self._failing_uncovered())
+
+    def _failing_uncovered(self) -> list[str]:
+        return [] if self.uncovered_allowed else self.uncovered
 
     def to_json(self) -> dict:
         return {
@@ -63,22 +69,28 @@ class Report:
             "allowed_absent": self.allowed_absent,
             "tied": [{"item": a, "same_memory_as": b} for a, b in self.tied],
             "uncovered": self.uncovered,
+            "uncovered_allowed": self.uncovered_allowed,
         }
 
     def lines(self) -> list[str]:
         out = [f"missing: {m}" for m in self.missing]
         out += [f"extra: {e}" for e in self.extra]
         out += [f"changed: {c}" for c in self.changed]
+        # Failures first: a failed verification's message quotes the first line.
+        allowed = " (allowed)" if self.uncovered_allowed else ""
+        out += [f"not covered by the signature{allowed}: {u}" for u in self.uncovered]
         out += [f"absent (allowed): {a}" for a in self.allowed_absent]
         out += [f"tied: {a} shares memory with {b}" for a, b in self.tied]
-        out += [f"not covered by the signature: {u}" for u in self.uncovered]
         return out
 
     def summary(self) -> str:
         if self.ok:
             return f"verified {self.checked} items"
         parts = [f"{len(v)} {k}" for k, v in (("changed", self.changed), ("missing", self.missing), ("extra", self.extra)) if v]
-        return f"{', '.join(parts)} of {self.checked} items"
+        text = [f"{', '.join(parts)} of {self.checked} items"] if parts else []
+        if self._failing_uncovered():
+            text.append(f"{len(self.uncovered)} files not covered by the signature")
+        return "; ".join(text)
 
 
 def diff_item(signed: Item, actual: Item, leaf_size: int, max_chunks: int) -> Change | None:
@@ -137,14 +149,16 @@ def compare_digests(signed: dict[str, bytes], actual: dict[str, bytes], kind: st
     return report
 
 
-def compare_manifests(signed, actual, *, allow_missing=()) -> Report:
+def compare_manifests(signed, actual, *, allow_missing=(), allow_uncovered=False) -> Report:
     """Compare a signed manifest with the one just computed.
 
     Two disk manifests match item by item (files and the tensors inside them). When either side
     was taken from memory, only tensors can be compared, by name, wherever they were stored;
     tensors named in ``allow_missing`` may be absent from either side, and a model tensor that
     shares memory with a verified one (tied weights) counts as verified through it. Both are
-    listed in the report.
+    listed in the report. Against a signature of a model in memory, a file on disk is covered
+    only by the tensors read from it (a .safetensors file); every other file is uncovered and
+    fails the comparison unless ``allow_uncovered``.
     """
     p = signed.params
     report = Report()
@@ -152,7 +166,10 @@ def compare_manifests(signed, actual, *, allow_missing=()) -> Report:
         return compare(signed.items, actual.items, lambda it: it.key, p.leaf_size, p.max_chunks, report)
 
     if signed.source == "memory":
-        report.uncovered = [it.label for it in actual.items if it.kind == "file"]
+        # Every tensor read from a file is compared below, so such a file is covered by its tensors.
+        holding_tensors = {it.file for it in actual.items if it.kind == "tensor"}
+        report.uncovered = [it.label for it in actual.items if it.kind == "file" and it.name not in holding_tensors]
+        report.uncovered_allowed = allow_uncovered
     want, have = _tensors_by_name(signed), _tensors_by_name(actual)
     allowed = set(allow_missing)
     for name in sorted(allowed & (want.keys() ^ have.keys())):

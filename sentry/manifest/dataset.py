@@ -168,7 +168,8 @@ class SignedDataset:
             actual = list(actual)
             unknown = set(names) - self.items.keys() - {it.name for it in actual}
             if unknown:
-                raise VerificationError(f"sample {min(unknown)!r} is neither in the signed dataset nor in the directory")
+                # A name the user got wrong, not a change to the dataset: an input error.
+                raise SentryError(f"sample {min(unknown)!r} is neither in the signed dataset nor in the directory")
         # What compare() reports, without holding every item or copies of the records: at millions
         # of samples those would cost more than the records. Of items named twice, the last counts.
         want = self.items if names is None else {n: self.items[n] for n in set(names) if n in self.items}

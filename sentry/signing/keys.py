@@ -204,6 +204,11 @@ def private_key_is_encrypted(path: str | os.PathLike) -> bool:
     return _is_encrypted(read_pem_file(Path(path), "private key"))
 
 
+def _needs_password(path: Path) -> SentryError:
+    return SentryError(f"the private key {path} is encrypted: give its password with --password-file FILE "
+                       f"or {PASSWORD_ENV} (password= in Python)")
+
+
 def load_private_key(
     path: str | os.PathLike, password: bytes | None = None
 ) -> ec.EllipticCurvePrivateKey:
@@ -215,7 +220,7 @@ def load_private_key(
             raise SentryError(f"{path} holds a public key or certificate, not a private key")
     encrypted = _is_encrypted(data)
     if encrypted and password is None:
-        raise SentryError(f"the private key {path} is encrypted: give its password")
+        raise _needs_password(path)
     if not encrypted and password is not None:
         raise SentryError(f"the private key {path} is not encrypted, but a password was given")
     try:
@@ -223,7 +228,7 @@ def load_private_key(
     except TypeError:
         # cryptography's own password/encryption mismatch, for formats we did not recognise.
         if password is None:
-            raise SentryError(f"the private key {path} is encrypted: give its password") from None
+            raise _needs_password(path) from None
         raise SentryError(
             f"the private key {path} is not encrypted, but a password was given"
         ) from None

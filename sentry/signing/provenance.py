@@ -206,11 +206,12 @@ class Provenance:
             for (k, vouch), ok in zip(todo, batch_verify(keys, digests, signatures, key_index=index, device=device)):
                 if ok:
                     continue
-                source, item = self.sources[vouch.source].name, items[k]
+                # The source is not named here: the report (and a loader's message) names it beside.
+                item = items[k]
                 if (vouch.root, vouch.size) != (item.root, item.size):
-                    reasons[k] = f"its content is not what source {source} signed"
+                    reasons[k] = "its content does not match its provenance signature"
                 else:
-                    reasons[k] = f"source {source}'s signature does not verify"
+                    reasons[k] = "its provenance signature does not verify"
         return reasons
 
     def checked(self, items, failures: dict, device: str = "auto"):
