@@ -16,7 +16,7 @@ from typing import Any
 
 from sentry.errors import SentryError, VerificationError
 from sentry.signing import _files
-from sentry.signing._json import StrictJSONError, describe, expect, loads_strict, type_name
+from sentry._json import StrictJSONError, describe, expect, loads_strict, type_name
 from sentry.signing.dsse import PAYLOAD_TYPE
 
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"

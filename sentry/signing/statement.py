@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sentry.errors import VerificationError
-from sentry.signing._json import StrictJSONError, describe, expect, loads_strict, type_name
+from sentry._json import StrictJSONError, describe, expect, loads_strict, type_name
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://github.com/sentry-artifacts/sentry/manifest/v1"
