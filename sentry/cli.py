@@ -107,7 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("sentry", "oms"), default="sentry",
                    help="sentry (default: Merkle roots, per tensor too) or oms (model_signing's format, "
                         "SHA-256 per file, which `model_signing verify` accepts)")
-    p.add_argument("--signature", metavar="SIG", help="where to write the bundle (default: PATH.sig beside PATH)")
+    p.add_argument("--signature", metavar="SIG",
+                   help="where to write the bundle (default: PATH.sig beside PATH); the items of a model too large "
+                        "for it (some 150k+) are listed in SIG's name with .manifest.jsonl, beside it")
     p.add_argument("--dataset", action="store_true",
                    help="sign PATH as a dataset: its samples go to a sidecar that the signature covers")
     _dataset_options(p)

@@ -12,7 +12,9 @@ from .dtypes import ELEMENT_SIZE
 
 FILE, TENSOR, SAMPLE = "file", "tensor", "sample"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+# Limits a verifier enforces, so a signer checks them too (Manifest.check_signable, sidecar.Writer).
 MAX_NAME = 4096
+MAX_ITEMS = 10_000_000  # items of a manifest, samples of a dataset
 # Printable ASCII but '"' and '\\': the characters json.dumps (ensure_ascii) writes as they are.
 PLAIN_JSON_CHARS = r'[ !#-\[\]-~]*'
 _PLAIN_NAME = re.compile(PLAIN_JSON_CHARS)
@@ -58,9 +60,9 @@ class Item:
         """Canonical bytes of the item: the leaf that the manifest root commits to."""
         if type(self.size) is int and _PLAIN_NAME.fullmatch(self.name):
             # What json.dumps below writes, a few times faster: once per sample of a dataset, once
-            # per tensor of a model each time its manifest root is taken.
-            if self.kind == SAMPLE and len(self.chunks) <= 1:
-                return f'{{"kind":"sample","name":"{self.name}","root":"{self.root.hex()}","size":{self.size}}}'.encode()
+            # per file or tensor of a model each time its manifest root is taken.
+            if self.kind in (SAMPLE, FILE) and len(self.chunks) <= 1:
+                return f'{{"kind":"{self.kind}","name":"{self.name}","root":"{self.root.hex()}","size":{self.size}}}'.encode()
             if self.kind == TENSOR and self._plain_tensor():
                 return self._tensor_record().encode()
         return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
@@ -132,11 +134,11 @@ def _hashes(values: list, bad, name) -> tuple:
         raw = None
     # Encoding back refuses upper case and spaces, which fromhex lets through.
     if raw is None or raw.hex() != joined or set(map(len, values)) - {64}:
-        raise bad(f"{name!r} has a root that is not 64 lowercase hex digits")
+        raise bad(f"{name} has a root that is not 64 lowercase hex digits")
     return split_hashes(raw)
 
 
 def _list(value, bad, name) -> list:
     if not isinstance(value, list):
-        raise bad(f"{name!r} has a field that should be a list")
+        raise bad(f"{name} has a field that should be a list")
     return value

@@ -11,8 +11,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sentry.errors import VerificationError
 from sentry._json import StrictJSONError, describe, expect, loads_strict, type_name
+from sentry.errors import SentryError, VerificationError
+from sentry.signing.bundle import MAX_PAYLOAD_BYTES
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://github.com/sentry-artifacts/sentry/manifest/v1"
@@ -45,9 +46,12 @@ def make_statement(subject_name: str, root_hex: str, predicate: dict, *,
         "predicateType": predicate_type,
         "predicate": predicate,
     }
-    return json.dumps(
-        statement, sort_keys=True, separators=(",", ":"), allow_nan=False
-    ).encode("ascii")
+    payload = json.dumps(statement, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("ascii")
+    if len(payload) > MAX_PAYLOAD_BYTES:  # before anything is signed: the bundle could never verify
+        hint = "" if predicate_type == PREDICATE_TYPE else "; Sentry's format lists this many files in a sidecar"
+        raise SentryError(f"the statement to sign would be {len(payload)} bytes, more than a signature bundle "
+                          f"carries ({MAX_PAYLOAD_BYTES} bytes){hint}")
+    return payload
 
 
 def _bad(reason: str) -> VerificationError:
