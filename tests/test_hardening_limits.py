@@ -53,7 +53,8 @@ def only_sentry_errors(parse, documents):
     for path, doc in documents:
         try:
             parse(doc)
-        except SentryError:
+        except SentryError as exc:  # one short sentence, whatever the value
+            assert len(str(exc)) < 400 and "\n" not in str(exc), (path, str(exc)[:1000])
             refused += 1
         except Exception as exc:  # pragma: no cover - the failure being tested for
             pytest.fail(f"mutating {path} raised {type(exc).__name__}: {exc}")
@@ -330,3 +331,11 @@ def test_file_records_are_what_json_dumps_writes(name, chunks):
 
     item = Item("file", name, 9000, root_of_hashes(chunks) if chunks else b"\3" * 32, chunks)
     assert item.record() == json.dumps(item.to_json(), sort_keys=True, separators=(",", ":")).encode()
+
+
+def test_an_overlong_predicate_type_is_refused_in_one_short_sentence(tmp_path, keys):
+    model = directory_of(tmp_path / "m", 1)
+    payload = make_statement("m", "ab" * 32, PREDICATE, predicate_type="x" * 100_000)
+    write_bundle(tmp_path / "m.sig", KeySigner(load_private_key(keys[0])).sign(payload))
+    err = one_sentence(run_cli("verify", model, "--public-key", keys[1], "-q"), 1)
+    assert "predicateType is longer than" in err and len(err) < 300

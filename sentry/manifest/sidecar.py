@@ -120,11 +120,15 @@ def read_lines(src, where: str):
     src.check_unchanged()
 
 
+MAX_FILE_NAME = 255  # what file systems hold: a signer cannot have written a longer one
+
+
 def signed_file(desc, bad) -> tuple[str, int]:
     """(name, size) of a signed sidecar description ``{"name": ..., "size": ...}``, checked: the
     name is a plain file name (the file lies beside the signature), the size a byte count."""
     name, size = (desc.get("name"), desc.get("size")) if isinstance(desc, dict) else (None, None)
-    if not isinstance(name, str) or not name or "/" in name or name in (".", "..") or "\x00" in name:
+    if (not isinstance(name, str) or not 0 < len(name) <= MAX_FILE_NAME or "/" in name or name in (".", "..")
+            or "\x00" in name):
         raise bad("the sidecar's name is not a plain file name")
     if type(size) is not int or size < 0:
         raise bad("the sidecar's size is not a valid number")
@@ -139,7 +143,7 @@ def signed_lines(path, size: int, what: str):
     try:
         src = FileSource(path, follow_symlinks=True)
     except SentryError as exc:
-        raise SentryError(f"cannot read the {what}'s {exc}") from None
+        raise SentryError(f"cannot read the {what}'s sidecar: {exc}") from None
     with src:
         if src.size != size:
             raise VerificationError(f"{where} is {src.size} bytes but the signature covers one of {size}")

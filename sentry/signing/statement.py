@@ -19,6 +19,7 @@ STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://github.com/sentry-artifacts/sentry/manifest/v1"
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+MAX_TYPE_URI = 200
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,8 @@ def parse_statement(payload: bytes) -> Statement:
         raise _bad("the subject's sha256 digest is not 64 lowercase hex characters")
     predicate_type = doc.get("predicateType")
     expect(predicate_type, str, "predicateType", _bad)
+    if len(predicate_type) > MAX_TYPE_URI:  # it is quoted in messages: keep them one short sentence
+        raise _bad(f"predicateType is longer than {MAX_TYPE_URI} characters")
     predicate = doc.get("predicate")
     expect(predicate, dict, "predicate", _bad)
     return Statement(name, digest_hex, predicate_type, predicate)
