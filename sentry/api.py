@@ -136,9 +136,33 @@ def _sign(artifact, artifact_type, key, signature, password, format="sentry", *,
         payload = _oms_statement(artifact, artifact_type, sig_path, name, **hash_options)
     else:
         manifest = hash_artifact(artifact, artifact_type=artifact_type, exclude=[sig_path], **hash_options)
+        manifest = _fit_for_bundle(manifest, artifact, sig_path)
         payload = make_statement(name, manifest.root().hex(), manifest.to_predicate())
     write_bundle(sig_path, signer.sign(payload))
     return sig_path
+
+
+def _fit_for_bundle(manifest: Manifest, artifact, sig_path: Path) -> Manifest:
+    """The manifest to sign, checked as a verifier will check it: without chunk roots when too
+    large for the bundle, and if still too large, with its items written to a sidecar beside the
+    signature (docs/spec.md §2.1), which never goes inside the artifact."""
+    from .manifest import manifest as manifests
+    from .manifest.dataset import writes_inside
+    from .manifest.sidecar import Writer, beside
+    from .signing._files import write_atomic
+
+    manifest = manifest.fitted()
+    what = artifact if _is_path(artifact) else "the model"
+    manifest.check_signable(what)
+    if manifest.needs_sidecar():
+        side_path = beside(sig_path, manifests.SIDECAR_SUFFIX)
+        if _is_path(artifact) and writes_inside(artifact, side_path):
+            raise SentryError(f"the manifest of {what} ({len(manifest.items)} items) needs a sidecar beside the "
+                              f"signature, which then must not lie inside {what}")
+        written = Writer()
+        write_atomic(side_path, written.lines(manifest.items))
+        manifest.sidecar = manifests.Sidecar(side_path, written.size)
+    return manifest
 
 
 def _oms_statement(artifact, artifact_type, sig_path, name, *, leaf_size=None, ignore=(), allow_symlinks=False,
@@ -177,7 +201,7 @@ def signed_manifest(statement, signature: Path) -> Manifest:
 
     if statement.predicate_type != PREDICATE_TYPE:
         raise VerificationError(f"{signature} is not a Sentry signature (predicate {statement.predicate_type!r})")
-    manifest = Manifest.from_predicate(statement.predicate)
+    manifest = Manifest.from_predicate(statement.predicate, sidecar_dir=signature.parent)
     if manifest.root().hex() != statement.digest_hex:
         raise VerificationError(f"{signature}: the signed manifest does not match the signed digest")
     return manifest
@@ -272,8 +296,8 @@ def check_artifact(artifact, signed: Manifest, sig_path: Path, *, ignore=(), all
     actual = hash_artifact(
         artifact, artifact_type=signed.artifact_type, params=signed.params,
         ignore=tuple(signed.ignore) + tuple(ignore), allow_symlinks=signed.allow_symlinks or allow_symlinks,
-        exclude=[sig_path], strict=False, strip_prefix=strip_prefix, add_prefix=add_prefix, device=device,
-        progress=progress,
+        exclude=[sig_path] + ([signed.sidecar.path] if signed.sidecar else []), strict=False,
+        strip_prefix=strip_prefix, add_prefix=add_prefix, device=device, progress=progress,
     )
     return _verdict(compare_manifests(signed, actual, allow_missing=allow_missing, allow_uncovered=allow_uncovered))
 

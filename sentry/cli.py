@@ -119,7 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sentry (default: Merkle roots, per tensor too) or oms (model_signing's format, "
                         "SHA-256 per file, which `model_signing verify` accepts)")
     p.add_argument("--signature", metavar="SIG",
-                   help=f"where to write the bundle (default: PATH.sig beside PATH); {_never_over('an earlier bundle')}")
+                   help="where to write the bundle (default: PATH.sig beside PATH; the items of a model too large "
+                        "for it, some 150k+, go to SIG's name with .manifest.jsonl, beside it); "
+                        f"{_never_over('an earlier bundle')}")
     p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.add_argument("--dataset", action="store_true",
                    help="sign PATH as a dataset: its samples go to a sidecar that the signature covers")

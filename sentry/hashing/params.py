@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .._json import describe
 from ..errors import SentryError
 
 ALGORITHM = "rfc9162-sha256"
@@ -22,10 +23,10 @@ class HashParams:
         ls, mc = self.leaf_size, self.max_chunks
         if type(ls) is not int or not (MIN_LEAF_SIZE <= ls <= MAX_LEAF_SIZE) or ls & (ls - 1):
             raise SentryError(
-                f"leaf size must be a power of two between {MIN_LEAF_SIZE} and {MAX_LEAF_SIZE} bytes, got {ls!r}"
+                f"leaf size must be a power of two between {MIN_LEAF_SIZE} and {MAX_LEAF_SIZE} bytes, got {describe(ls)}"
             )
         if type(mc) is not int or not (1 <= mc <= MAX_MAX_CHUNKS):
-            raise SentryError(f"max_chunks must be an integer from 1 to {MAX_MAX_CHUNKS}, got {mc!r}")
+            raise SentryError(f"max_chunks must be an integer from 1 to {MAX_MAX_CHUNKS}, got {describe(mc)}")
 
     def to_json(self) -> dict:
         return {"algorithm": ALGORITHM, "leaf_size": self.leaf_size, "max_chunks": self.max_chunks}

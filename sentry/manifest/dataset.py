@@ -6,7 +6,6 @@ of a sidecar that matched it, ready to check any sample on its own (docs/spec.md
 """
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 from dataclasses import dataclass
@@ -15,11 +14,10 @@ from pathlib import Path
 from ..errors import SentryError, VerificationError
 from ..hashing.merkle import StreamRoot
 from ..hashing.params import HashParams
-from ..io.posix import FileSource
 from . import sidecar
 from .compare import Report, diff_item
-from .item import _HEX64, SAMPLE, Item
-from .manifest import MAX_ITEMS, Manifest
+from .item import _HEX64, MAX_ITEMS, SAMPLE, Item
+from .manifest import Manifest
 from .sources import iter_files, pattern_skipper
 
 SIDECAR_SUFFIX = ".samples.jsonl"
@@ -27,8 +25,7 @@ SIDECAR_SUFFIX = ".samples.jsonl"
 
 def default_sidecar_path(signature) -> Path:
     """``train.sig`` -> ``train.samples.jsonl``, beside the signature."""
-    sig = Path(signature)
-    return sig.with_name(sig.name.removesuffix(".sig") + SIDECAR_SUFFIX)
+    return sidecar.beside(signature, SIDECAR_SUFFIX)
 
 
 @dataclass(frozen=True)
@@ -58,16 +55,12 @@ class DatasetClaim:
         if manifest.artifact_type != "dataset" or manifest.source != "directory" or manifest.items:
             raise bad("a dataset signature lists its samples in a sidecar, not in the statement")
         desc = predicate.get("dataset")
-        side = desc.get("sidecar") if isinstance(desc, dict) else None
-        if not isinstance(side, dict):
+        if not isinstance(desc, dict) or not isinstance(desc.get("sidecar"), dict):
             raise bad("it has no sidecar")
-        count, name, size, root = desc.get("samples"), side.get("name"), side.get("size"), side.get("root")
+        name, size = sidecar.signed_file(desc["sidecar"], bad)
+        count, root = desc.get("samples"), desc["sidecar"].get("root")
         if type(count) is not int or not 0 <= count <= MAX_ITEMS:
             raise bad("the sample count is not a valid number")
-        if not isinstance(name, str) or not name or "/" in name or name in (".", "..") or "\x00" in name:
-            raise bad("the sidecar's name is not a plain file name")
-        if type(size) is not int or size < 0:
-            raise bad("the sidecar's size is not a valid number")
         if not isinstance(root, str) or not _HEX64.fullmatch(root):
             raise bad("the sidecar's root is not 64 lowercase hex digits")
         return cls(manifest.params, count, name, size, bytes.fromhex(root), manifest.ignore, manifest.allow_symlinks)
@@ -147,7 +140,7 @@ class SignedDataset:
     @classmethod
     def load(cls, claim: DatasetClaim, path, signature=None) -> "SignedDataset":
         """Read the sidecar at ``path`` and check it against the claim: size, records, root, count."""
-        with _sidecar_lines(claim, path) as (lines, where):
+        with sidecar.signed_lines(path, claim.sidecar_size, "dataset") as (lines, where):
             stream = StreamRoot()
             items = list(sidecar.records(lines, where, stream))
         _check_records(claim, stream, where)
@@ -194,21 +187,6 @@ class SignedDataset:
         return report
 
 
-@contextlib.contextmanager
-def _sidecar_lines(claim: DatasetClaim, path):
-    """(lines, where) of the sidecar at ``path``, read a block at a time once its size is the
-    signed one; errors name the sidecar."""
-    where = f"sidecar {path}"
-    try:
-        src = FileSource(path, follow_symlinks=True)
-    except SentryError as exc:
-        raise SentryError(f"cannot read the dataset's {exc}") from None
-    with src:
-        if src.size != claim.sidecar_size:
-            raise VerificationError(f"{where} is {src.size} bytes but the signature covers one of {claim.sidecar_size}")
-        yield sidecar.read_lines(src, where), where
-
-
 def _check_records(claim: DatasetClaim, stream: StreamRoot, where: str) -> None:
     """The records read (their root and count) are the signed ones."""
     if stream.root() != claim.root:
@@ -224,7 +202,7 @@ def compare_all(claim: DatasetClaim, path, actual) -> Report:
     the claim, which is checked last."""
     p = claim.params
     missing, extra, changed = [], [], []
-    with _sidecar_lines(claim, path) as (lines, where):
+    with sidecar.signed_lines(path, claim.sidecar_size, "dataset") as (lines, where):
         stream = StreamRoot()
         signed = sidecar.records(lines, where, stream)
         want = next(signed, None)

@@ -5,13 +5,16 @@ import json
 import re
 from dataclasses import dataclass, field
 
+from .._json import describe
 from ..errors import VerificationError
 from ..hashing.merkle import root_of_hashes, split_hashes
 from .dtypes import ELEMENT_SIZE
 
 FILE, TENSOR, SAMPLE = "file", "tensor", "sample"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+# Limits a verifier enforces, so a signer checks them too (Manifest.check_signable, sidecar.Writer).
 MAX_NAME = 4096
+MAX_ITEMS = 10_000_000  # items of a manifest, samples of a dataset
 # Printable ASCII but '"' and '\\': the characters json.dumps (ensure_ascii) writes as they are.
 PLAIN_JSON_CHARS = r'[ !#-\[\]-~]*'
 _PLAIN_NAME = re.compile(PLAIN_JSON_CHARS)
@@ -57,9 +60,9 @@ class Item:
         """Canonical bytes of the item: the leaf that the manifest root commits to."""
         if type(self.size) is int and _PLAIN_NAME.fullmatch(self.name):
             # What json.dumps below writes, a few times faster: once per sample of a dataset, once
-            # per tensor of a model each time its manifest root is taken.
-            if self.kind == SAMPLE and len(self.chunks) <= 1:
-                return f'{{"kind":"sample","name":"{self.name}","root":"{self.root.hex()}","size":{self.size}}}'.encode()
+            # per file or tensor of a model each time its manifest root is taken.
+            if self.kind in (SAMPLE, FILE) and len(self.chunks) <= 1:
+                return f'{{"kind":"{self.kind}","name":"{self.name}","root":"{self.root.hex()}","size":{self.size}}}'.encode()
             if self.kind == TENSOR and self._plain_tensor():
                 return self._tensor_record().encode()
         return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
@@ -90,28 +93,34 @@ class Item:
             raise bad("not an object")
         kind, name, size = obj.get("kind"), obj.get("name"), obj.get("size")
         if kind not in (FILE, TENSOR):  # samples are read from a sidecar (manifest/sidecar.py)
-            raise bad(f"unknown kind {kind!r}")
-        if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME:
-            raise bad("missing or overlong name")
+            raise bad(f"unknown kind {describe(kind)}")
+        if not is_valid_name(name):
+            raise bad(f"the name {describe(name)} is not a string of 1 to {MAX_NAME} characters")
+        name = describe(name)  # for messages from here on
         if type(size) is not int or size < 0:
-            raise bad(f"{name!r} has no valid size")
+            raise bad(f"{name} has no valid size")
         root = _hashes([obj.get("root")], bad, name)[0]
         chunks = _hashes(_list(obj.get("chunks", []), bad, name), bad, name)
         if chunks and root_of_hashes(chunks) != root:
-            raise bad(f"{name!r} has chunk roots that do not combine to its root")
+            raise bad(f"{name} has chunk roots that do not combine to its root")
         if kind == FILE:
             if set(obj) - {"kind", "name", "size", "root", "chunks"}:
-                raise bad(f"{name!r} has unexpected fields")
-            return cls(FILE, name, size, root, chunks)
+                raise bad(f"{name} has unexpected fields")
+            return cls(FILE, obj["name"], size, root, chunks)
         dtype, shape, file = obj.get("dtype"), obj.get("shape"), obj.get("file")
-        if dtype not in ELEMENT_SIZE:
-            raise bad(f"{name!r} has an unknown dtype {dtype!r}")
+        if not isinstance(dtype, str) or dtype not in ELEMENT_SIZE:
+            raise bad(f"{name} has an unknown dtype {describe(dtype)}")
         shape = _list(shape, bad, name)
         if not all(type(d) is int and d >= 0 for d in shape):
-            raise bad(f"{name!r} has an invalid shape")
-        if file is not None and not isinstance(file, str):
-            raise bad(f"{name!r} has an invalid file")
-        return cls(TENSOR, name, size, root, chunks, dtype, tuple(shape), file)
+            raise bad(f"{name} has an invalid shape")
+        if file is not None and not is_valid_name(file):
+            raise bad(f"{name} has an invalid file")
+        return cls(TENSOR, obj["name"], size, root, chunks, dtype, tuple(shape), file)
+
+
+def is_valid_name(name) -> bool:
+    """A name a manifest may hold: a string of 1 to MAX_NAME characters."""
+    return isinstance(name, str) and 0 < len(name) <= MAX_NAME
 
 
 def _hashes(values: list, bad, name) -> tuple:
@@ -125,11 +134,11 @@ def _hashes(values: list, bad, name) -> tuple:
         raw = None
     # Encoding back refuses upper case and spaces, which fromhex lets through.
     if raw is None or raw.hex() != joined or set(map(len, values)) - {64}:
-        raise bad(f"{name!r} has a root that is not 64 lowercase hex digits")
+        raise bad(f"{name} has a root that is not 64 lowercase hex digits")
     return split_hashes(raw)
 
 
 def _list(value, bad, name) -> list:
     if not isinstance(value, list):
-        raise bad(f"{name!r} has a field that should be a list")
+        raise bad(f"{name} has a field that should be a list")
     return value

@@ -1,17 +1,35 @@
-"""A manifest: the hashing parameters, what kind of artifact, and its items; and its root."""
+"""A manifest: the hashing parameters, what kind of artifact, and its items; and its root.
+
+A manifest too large for a bundle is signed without its chunk roots, and if still too large, with
+its items in a sidecar file beside the signature (docs/spec.md §2.1): see :meth:`Manifest.fitted`.
+"""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from ..errors import VerificationError
+from ..errors import SentryError, VerificationError, reason
 from ..hashing.merkle import leaf_hash, root_of_hashes
 from ..hashing.params import HashParams
-from .item import Item
+from . import sidecar as sidecars
+from .item import MAX_ITEMS, Item
 
 # What was signed: a directory or a file on disk, or a model held in memory (tensors only).
 ARTIFACT_TYPES = ("model", "dataset")
 SOURCE_TYPES = ("directory", "file", "memory")
-MAX_ITEMS = 10_000_000
+# Item records a statement holds inline; beyond, chunk roots go, then the items go to a sidecar.
+# Well under what a bundle can carry (signing/bundle.py MAX_PAYLOAD_BYTES: 47 MiB).
+MAX_INLINE_BYTES = 32 << 20
+SIDECAR_SUFFIX = ".manifest.jsonl"  # model.sig -> model.manifest.jsonl, beside it
+
+
+@dataclass(frozen=True)
+class Sidecar:
+    """Where a manifest's items are listed instead of in the statement, and its size in bytes."""
+
+    path: Path
+    size: int
 
 
 @dataclass
@@ -22,6 +40,7 @@ class Manifest:
     source: str = "directory"  # directory | file | memory
     ignore: tuple[str, ...] = ()  # signer's ignore patterns, applied again at verify time
     allow_symlinks: bool = False
+    sidecar: Sidecar | None = None  # the items are listed there, not in the statement
     _by_key: dict = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
@@ -37,8 +56,9 @@ class Manifest:
         """RFC 9162 tree over the items' canonical records, in key order (docs/spec.md §2)."""
         return root_of_hashes([leaf_hash(it.record()) for it in self.items])
 
-    def to_predicate(self) -> dict:
-        return {
+    def to_predicate(self, *, inline: bool = False) -> dict:
+        """The statement's predicate; with a sidecar, the items are left to it unless ``inline``."""
+        predicate = {
             "hashing": self.params.to_json(),
             "artifact": {
                 "type": self.artifact_type,
@@ -46,12 +66,43 @@ class Manifest:
                 "ignore": list(self.ignore),
                 "allow_symlinks": self.allow_symlinks,
             },
-            "items": [it.to_json() for it in self.items],
+            "items": [it.to_json() for it in self.items] if inline or self.sidecar is None else [],
         }
+        if self.sidecar is not None and not inline:
+            predicate["sidecar"] = {"name": self.sidecar.path.name, "size": self.sidecar.size}
+        return predicate
+
+    def records_size(self) -> int:
+        """Bytes of the items' records, one per line: what listing them costs, inline or in a sidecar."""
+        return sum(len(it.record()) + 1 for it in self.items)
+
+    def fitted(self) -> "Manifest":
+        """The manifest to sign: this one, or when its records exceed MAX_INLINE_BYTES, the same
+        without chunk roots (hashing parameter max_chunks 1, recorded, so a verifier hashes alike:
+        chunk roots only locate a change inside an item). Whether it then needs a sidecar is
+        :meth:`needs_sidecar`."""
+        if self.params.max_chunks == 1 or self.records_size() <= MAX_INLINE_BYTES:
+            return self
+        items = [dataclasses.replace(it, chunks=()) for it in self.items]
+        return Manifest(dataclasses.replace(self.params, max_chunks=1), items, self.artifact_type, self.source,
+                        self.ignore, self.allow_symlinks)
+
+    def needs_sidecar(self) -> bool:
+        return self.records_size() > MAX_INLINE_BYTES
+
+    def check_signable(self, what) -> None:
+        """SentryError, before anything is signed, if a verifier would refuse this manifest: its
+        own checks (names, counts, every field) run on what would be signed."""
+        try:
+            Manifest.from_predicate(self.to_predicate(inline=True))
+        except VerificationError as exc:
+            raise SentryError(f"cannot sign {what}: a verifier would refuse it ({reason(exc)})") from None
 
     @classmethod
-    def from_predicate(cls, predicate) -> "Manifest":
-        """Rebuild a manifest from a signed statement's predicate; every field is checked."""
+    def from_predicate(cls, predicate, sidecar_dir=None) -> "Manifest":
+        """Rebuild a manifest from a signed statement's predicate; every field is checked. The
+        items of a predicate that names a sidecar are read from that file in ``sidecar_dir``
+        (beside the signature), where one is expected."""
 
         def bad(why):
             return VerificationError(f"the signed manifest is invalid: {why}")
@@ -78,7 +129,16 @@ class Manifest:
         items = predicate.get("items")
         if not isinstance(items, list) or len(items) > MAX_ITEMS:
             raise bad("items are not a list")
-        return cls(params, [Item.from_json(o) for o in items], a_type, source, tuple(ignore), symlinks)
+        side = predicate.get("sidecar")
+        if side is None:
+            return cls(params, [Item.from_json(o) for o in items], a_type, source, tuple(ignore), symlinks)
+        if sidecar_dir is None or a_type != "model" or items:
+            raise bad("a sidecar is named where none is expected")
+        name, size = sidecars.signed_file(side, bad)
+        path = Path(sidecar_dir) / name
+        with sidecars.signed_lines(path, size, "manifest") as (lines, where):
+            items = list(sidecars.item_records(lines, where))
+        return cls(params, items, a_type, source, tuple(ignore), symlinks, Sidecar(path, size))
 
     def get(self, key):
         return self._by_key.get(key)

@@ -6,12 +6,16 @@ any size with one digest. The sidecar itself is untrusted until its root matches
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+from pathlib import Path
 
-from ..errors import VerificationError
+from .._json import describe
+from ..errors import SentryError, VerificationError
 from ..hashing.merkle import StreamRoot, leaf_hash
-from .item import MAX_NAME, PLAIN_JSON_CHARS, SAMPLE, Item
+from ..io.posix import FileSource
+from .item import MAX_ITEMS, MAX_NAME, PLAIN_JSON_CHARS, SAMPLE, Item
 
 # The one canonical spelling of a sample record (sorted keys, no spaces); the name is then checked
 # to be spelt as json.dumps spells it. Matching this is ~5x faster than parsing and re-encoding,
@@ -19,6 +23,12 @@ from .item import MAX_NAME, PLAIN_JSON_CHARS, SAMPLE, Item
 _RECORD = re.compile(rb'\{"kind":"sample","name":("(?:[^"\\]|\\.)*"),"root":"([0-9a-f]{64})","size":(0|[1-9][0-9]{0,18})\}')
 
 _PLAIN_TOKEN = re.compile(b'"' + PLAIN_JSON_CHARS.encode() + b'"')
+
+
+def beside(signature, suffix: str) -> Path:
+    """The default sidecar of a signature: ``model.sig`` -> ``model`` + ``suffix``, beside it."""
+    sig = Path(signature)
+    return sig.with_name(sig.name.removesuffix(".sig") + suffix)
 
 
 def records_root(records) -> bytes:
@@ -30,9 +40,10 @@ def records_root(records) -> bytes:
 
 
 class Writer:
-    """The sidecar's lines for sample items (sorted by name), as they come: written out as they
-    are made, the records need not all be held (millions of samples). Once the lines are
-    consumed, ``count``, ``size`` and ``root()`` describe what was written."""
+    """The sidecar's lines for items (sorted), as they come: written out as they are made, the
+    records need not all be held (millions of samples). Once the lines are consumed, ``count``,
+    ``size`` and ``root()`` describe what was written. What a verifier of the sidecar would refuse
+    (too many items, a sample name that is not a plain relative path) is refused here."""
 
     def __init__(self):
         self._stream = StreamRoot()
@@ -40,6 +51,10 @@ class Writer:
 
     def lines(self, items):
         for it in items:
+            if self._stream.count == MAX_ITEMS:
+                raise SentryError(f"cannot sign more than {MAX_ITEMS} items: a verifier would refuse the list")
+            if it.kind == SAMPLE:
+                check_signable_name(it.name)
             record = it.record()
             self._stream.add(leaf_hash(record))
             self.size += len(record) + 1
@@ -56,6 +71,13 @@ class Writer:
 def is_plain_name(name: str) -> bool:
     """A sample name is a relative POSIX path that stays inside the dataset directory."""
     return 0 < len(name) <= MAX_NAME and "\x00" not in name and not any(p in ("", ".", "..") for p in name.split("/"))
+
+
+def check_signable_name(name: str) -> None:
+    """SentryError unless a verifier would accept ``name`` as a sample's (:func:`is_plain_name`)."""
+    if not is_plain_name(name):
+        raise SentryError(f"cannot sign sample {describe(name)}: a verifier accepts only relative paths "
+                          f"of 1 to {MAX_NAME} characters")
 
 
 def json_string(token: bytes):
@@ -96,6 +118,60 @@ def read_lines(src, where: str):
     if rest:
         raise VerificationError(f"{where} does not end with a newline; it is truncated")
     src.check_unchanged()
+
+
+MAX_FILE_NAME = 255  # what file systems hold: a signer cannot have written a longer one
+
+
+def signed_file(desc, bad) -> tuple[str, int]:
+    """(name, size) of a signed sidecar description ``{"name": ..., "size": ...}``, checked: the
+    name is a plain file name (the file lies beside the signature), the size a byte count."""
+    name, size = (desc.get("name"), desc.get("size")) if isinstance(desc, dict) else (None, None)
+    if (not isinstance(name, str) or not 0 < len(name) <= MAX_FILE_NAME or "/" in name or name in (".", "..")
+            or "\x00" in name):
+        raise bad("the sidecar's name is not a plain file name")
+    if type(size) is not int or size < 0:
+        raise bad("the sidecar's size is not a valid number")
+    return name, size
+
+
+@contextlib.contextmanager
+def signed_lines(path, size: int, what: str):
+    """(lines, where) of the sidecar at ``path``, read a block at a time once its size is the
+    signed ``size``; errors name the sidecar (of a ``what``: dataset, manifest)."""
+    where = f"sidecar {path}"
+    try:
+        src = FileSource(path, follow_symlinks=True)
+    except SentryError as exc:
+        raise SentryError(f"cannot read the {what}'s sidecar: {exc}") from None
+    with src:
+        if src.size != size:
+            raise VerificationError(f"{where} is {src.size} bytes but the signature covers one of {size}")
+        yield read_lines(src, where), where
+
+
+def item_records(lines, where: str):
+    """File and tensor items from the lines of a model's sidecar (docs/spec.md §2.1). Each line must
+    be exactly the canonical record of a valid item (so the parser need not be strict: anything
+    else encodes back differently), in strictly increasing identity order, at most MAX_ITEMS."""
+    previous = None
+    for n, line in enumerate(lines, 1):
+        at = f"{where} line {n}"
+        if n > MAX_ITEMS:
+            raise VerificationError(f"{where} lists more than {MAX_ITEMS} items")
+        try:
+            item = Item.from_json(json.loads(line))
+        except (ValueError, RecursionError):  # not JSON, numbers too long, nesting too deep
+            raise VerificationError(f"{at} is not a canonical item record") from None
+        except VerificationError as exc:
+            raise VerificationError(f"{at}: {exc}") from None
+        if item.record() != line:
+            raise VerificationError(f"{at} is not a canonical item record")
+        if previous is not None and item.key <= previous:
+            raise VerificationError(f"{at} {'repeats' if item.key == previous else 'is out of order after'} "
+                                    f"the line before it")
+        previous = item.key
+        yield item
 
 
 def records(lines, where: str, stream: StreamRoot):

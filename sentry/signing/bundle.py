@@ -16,7 +16,7 @@ from typing import Any
 
 from sentry.errors import SentryError, VerificationError
 from sentry.signing import _files
-from sentry.signing._json import StrictJSONError, describe, expect, loads_strict, type_name
+from sentry._json import StrictJSONError, describe, expect, loads_strict, type_name
 from sentry.signing.dsse import PAYLOAD_TYPE
 
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
@@ -27,7 +27,10 @@ ACCEPTED_MEDIA_TYPES = (
     "application/vnd.dev.sigstore.bundle+json;version=0.3",
     "application/vnd.dev.sigstore.bundle+json;version=0.2",
 )
-MAX_BUNDLE_BYTES = 64 * 1024 * 1024
+MAX_BUNDLE_BYTES = 64 * 1024 * 1024  # what a verifier reads (read_bundle); a signer checks it too
+# The largest statement a signer puts in a bundle: base64 makes it 4/3 larger, and 1 MiB is left
+# for the verification material (certificates, a transparency-log entry) and the JSON around it.
+MAX_PAYLOAD_BYTES = (MAX_BUNDLE_BYTES - (1 << 20)) // 4 * 3
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,9 @@ def write_bundle(path: str | os.PathLike, bundle: dict | Bundle) -> None:
     """Write the bundle as JSON, whole or not at all (temporary file, then os.replace)."""
     raw = bundle.raw if isinstance(bundle, Bundle) else bundle
     data = (json.dumps(raw, indent=2, sort_keys=False, allow_nan=False) + "\n").encode("utf-8")
+    if len(data) > MAX_BUNDLE_BYTES:
+        raise SentryError(f"the signature bundle would be {len(data)} bytes; a verifier reads at most "
+                          f"{MAX_BUNDLE_BYTES}")
     _files.write_atomic(path, data, mode=0o666, overwrite=True)
 
 

@@ -25,7 +25,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from sentry.errors import SentryError, VerificationError, reason
 from sentry.signing import keys
-from sentry.signing._json import expect
+from sentry._json import expect
 from sentry.signing.base import Signer, Verifier
 from sentry.signing.bundle import Bundle, decode_b64, require_method
 from sentry.signing.key import KeySigner, verify_dsse_signature

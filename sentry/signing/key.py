@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 
 from sentry.errors import VerificationError
 from sentry.signing import keys
-from sentry.signing._json import describe
+from sentry._json import describe
 from sentry.signing.base import Signer, Verifier
 from sentry.signing.bundle import Bundle, make_bundle, require_method
 from sentry.crypto.cpu import ecdsa_algorithm

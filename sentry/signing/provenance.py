@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from ..errors import SentryError, VerificationError
 from ..io.posix import FileSource
-from ..manifest.sidecar import read_lines, record_name
+from ..manifest.sidecar import check_signable_name, read_lines, record_name
 from .keys import load_public_key, public_key_hint
 
 PROVENANCE_TYPE = "https://github.com/sentry-artifacts/sentry/sample-provenance/v1"
@@ -84,6 +84,8 @@ def sign_lines(private_key, items, leaf_size: int, *, prefix: str = "", device: 
     batch: list = []
 
     def flush():
+        for it in batch:
+            check_signable_name(prefix + it.name)
         sigs = batch_sign(private_key, [sample_digest(leaf_size, it.root) for it in batch], device=device)
         lines = [record_line(prefix + it.name, it.size, it.root, sig) for it, sig in zip(batch, sigs)]
         batch.clear()

@@ -11,13 +11,15 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sentry.errors import VerificationError
-from sentry.signing._json import StrictJSONError, describe, expect, loads_strict, type_name
+from sentry._json import StrictJSONError, describe, expect, loads_strict, type_name
+from sentry.errors import SentryError, VerificationError
+from sentry.signing.bundle import MAX_PAYLOAD_BYTES
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://github.com/sentry-artifacts/sentry/manifest/v1"
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+MAX_TYPE_URI = 200
 
 
 @dataclass(frozen=True)
@@ -45,9 +47,12 @@ def make_statement(subject_name: str, root_hex: str, predicate: dict, *,
         "predicateType": predicate_type,
         "predicate": predicate,
     }
-    return json.dumps(
-        statement, sort_keys=True, separators=(",", ":"), allow_nan=False
-    ).encode("ascii")
+    payload = json.dumps(statement, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("ascii")
+    if len(payload) > MAX_PAYLOAD_BYTES:  # before anything is signed: the bundle could never verify
+        hint = "" if predicate_type == PREDICATE_TYPE else "; Sentry's format lists this many files in a sidecar"
+        raise SentryError(f"the statement to sign would be {len(payload)} bytes, more than a signature bundle "
+                          f"carries ({MAX_PAYLOAD_BYTES} bytes){hint}")
+    return payload
 
 
 def _bad(reason: str) -> VerificationError:
@@ -88,6 +93,8 @@ def parse_statement(payload: bytes) -> Statement:
         raise _bad("the subject's sha256 digest is not 64 lowercase hex characters")
     predicate_type = doc.get("predicateType")
     expect(predicate_type, str, "predicateType", _bad)
+    if len(predicate_type) > MAX_TYPE_URI:  # it is quoted in messages: keep them one short sentence
+        raise _bad(f"predicateType is longer than {MAX_TYPE_URI} characters")
     predicate = doc.get("predicate")
     expect(predicate, dict, "predicate", _bad)
     return Statement(name, digest_hex, predicate_type, predicate)
