@@ -30,12 +30,27 @@ examples:
 EXIT_CODES = "exit codes: 0 success, 1 verification failed, 2 usage or input error."
 
 
+def _ignore_options(p: argparse.ArgumentParser, *, defaults: bool = True) -> None:
+    p.add_argument("--ignore", action="append", default=[], metavar="PATTERN",
+                   help="leave out paths matching PATTERN (a signature records it); repeatable. A glob "
+                        "without '/' matches any single path component at any depth ('*.log'); one with '/' "
+                        "is anchored at the top ('runs/': the top-level directory runs, '/notes.txt': the "
+                        "top-level file); a trailing '/' matches directories only")
+    if not defaults:
+        return
+    p.add_argument("--no-default-ignores", dest="default_ignores", action="store_false",
+                   help="also hash the top-level .git, .github, .gitattributes, .gitignore, .hg, .svn and "
+                        ".DS_Store, which are left out by default (nested ones are always hashed; OMS: the git "
+                        "paths, as model_signing's --no-ignore-git-paths); a signature records it. On verify: "
+                        "check them too, whatever the signature recorded. Datasets have no default ignores")
+
+
 def _hashing_options(p: argparse.ArgumentParser, *, leaf_size: bool) -> None:
     p.add_argument("path", help="model directory, checkpoint file (.safetensors: per tensor too) or dataset directory")
-    p.add_argument("--ignore", action="append", default=[], metavar="PATTERN",
-                   help="leave out paths matching PATTERN (glob; without '/', matches any path component); repeatable")
+    _ignore_options(p)
     p.add_argument("--allow-symlinks", action="store_true",
-                   help="hash what symbolic links point to (only inside PATH); by default they are refused")
+                   help="hash what symbolic links point to (only inside PATH); by default they are refused, "
+                        "except in a Hugging Face cache snapshot (links into its repository's blobs/)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="hashing backend (default: auto = CUDA when a GPU is usable, else CPU); CUDA reads "
                         "files with kvikio (GPUDirect Storage or its compatibility mode) when it is installed")
@@ -151,10 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="put DIR/ before every sample name: where these samples sit in the assembled dataset")
     p.add_argument("-o", "--output", metavar="FILE",
                    help="the provenance file to write (default: DIR.provenance.jsonl beside DIR)")
-    p.add_argument("--ignore", action="append", default=[], metavar="PATTERN",
-                   help="leave out paths matching PATTERN (glob; without '/', matches any path component); repeatable")
+    _ignore_options(p, defaults=False)
     p.add_argument("--allow-symlinks", action="store_true",
-                   help="hash what symbolic links point to (only inside DIR); by default they are refused")
+                   help="hash what symbolic links point to (only inside DIR); by default they are refused, "
+                        "except in a Hugging Face cache snapshot (links into its repository's blobs/)")
     p.add_argument("--leaf-size", type=int, metavar="BYTES",
                    help="Merkle leaf size, a power of two (default 4096); must be the dataset's")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
@@ -219,7 +234,7 @@ def cmd_hash(args) -> int:
 
     with _progress(args) as bar:
         manifest = hash_artifact(args.path, leaf_size=args.leaf_size, ignore=args.ignore,
-                                 allow_symlinks=args.allow_symlinks, device=args.device, progress=bar)
+                                 default_ignores=args.default_ignores, allow_symlinks=args.allow_symlinks, device=args.device, progress=bar)
     root = manifest.root().hex()
     if args.json:
         print(json.dumps({"root": root, **manifest.to_predicate()}, indent=2))
@@ -285,6 +300,8 @@ def cmd_sign(args) -> int:
         raise SentryError("the OMS format signs models: leave out --dataset or --format oms")
     signer = _signer_for(args)
     options = {"format": args.format} if args.format != "sentry" else {}
+    if not args.dataset:  # a dataset has no default ignores
+        options["default_ignores"] = args.default_ignores
     sign = sign_dataset if args.dataset else sign_model
     with _progress(args) as bar:
         sig = sign(args.path, key=signer, signature=args.signature, ignore=args.ignore, allow_symlinks=args.allow_symlinks,
@@ -306,7 +323,7 @@ def cmd_verify(args) -> int:
     try:
         with _progress(args) as bar:
             report = verify(args.path, public_key=verifier, signature=args.signature, ignore=args.ignore,
-                            allow_symlinks=args.allow_symlinks, device=args.device, progress=bar,
+                            default_ignores=args.default_ignores, allow_symlinks=args.allow_symlinks, device=args.device, progress=bar,
                             **_dataset_args(args))
     except VerificationError as exc:
         if args.json:  # scripts always get a JSON verdict, also when the signature itself is bad
@@ -315,7 +332,10 @@ def cmd_verify(args) -> int:
         elif exc.report is not None:
             print("\n".join(exc.report.lines()))
         raise
-    print(json.dumps(report.to_json(), indent=2) if args.json else f"OK: {report.summary()}")
+    if not args.json:  # what the report lists beside the verdict (e.g. ignored paths) shows on success too
+        print("\n".join(report.lines() + [f"OK: {report.summary()}"]))
+    else:
+        print(json.dumps(report.to_json(), indent=2))
     return 0
 
 

@@ -392,6 +392,7 @@ static PyObject *py_set_sha_ni(PyObject *self, PyObject *arg)
 #define HF_SHORT (-2)
 #define HF_READ (-3)
 #define HF_CHANGED (-4)
+#define HF_LONGER (-5)
 static size_t chunk_leaves_for(size_t n_leaves, size_t max_chunks)
 {
     size_t c = 1;
@@ -407,7 +408,8 @@ static int same_stamp(const struct stat *a, const struct stat *b)
 }
 
 /* Chunk roots of the whole file into out; returns its size, or an HF_ code with *n_out the bytes
- * read (HF_SHORT), or errno (HF_READ), and *size_out the size expected. */
+ * read (HF_SHORT), or errno (HF_READ), and *size_out the size expected; HF_LONGER if it still
+ * yields data past its size (a /proc file says 0 bytes). buf holds max_bytes + 1 bytes. */
 static long long hash_one_file(const char *path, int follow, size_t leaf_size, size_t max_chunks,
                                unsigned char *buf, size_t max_bytes, unsigned char *out, size_t *n_out,
                                long long *size_out)
@@ -437,6 +439,17 @@ static long long hash_one_file(const char *path, int follow, size_t leaf_size, s
             goto fail;
         }
         got += (size_t)r;
+    }
+    for (;;) { /* the end of the data is where fstat says: FileSource.check_unchanged's probe */
+        ssize_t r = pread(fd, buf + size, 1, (off_t)size);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r != 0) {
+            ret = r < 0 ? HF_READ : HF_LONGER;
+            *n_out = r < 0 ? (size_t)errno : 0;
+            goto fail;
+        }
+        break;
     }
     chunk_bytes = chunk_leaves_for((size + leaf_size - 1) / leaf_size, max_chunks) * leaf_size;
     n_chunks = (size + chunk_bytes - 1) / chunk_bytes;
@@ -525,6 +538,8 @@ static PyObject *py_hash_files(PyObject *self, PyObject *args)
             item = Py_BuildValue("(si)", "read", (int)counts[i]);
         } else if (sizes[i] == HF_CHANGED) {
             item = Py_BuildValue("(s)", "changed");
+        } else if (sizes[i] == HF_LONGER) {
+            item = Py_BuildValue("(sL)", "longer", expected[i]);
         } else {
             item = Py_BuildValue("(Ly#)", sizes[i], (const char *)(outs + (size_t)i * cap * HLEN),
                                  (Py_ssize_t)(counts[i] * HLEN));
@@ -568,8 +583,8 @@ static PyMethodDef methods[] = {
      "Per path, (size, chunk roots) of the whole regular file, chunked as sentry.hashing.merkle.\n"
      "chunk_leaves(n_leaves, max_chunks) says; None if it cannot be opened as a regular file of at\n"
      "most max_bytes (missing, a symbolic link while not following them, not a regular file...);\n"
-     "(\"short\", bytes read, size), (\"read\", errno) or (\"changed\",) if it read short, failed to\n"
-     "read or changed while hashed. Releases the GIL."},
+     "(\"short\", bytes read, size), (\"read\", errno), (\"changed\",) or (\"longer\", size) if it\n"
+     "read short, failed to read, changed while hashed or yields more than its size. Releases the GIL."},
     {NULL, NULL, 0, NULL},
 };
 

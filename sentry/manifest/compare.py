@@ -48,6 +48,8 @@ class Report:
     tied: list[tuple[str, str]] = field(default_factory=list)
     # Files on disk that a signature of an in-memory model cannot cover (e.g. config.json).
     uncovered: list[str] = field(default_factory=list)
+    # Paths on disk the ignore rules left out (a directory with a trailing '/'): not a failure, shown.
+    ignored: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -63,6 +65,7 @@ class Report:
             "allowed_absent": self.allowed_absent,
             "tied": [{"item": a, "same_memory_as": b} for a, b in self.tied],
             "uncovered": self.uncovered,
+            "ignored": self.ignored,
         }
 
     def lines(self) -> list[str]:
@@ -72,6 +75,7 @@ class Report:
         out += [f"absent (allowed): {a}" for a in self.allowed_absent]
         out += [f"tied: {a} shares memory with {b}" for a, b in self.tied]
         out += [f"not covered by the signature: {u}" for u in self.uncovered]
+        out += [f"ignored: {i}" for i in self.ignored]
         return out
 
     def summary(self) -> str:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from ..errors import VerificationError
 from ..hashing.merkle import leaf_hash, root_of_hashes
 from ..hashing.params import HashParams
+from .ignore import DEFAULT_IGNORES, is_plain_entry_name
 from .item import Item
 
 # What was signed: a directory or a file on disk, or a model held in memory (tensors only).
@@ -22,6 +23,9 @@ class Manifest:
     source: str = "directory"  # directory | file | memory
     ignore: tuple[str, ...] = ()  # signer's ignore patterns, applied again at verify time
     allow_symlinks: bool = False
+    # Top-level names left out of a directory (docs/spec.md §2.1); a signature without the
+    # field (made before it was recorded) gets today's defaults.
+    default_ignores: tuple[str, ...] = DEFAULT_IGNORES
     _by_key: dict = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
@@ -38,16 +42,15 @@ class Manifest:
         return root_of_hashes([leaf_hash(it.record()) for it in self.items])
 
     def to_predicate(self) -> dict:
-        return {
-            "hashing": self.params.to_json(),
-            "artifact": {
-                "type": self.artifact_type,
-                "source": self.source,
-                "ignore": list(self.ignore),
-                "allow_symlinks": self.allow_symlinks,
-            },
-            "items": [it.to_json() for it in self.items],
+        artifact = {
+            "type": self.artifact_type,
+            "source": self.source,
+            "ignore": list(self.ignore),
+            "allow_symlinks": self.allow_symlinks,
         }
+        if self.source == "directory":  # only a directory walk has anything to leave out
+            artifact["default_ignores"] = list(self.default_ignores)
+        return {"hashing": self.params.to_json(), "artifact": artifact, "items": [it.to_json() for it in self.items]}
 
     @classmethod
     def from_predicate(cls, predicate) -> "Manifest":
@@ -75,10 +78,13 @@ class Manifest:
             raise bad("ignore patterns are not a list of strings")
         if not isinstance(symlinks, bool):
             raise bad("allow_symlinks is not a boolean")
+        defaults = artifact.get("default_ignores", list(DEFAULT_IGNORES))
+        if not isinstance(defaults, list) or not all(is_plain_entry_name(n) for n in defaults):
+            raise bad("default_ignores is not a list of file names")
         items = predicate.get("items")
         if not isinstance(items, list) or len(items) > MAX_ITEMS:
             raise bad("items are not a list")
-        return cls(params, [Item.from_json(o) for o in items], a_type, source, tuple(ignore), symlinks)
+        return cls(params, [Item.from_json(o) for o in items], a_type, source, tuple(ignore), symlinks, tuple(defaults))
 
     def get(self, key):
         return self._by_key.get(key)
