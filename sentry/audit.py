@@ -7,12 +7,15 @@ One bad bundle or artifact fails its own entry, never the audit.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from .api import check_artifact, signed_manifest, verifier_for
 from .errors import SentryError
+from .io.posix import path_too_long_error, shown_path
 
 
 @dataclass
@@ -35,7 +38,23 @@ def find_signatures(directory) -> list[Path]:
     root = Path(directory)
     if not root.is_dir():
         raise SentryError(f"{root} is not a directory")
-    return sorted(p for p in root.rglob("*.sig") if p.is_file())
+    # Its own stack, not rglob (which recurses, so a deep directory tree ended in RecursionError);
+    # like rglob, links to directories are not entered.
+    found, stack = [], [root]
+    while stack:
+        directory = stack.pop()
+        try:
+            entries = list(os.scandir(directory))
+        except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG:
+                raise path_too_long_error(directory) from None
+            raise SentryError(f"cannot read directory {shown_path(directory)}: {exc.strerror}") from None
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(entry.path)
+            elif entry.name.endswith(".sig") and entry.is_file():
+                found.append(Path(entry.path))
+    return sorted(found)
 
 
 def audit(directory, public_key, *, signatures_only: bool = False, device: str = "auto",

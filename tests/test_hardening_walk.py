@@ -353,6 +353,13 @@ def test_hf_snapshot_links_elsewhere_are_refused(capsys, keys, tmp_path):
     (fake / "f").symlink_to("../../blobs/b")
     code, _, err = run(capsys, "hash", fake, "-q")
     assert code == 2 and "symbolic link" in err
+    # A repository whose blobs/ is itself a link could point the snapshot anywhere.
+    repo = tmp_path / "x" / "models--o--n"
+    (repo / "snapshots" / "r").mkdir(parents=True)
+    (repo / "blobs").symlink_to(tmp_path / "notacache" / "blobs")
+    (repo / "snapshots" / "r" / "f").symlink_to("../../blobs/b")
+    code, _, err = run(capsys, "hash", repo / "snapshots" / "r", "-q")
+    assert code == 2 and "symbolic link" in err
 
 
 def test_model_signing_bundle_of_a_snapshot_verifies(capsys, keys, tmp_path):
@@ -368,3 +375,12 @@ def test_model_signing_bundle_of_a_snapshot_verifies(capsys, keys, tmp_path):
     (snap / "config.json").resolve().write_bytes(b"{}")
     code, out, _ = verify(capsys, keys, snap, "--signature", sig)
     assert code == 1 and "changed: file config.json" in out
+
+
+def test_audit_finds_signatures_at_any_depth(capsys, keys, deep):
+    m = deep(1200)
+    leaf = m / ("d/" * 1200).rstrip("/")
+    sentry.sign_model(leaf / "w.bin", key=keys[0])  # writes w.bin.sig beside it, 1,200 levels down
+    code, out, err = run(capsys, "audit", m, "--public-key", keys[1], "-q")
+    assert code == 0 and "1 of 1 bundles verified" in out, err
+    (leaf / "w.bin.sig").unlink()  # the fixture removes exactly what it made

@@ -440,17 +440,6 @@ static long long hash_one_file(const char *path, int follow, size_t leaf_size, s
         }
         got += (size_t)r;
     }
-    for (;;) { /* the end of the data is where fstat says: FileSource.check_unchanged's probe */
-        ssize_t r = pread(fd, buf + size, 1, (off_t)size);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r != 0) {
-            ret = r < 0 ? HF_READ : HF_LONGER;
-            *n_out = r < 0 ? (size_t)errno : 0;
-            goto fail;
-        }
-        break;
-    }
     chunk_bytes = chunk_leaves_for((size + leaf_size - 1) / leaf_size, max_chunks) * leaf_size;
     n_chunks = (size + chunk_bytes - 1) / chunk_bytes;
     for (i = 0; i < n_chunks; i++) {
@@ -463,6 +452,17 @@ static long long hash_one_file(const char *path, int follow, size_t leaf_size, s
         goto fail;
     if ((follow ? stat(path, &st_now) : lstat(path, &st_now)) != 0 || !same_stamp(&st_fd, &st_now))
         goto fail;
+    for (;;) { /* and the data ends where fstat says (FileSource.check_unchanged) */
+        ssize_t r = pread(fd, buf + size, 1, (off_t)size);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r != 0) {
+            ret = r < 0 ? HF_READ : HF_LONGER;
+            *n_out = r < 0 ? (size_t)errno : 0;
+            goto fail;
+        }
+        break;
+    }
     close(fd);
     *n_out = n_chunks;
     return (long long)size;

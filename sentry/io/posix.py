@@ -144,12 +144,6 @@ class FileSource:
         says 0 bytes but yields data (/proc, some FUSE files) from being hashed as empty.
         """
         try:
-            beyond = os.pread(self._fd, 1, self.size)
-        except OSError as exc:
-            raise read_error(self.path, exc.strerror or exc) from None
-        if beyond:
-            raise longer_error(self.path, self.size)
-        try:
             st_fd = os.fstat(self._fd)
             st_path = os.stat(self.path, follow_symlinks=self.follow_symlinks)
         except OSError:
@@ -159,6 +153,12 @@ class FileSource:
                 self.size, self.mtime_ns, self.ino, self.dev
             ):
                 raise changed_error(self.path)
+        try:
+            beyond = os.pread(self._fd, 1, self.size)
+        except OSError as exc:
+            raise read_error(self.path, exc.strerror or exc) from None
+        if beyond:
+            raise longer_error(self.path, self.size)
 
     # -- lifetime --------------------------------------------------------------------------------
     def fileno(self) -> int:

@@ -88,8 +88,8 @@ def hf_blobs(path: Path) -> Path | None:
     for snapshot in (path, *path.parents):
         repo = snapshot.parent.parent
         if snapshot.parent.name == "snapshots" and repo.name.startswith(("models--", "datasets--")):
-            blobs = repo / "blobs"
-            return blobs.resolve() if blobs.is_dir() and snapshot.is_dir() else None
+            blobs = repo / "blobs"  # itself a link, it could lead anywhere
+            return blobs.resolve() if blobs.is_dir() and not blobs.is_symlink() and snapshot.is_dir() else None
     return None
 
 
