@@ -294,8 +294,9 @@ def sign_dataset(path, key=None, signature=None, *, sidecar=None, password=None,
     side_path = Path(sidecar) if sidecar is not None else dataset.default_sidecar_path(sig_path)
     leaf_size = _setting("leaf_size", leaf_size)
     params = HashParams() if leaf_size is None else HashParams(leaf_size=leaf_size)
-    samples = dataset.iter_samples(path, params, ignore=ignore, allow_symlinks=allow_symlinks, exclude=[sig_path, side_path],
-                                   progress=_setting("progress", progress), device=_setting("device", device) or "auto",
+    samples = dataset.iter_samples(path, params, ignore=ignore, allow_symlinks=allow_symlinks,
+                                   exclude=[sig_path, side_path], progress=_setting("progress", progress),
+                                   device=_setting("device", device) or "auto",
                                    walk_lazily=not dataset.writes_inside(path, side_path))
     # The sidecar is written as samples are hashed (memory at millions of samples), and before the
     # bundle: a bundle never points at a sidecar that is not there yet.

@@ -234,7 +234,8 @@ def cmd_hash(args) -> int:
 
     with _progress(args) as bar:
         manifest = hash_artifact(args.path, leaf_size=args.leaf_size, ignore=args.ignore,
-                                 default_ignores=args.default_ignores, allow_symlinks=args.allow_symlinks, device=args.device, progress=bar)
+                                 default_ignores=args.default_ignores, allow_symlinks=args.allow_symlinks,
+                                 device=args.device, progress=bar)
     root = manifest.root().hex()
     if args.json:
         print(json.dumps({"root": root, **manifest.to_predicate()}, indent=2))
@@ -323,8 +324,8 @@ def cmd_verify(args) -> int:
     try:
         with _progress(args) as bar:
             report = verify(args.path, public_key=verifier, signature=args.signature, ignore=args.ignore,
-                            default_ignores=args.default_ignores, allow_symlinks=args.allow_symlinks, device=args.device, progress=bar,
-                            **_dataset_args(args))
+                            default_ignores=args.default_ignores, allow_symlinks=args.allow_symlinks,
+                            device=args.device, progress=bar, **_dataset_args(args))
     except VerificationError as exc:
         if args.json:  # scripts always get a JSON verdict, also when the signature itself is bad
             body = exc.report.to_json() if exc.report is not None else {"ok": False}
