@@ -64,10 +64,22 @@ def _check_outputs(outputs, artifact, key, key_files, force) -> None:
     check_outputs(outputs, artifact=artifact if _is_path(artifact) else None, keep=keep, force=force)
 
 
-def hash_artifact(artifact, *, artifact_type="model", leaf_size=None, ignore=(), allow_symlinks=False,
-                  exclude=(), strict=True, strip_prefix="", add_prefix="", device=None, progress=None,
-                  params: HashParams | None = None) -> Manifest:
-    """The manifest of a path (directory or file) or of a model/state_dict in memory."""
+def _default_ignore_names(default_ignores) -> tuple:
+    """``default_ignores``: True (Sentry's defaults), False (none) or the names a signature recorded."""
+    from .manifest.ignore import DEFAULT_IGNORES
+
+    if default_ignores is True:
+        return DEFAULT_IGNORES
+    return () if default_ignores is False else tuple(default_ignores)
+
+
+def hash_artifact(artifact, *, artifact_type="model", leaf_size=None, ignore=(), default_ignores=True,
+                  allow_symlinks=False, exclude=(), strict=True, strip_prefix="", add_prefix="", device=None,
+                  progress=None, params: HashParams | None = None, ignored=None) -> Manifest:
+    """The manifest of a path (directory or file) or of a model/state_dict in memory.
+
+    ``default_ignores=False`` hashes the top-level VCS entries (.git, ...) too; ``ignored`` (a
+    list), if given, receives the paths the ignore rules left out."""
     if params is None:
         leaf_size = _setting("leaf_size", leaf_size)
         params = HashParams() if leaf_size is None else HashParams(leaf_size=leaf_size)
@@ -75,8 +87,9 @@ def hash_artifact(artifact, *, artifact_type="model", leaf_size=None, ignore=(),
     progress = _setting("progress", progress)
     if _is_path(artifact):
         return manifest_for_path(artifact, params, artifact_type=artifact_type, ignore=ignore,
+                                 default_ignores=_default_ignore_names(default_ignores),
                                  allow_symlinks=allow_symlinks, exclude=exclude, strict=strict,
-                                 progress=progress, device=device)
+                                 progress=progress, device=device, ignored=ignored)
     items = tensor_items(state_dict_of(artifact), params, strip_prefix=strip_prefix,
                          add_prefix=add_prefix, device=device, progress=progress)
     return Manifest(params, items, artifact_type, "memory")
@@ -145,7 +158,7 @@ def _sign(artifact, artifact_type, key, signature, password, format="sentry", *,
 def _fit_for_bundle(manifest: Manifest, artifact, sig_path: Path) -> Manifest:
     """The manifest to sign, checked as a verifier will check it: without chunk roots when too
     large for the bundle, and if still too large, with its items written to a sidecar beside the
-    signature (docs/spec.md §2.1), which never goes inside the artifact."""
+    signature (docs/spec.md §2.2), which never goes inside the artifact."""
     from .manifest import manifest as manifests
     from .manifest.dataset import writes_inside
     from .manifest.sidecar import Writer, beside
@@ -165,8 +178,8 @@ def _fit_for_bundle(manifest: Manifest, artifact, sig_path: Path) -> Manifest:
     return manifest
 
 
-def _oms_statement(artifact, artifact_type, sig_path, name, *, leaf_size=None, ignore=(), allow_symlinks=False,
-                   progress=None, **_tensor_options) -> bytes:
+def _oms_statement(artifact, artifact_type, sig_path, name, *, leaf_size=None, ignore=(), default_ignores=True,
+                   allow_symlinks=False, progress=None, **_tensor_options) -> bytes:
     """An OMS (model_signing) statement: plain SHA-256 per file, as model_signing makes them.
 
     The remaining options (state_dict prefixes, the hashing device) concern tensors and the
@@ -178,7 +191,8 @@ def _oms_statement(artifact, artifact_type, sig_path, name, *, leaf_size=None, i
         raise SentryError("the OMS format signs a model directory or file, not a model in memory or a dataset")
     if leaf_size is not None:
         raise SentryError("the OMS format hashes whole files: a leaf size does not apply")
-    manifest = oms.manifest_for_model(artifact, ignore=ignore, allow_symlinks=allow_symlinks, exclude=[sig_path],
+    manifest = oms.manifest_for_model(artifact, ignore=ignore, default_ignores=default_ignores,
+                                      allow_symlinks=allow_symlinks, exclude=[sig_path],
                                       progress=_setting("progress", progress))
     return make_statement(name, manifest.digest().hex(), manifest.to_predicate(), predicate_type=oms.PREDICATE_TYPE)
 
@@ -270,8 +284,8 @@ def _read_claim(artifact, public_key, signature, artifact_type: str) -> tuple:
     return sig_path, signed_claim(read_signed_statement(sig_path, verifier), sig_path, artifact_type)
 
 
-def check_signed(artifact, signed, sig_path: Path, *, ignore=(), allow_symlinks=False, device=None, progress=None,
-                 **options) -> Report:
+def check_signed(artifact, signed, sig_path: Path, *, ignore=(), default_ignores=True, allow_symlinks=False,
+                 device=None, progress=None, **options) -> Report:
     """Check ``artifact`` against what a verified signature signs (:func:`signed_claim`'s result),
     the way its format says; VerificationError on a difference. ``options``: those of
     :func:`check_artifact` for a Sentry model, of :func:`_check_dataset` for a dataset; the OMS
@@ -282,24 +296,31 @@ def check_signed(artifact, signed, sig_path: Path, *, ignore=(), allow_symlinks=
     if isinstance(signed, oms.OmsManifest):
         if not _is_path(artifact):
             raise SentryError(f"{sig_path} is a model_signing signature: it verifies a model directory or file")
-        return _verdict(oms.verify_model(signed, artifact, patterns=ignore, allow_symlinks=allow_symlinks,
-                                         exclude=[sig_path], progress=_setting("progress", progress)))
+        return _verdict(oms.verify_model(signed, artifact, patterns=ignore, default_ignores=default_ignores,
+                                         allow_symlinks=allow_symlinks, exclude=[sig_path],
+                                         progress=_setting("progress", progress)))
     check = _check_dataset if isinstance(signed, DatasetClaim) else check_artifact
-    return check(artifact, signed, sig_path, ignore=ignore, allow_symlinks=allow_symlinks, device=device,
-                 progress=progress, **options)
+    return check(artifact, signed, sig_path, ignore=ignore, default_ignores=default_ignores,
+                 allow_symlinks=allow_symlinks, device=device, progress=progress, **options)
 
 
-def check_artifact(artifact, signed: Manifest, sig_path: Path, *, ignore=(), allow_symlinks=False,
-                   allow_missing=(), allow_uncovered=False, strip_prefix="", add_prefix="", device=None,
-                   progress=None) -> Report:
-    """Hash the artifact as the signed manifest says and compare; VerificationError on a difference."""
+def check_artifact(artifact, signed: Manifest, sig_path: Path, *, ignore=(), default_ignores=True,
+                   allow_symlinks=False, allow_missing=(), allow_uncovered=False, strip_prefix="", add_prefix="",
+                   device=None, progress=None) -> Report:
+    """Hash the artifact as the signed manifest says and compare; VerificationError on a difference.
+    The signed default ignores apply unless ``default_ignores`` is False; what was left out is
+    listed in the report."""
+    ignored: list = []
     actual = hash_artifact(
         artifact, artifact_type=signed.artifact_type, params=signed.params,
-        ignore=tuple(signed.ignore) + tuple(ignore), allow_symlinks=signed.allow_symlinks or allow_symlinks,
+        ignore=tuple(signed.ignore) + tuple(ignore), default_ignores=default_ignores and signed.default_ignores,
+        allow_symlinks=signed.allow_symlinks or allow_symlinks,
         exclude=[sig_path] + ([signed.sidecar.path] if signed.sidecar else []), strict=False,
-        strip_prefix=strip_prefix, add_prefix=add_prefix, device=device, progress=progress,
+        strip_prefix=strip_prefix, add_prefix=add_prefix, device=device, progress=progress, ignored=ignored,
     )
-    return _verdict(compare_manifests(signed, actual, allow_missing=allow_missing, allow_uncovered=allow_uncovered))
+    report = compare_manifests(signed, actual, allow_missing=allow_missing, allow_uncovered=allow_uncovered)
+    report.ignored = ignored
+    return _verdict(report)
 
 
 def _verdict(report: Report) -> Report:
@@ -310,24 +331,26 @@ def _verdict(report: Report) -> Report:
 
 
 def sign_model(model_or_path, key=None, signature=None, *, password=None, format="sentry", ignore=(),
-               allow_symlinks=False, leaf_size=None, strip_prefix="", add_prefix="", device=None,
-               progress=None, force=False, key_files=()) -> Path:
+               default_ignores=True, allow_symlinks=False, leaf_size=None, strip_prefix="", add_prefix="",
+               device=None, progress=None, force=False, key_files=()) -> Path:
     """Hash a model directory, checkpoint file or in-memory model and write a signature bundle.
 
     ``key`` is a private key (path or object) or a Signer (``CertificateSigner``,
     ``SigstoreSigner``). ``format="oms"`` writes what model_signing writes and verifies (a path
-    only). Returns the signature path (default: beside the artifact, ``PATH.sig``).
+    only). ``default_ignores=False`` also hashes the top-level VCS entries (.git, ...); the
+    choice is recorded in the signature. Returns the signature path (default: beside the
+    artifact, ``PATH.sig``).
 
     The signature never replaces the key file, ``key_files`` (paths, or path -> what it is: the
     files behind a Signer), the artifact or a file inside it; an existing file that is not a
     signature bundle only with ``force=True`` (docs/spec.md §8)."""
     return _sign(model_or_path, "model", key, signature, password, format, leaf_size=leaf_size, ignore=ignore,
-                 allow_symlinks=allow_symlinks, strip_prefix=strip_prefix, add_prefix=add_prefix,
-                 device=device, progress=progress, key_files=key_files, force=force)
+                 default_ignores=default_ignores, allow_symlinks=allow_symlinks, strip_prefix=strip_prefix,
+                 add_prefix=add_prefix, device=device, progress=progress, key_files=key_files, force=force)
 
 
-def verify_model(model_or_path, public_key=None, signature=None, *, ignore=(), allow_symlinks=False,
-                 allow_missing=(), allow_uncovered=False, strip_prefix="", add_prefix="", device=None,
+def verify_model(model_or_path, public_key=None, signature=None, *, ignore=(), default_ignores=True,
+                 allow_symlinks=False, allow_missing=(), allow_uncovered=False, strip_prefix="", add_prefix="", device=None,
                  progress=None) -> Report:
     """Verify the signature, recompute, compare. Raises VerificationError (with ``.report``) on
     any missing, extra or changed item; returns the Report when everything matches.
@@ -338,16 +361,19 @@ def verify_model(model_or_path, public_key=None, signature=None, *, ignore=(), a
 
     ``public_key`` is a public key (path or object) or a Verifier (``CertificateVerifier``,
     ``SigstoreVerifier``). Sentry and model_signing (OMS) signatures are told apart by their
-    predicate type."""
-    return _verify(model_or_path, "model", public_key, signature, ignore=ignore, allow_symlinks=allow_symlinks,
+    predicate type. The default ignores the signature recorded apply (for model_signing: the git
+    paths) unless ``default_ignores=False``; the report lists every path left out."""
+    return _verify(model_or_path, "model", public_key, signature, ignore=ignore, default_ignores=default_ignores,
+                   allow_symlinks=allow_symlinks,
                    allow_missing=allow_missing, allow_uncovered=allow_uncovered, strip_prefix=strip_prefix,
                    add_prefix=add_prefix, device=device, progress=progress)
 
 
 def sign_dataset(path, key=None, signature=None, *, sidecar=None, password=None, ignore=(), allow_symlinks=False,
                  leaf_size=None, device=None, progress=None, force=False, key_files=()) -> Path:
-    """Sign a dataset directory: every file is a sample, listed in a sidecar (default beside the
-    signature: ``train.sig`` + ``train.samples.jsonl``) whose records root the signature covers.
+    """Sign a dataset directory: every file is a sample (no default ignores: a top-level .git is
+    samples too), listed in a sidecar (default beside the signature: ``train.sig`` +
+    ``train.samples.jsonl``) whose records root the signature covers.
 
     Returns the signature path. ``force`` and ``key_files`` as for :func:`sign_model` (the sidecar
     may replace an earlier sample list)."""
@@ -405,7 +431,7 @@ def load_signed_dataset(path=None, public_key=None, signature=None, *, sidecar=N
 
 
 def verify_dataset(path_or_root, public_key=None, signature=None, *, sidecar=None, samples=None, ignore=(),
-                   allow_symlinks=False, provenance=None, device=None, progress=None) -> Report:
+                   default_ignores=True, allow_symlinks=False, provenance=None, device=None, progress=None) -> Report:
     """Verify a dataset directory against its signature and sidecar: every sample, or just the
     named ``samples`` (each hashed on its own). Given a 32-byte root instead (a loader's
     ``hasher.compute()``), check that root against the signature.
@@ -413,7 +439,9 @@ def verify_dataset(path_or_root, public_key=None, signature=None, *, sidecar=Non
     A whole directory is checked as a merge of the sorted listing with the sidecar, read a block
     at a time: memory does not grow with the records. ``provenance``: per-sample provenance to
     check too (:func:`load_provenance`'s argument, or its result): every sample must carry a
-    valid signature of its source, and each changed sample names its source."""
+    valid signature of its source, and each changed sample names its source. The report lists
+    every path left out; ``default_ignores=False`` also checks what a signature made before
+    datasets stopped having default ignores left out."""
     if isinstance(path_or_root, (bytes, bytearray)):
         if provenance is not None:
             raise SentryError("per-sample provenance is checked on the samples: pass the dataset directory")
@@ -426,11 +454,11 @@ def verify_dataset(path_or_root, public_key=None, signature=None, *, sidecar=Non
     if not _is_path(path_or_root):
         raise SentryError("a dataset is given as a directory path, or as the root a loader computed")
     return _verify(path_or_root, "dataset", public_key, signature, sidecar=sidecar, samples=samples, ignore=ignore,
-                   allow_symlinks=allow_symlinks, provenance=provenance, device=device, progress=progress)
+                   default_ignores=default_ignores, allow_symlinks=allow_symlinks, provenance=provenance, device=device, progress=progress)
 
 
-def _check_dataset(path, claim, sig_path: Path, *, sidecar=None, samples=None, ignore=(), allow_symlinks=False,
-                   provenance=None, device=None, progress=None) -> Report:
+def _check_dataset(path, claim, sig_path: Path, *, sidecar=None, samples=None, ignore=(), default_ignores=True,
+                   allow_symlinks=False, provenance=None, device=None, progress=None) -> Report:
     """A dataset directory against a verified claim and its sidecar (:func:`verify_dataset`)."""
     from .manifest.dataset import SignedDataset, compare_all, iter_samples
 
@@ -439,16 +467,19 @@ def _check_dataset(path, claim, sig_path: Path, *, sidecar=None, samples=None, i
     signed = SignedDataset.load(claim, side_path, sig_path) if samples is not None else None
     sources = load_provenance(provenance, claim.params.leaf_size) if provenance is not None else None
     device = _setting("device", device) or "auto"
+    ignored: list = []
     actual = iter_samples(  # compared as hashed, not all kept
         path, claim.params, names=samples, ignore=claim.ignore + tuple(ignore),
+        default_ignores=claim.default_ignores if default_ignores else (),
         allow_symlinks=claim.allow_symlinks or allow_symlinks, exclude=[sig_path, side_path],
-        progress=_setting("progress", progress), device=device, walk_lazily=True)
+        progress=_setting("progress", progress), device=device, walk_lazily=True, ignored=ignored)
     failures: dict = {}
     if sources is not None:
         actual = sources.checked(actual, failures, device)
     report = compare_all(claim, side_path, actual) if signed is None else signed.compare(actual, samples)
     if sources is not None:
         sources.attribute(report, failures)
+    report.ignored = ignored
     return _verdict(report)
 
 

@@ -10,6 +10,7 @@ its own entry, never the audit; so does a directory of the hub that cannot be re
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from .api import check_signed, signed_claim, verifier_for
 from .errors import SentryError, reason
+from .io.posix import path_too_long_error, shown_path
 from .manifest.dataset import DatasetClaim
 from .manifest.oms import OmsManifest
 
@@ -55,7 +57,9 @@ def find_signatures(directory) -> tuple[list[Path], list[Entry]]:
                     elif e.name.endswith(".sig") and e.is_file():
                         found.append(Path(e.path))
         except OSError as exc:
-            unreadable.append(Entry(Path(current), Path(current), f"cannot read directory {current}: {exc.strerror}"))
+            why = str(path_too_long_error(current)) if exc.errno == errno.ENAMETOOLONG else \
+                f"cannot read directory {shown_path(current)}: {exc.strerror}"
+            unreadable.append(Entry(Path(current), Path(current), why))
     return sorted(found), unreadable
 
 

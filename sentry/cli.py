@@ -40,12 +40,27 @@ FORCE_HELP = ("replace an existing file that is not an earlier output of the sam
               "certificate or password files, the artifact, or a file inside it)")
 
 
+def _ignore_options(p: argparse.ArgumentParser, *, defaults: bool = True) -> None:
+    p.add_argument("--ignore", action="append", default=[], metavar="PATTERN",
+                   help="leave out paths matching PATTERN (a signature records it); repeatable. A glob "
+                        "without '/' matches any single path component at any depth ('*.log'); one with '/' "
+                        "is anchored at the top ('runs/': the top-level directory runs, '/notes.txt': the "
+                        "top-level file); a trailing '/' matches directories only")
+    if not defaults:
+        return
+    p.add_argument("--no-default-ignores", dest="default_ignores", action="store_false",
+                   help="also hash the top-level .git, .github, .gitattributes, .gitignore, .hg, .svn and "
+                        ".DS_Store, which are left out by default (nested ones are always hashed; OMS: the git "
+                        "paths, as model_signing's --no-ignore-git-paths); a signature records it. On verify: "
+                        "check them too, whatever the signature recorded. Datasets have no default ignores")
+
+
 def _hashing_options(p: argparse.ArgumentParser, *, leaf_size: bool) -> None:
     p.add_argument("path", help="model directory, checkpoint file (.safetensors: per tensor too) or dataset directory")
-    p.add_argument("--ignore", action="append", default=[], metavar="PATTERN",
-                   help="leave out paths matching PATTERN (glob; without '/', matches any path component); repeatable")
+    _ignore_options(p)
     p.add_argument("--allow-symlinks", action="store_true",
-                   help="hash what symbolic links point to (only inside PATH); by default they are refused")
+                   help="hash what symbolic links point to (only inside PATH); by default they are refused, "
+                        "except in a Hugging Face cache snapshot (links into its repository's blobs/)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="hashing backend (default: auto = CUDA when a GPU is usable, else CPU); CUDA reads "
                         "files with kvikio (GPUDirect Storage or its compatibility mode) when it is installed")
@@ -172,10 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"the provenance file to write (default: DIR.provenance.jsonl beside DIR); "
                         f"{_never_over('an earlier provenance file')}")
     p.add_argument("--force", action="store_true", help=FORCE_HELP)
-    p.add_argument("--ignore", action="append", default=[], metavar="PATTERN",
-                   help="leave out paths matching PATTERN (glob; without '/', matches any path component); repeatable")
+    _ignore_options(p, defaults=False)
     p.add_argument("--allow-symlinks", action="store_true",
-                   help="hash what symbolic links point to (only inside DIR); by default they are refused")
+                   help="hash what symbolic links point to (only inside DIR); by default they are refused, "
+                        "except in a Hugging Face cache snapshot (links into its repository's blobs/)")
     p.add_argument("--leaf-size", type=int, metavar="BYTES",
                    help="Merkle leaf size, a power of two (default 4096); must be the dataset's")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
@@ -242,7 +257,8 @@ def cmd_hash(args) -> int:
 
     with _progress(args) as bar:
         manifest = hash_artifact(args.path, leaf_size=args.leaf_size, ignore=args.ignore,
-                                 allow_symlinks=args.allow_symlinks, device=args.device, progress=bar)
+                                 default_ignores=args.default_ignores, allow_symlinks=args.allow_symlinks,
+                                 device=args.device, progress=bar)
     root = manifest.root().hex()
     if args.json:
         print(json.dumps({"root": root, **manifest.to_predicate()}, indent=2))
@@ -319,6 +335,8 @@ def cmd_sign(args) -> int:
         raise SentryError("the OMS format signs models: leave out --dataset or --format oms")
     signer = _signer_for(args)
     options = {"format": args.format} if args.format != "sentry" else {}
+    if not args.dataset:  # a dataset has no default ignores
+        options["default_ignores"] = args.default_ignores
     sign = sign_dataset if args.dataset else sign_model
     with _progress(args) as bar:
         sig = sign(args.path, key=signer, signature=args.signature, ignore=args.ignore, allow_symlinks=args.allow_symlinks,
@@ -345,8 +363,8 @@ def cmd_verify(args) -> int:
     try:
         with _progress(args) as bar:
             report = verify(args.path, public_key=verifier, signature=args.signature, ignore=args.ignore,
-                            allow_symlinks=args.allow_symlinks, device=args.device, progress=bar,
-                            **_dataset_args(args), **model_options)
+                            default_ignores=args.default_ignores, allow_symlinks=args.allow_symlinks,
+                            device=args.device, progress=bar, **_dataset_args(args), **model_options)
     except VerificationError as exc:
         if args.json:  # scripts always get a JSON verdict, also when the signature itself is bad
             body = exc.report.to_json() if exc.report is not None else {"ok": False}

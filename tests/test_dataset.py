@@ -58,9 +58,10 @@ def test_names_sorting_before_slash_beside_a_directory_sign_and_verify(tmp_path,
     names = [json.loads(line)["name"] for line in _sidecar(sig).read_bytes().splitlines()]
     assert names == sorted(names) and len(names) == 9
     assert sentry.verify_dataset(d, public_key=keys[1]).checked == 9
-    from sentry.manifest.sources import list_files, pattern_skipper
+    from sentry.manifest.ignore import IgnoreRules
+    from sentry.manifest.sources import list_files
 
-    listed = [n for n, _ in list_files(d, pattern_skipper(()))]
+    listed = [n for n, _ in list_files(d, IgnoreRules())]
     assert listed == sorted(listed) == names
 
 

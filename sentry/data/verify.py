@@ -16,7 +16,8 @@ from ..errors import SentryError, VerificationError
 from ..manifest.compare import Change, Report
 from ..manifest.item import SAMPLE, Item
 from ..manifest.sidecar import records_root
-from ..manifest.sources import list_files, pattern_skipper
+from ..manifest.ignore import IgnoreRules
+from ..manifest.sources import list_files
 from .batch_hash import hash_batch
 
 POLICIES = ("raise", "drop")
@@ -58,7 +59,7 @@ class DatasetHasher:
         is absent is a missing one: each raises (or, under "drop", is reported)."""
         signed = self.signed
         exclude = [p for p in (signed.sidecar, signed.signature) if p is not None]
-        skip = pattern_skipper(signed.claim.ignore)
+        skip = IgnoreRules(signed.claim.ignore, signed.claim.default_ignores)
         on_disk = [n for n, _ in list_files(root, skip, signed.claim.allow_symlinks, exclude)]
 
         def wanted(name):

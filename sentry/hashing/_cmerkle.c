@@ -392,6 +392,7 @@ static PyObject *py_set_sha_ni(PyObject *self, PyObject *arg)
 #define HF_SHORT (-2)
 #define HF_READ (-3)
 #define HF_CHANGED (-4)
+#define HF_LONGER (-5)
 static size_t chunk_leaves_for(size_t n_leaves, size_t max_chunks)
 {
     size_t c = 1;
@@ -407,7 +408,8 @@ static int same_stamp(const struct stat *a, const struct stat *b)
 }
 
 /* Chunk roots of the whole file into out; returns its size, or an HF_ code with *n_out the bytes
- * read (HF_SHORT), or errno (HF_READ), and *size_out the size expected. */
+ * read (HF_SHORT), or errno (HF_READ), and *size_out the size expected; HF_LONGER if it still
+ * yields data past its size (a /proc file says 0 bytes). buf holds max_bytes + 1 bytes. */
 static long long hash_one_file(const char *path, int follow, size_t leaf_size, size_t max_chunks,
                                unsigned char *buf, size_t max_bytes, unsigned char *out, size_t *n_out,
                                long long *size_out)
@@ -450,6 +452,17 @@ static long long hash_one_file(const char *path, int follow, size_t leaf_size, s
         goto fail;
     if ((follow ? stat(path, &st_now) : lstat(path, &st_now)) != 0 || !same_stamp(&st_fd, &st_now))
         goto fail;
+    for (;;) { /* and the data ends where fstat says (FileSource.check_unchanged) */
+        ssize_t r = pread(fd, buf + size, 1, (off_t)size);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r != 0) {
+            ret = r < 0 ? HF_READ : HF_LONGER;
+            *n_out = r < 0 ? (size_t)errno : 0;
+            goto fail;
+        }
+        break;
+    }
     close(fd);
     *n_out = n_chunks;
     return (long long)size;
@@ -525,6 +538,8 @@ static PyObject *py_hash_files(PyObject *self, PyObject *args)
             item = Py_BuildValue("(si)", "read", (int)counts[i]);
         } else if (sizes[i] == HF_CHANGED) {
             item = Py_BuildValue("(s)", "changed");
+        } else if (sizes[i] == HF_LONGER) {
+            item = Py_BuildValue("(sL)", "longer", expected[i]);
         } else {
             item = Py_BuildValue("(Ly#)", sizes[i], (const char *)(outs + (size_t)i * cap * HLEN),
                                  (Py_ssize_t)(counts[i] * HLEN));
@@ -568,8 +583,8 @@ static PyMethodDef methods[] = {
      "Per path, (size, chunk roots) of the whole regular file, chunked as sentry.hashing.merkle.\n"
      "chunk_leaves(n_leaves, max_chunks) says; None if it cannot be opened as a regular file of at\n"
      "most max_bytes (missing, a symbolic link while not following them, not a regular file...);\n"
-     "(\"short\", bytes read, size), (\"read\", errno) or (\"changed\",) if it read short, failed to\n"
-     "read or changed while hashed. Releases the GIL."},
+     "(\"short\", bytes read, size), (\"read\", errno), (\"changed\",) or (\"longer\", size) if it\n"
+     "read short, failed to read, changed while hashed or yields more than its size. Releases the GIL."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, NamedTuple, Optional, Sequence
 
 from ..errors import SentryError
-from ..io.posix import FileSource, changed_error, read_error, short_read_error
+from ..io.posix import FileSource, changed_error, longer_error, read_error, short_read_error
 from . import merkle
 from .params import HashParams
 
@@ -308,6 +308,8 @@ def digest_ranges(
                 raise read_error(path, os.strerror(answer[1]))
             elif answer[0] == "changed":
                 raise changed_error(path)
+            elif answer[0] == "longer":
+                raise longer_error(path, answer[1])
             else:
                 out.append([_assemble_one(*answer)])
         return out

@@ -20,7 +20,20 @@ import stat
 from ..errors import SentryError
 
 
+def shown_path(path, limit: int = 160) -> str:
+    """A path for a message: the ends of a very long one (say, 1,200 directories deep)."""
+    path = os.fspath(path)
+    return path if len(path) <= limit else f"{path[: limit // 2]}...{path[-limit // 2:]}"
+
+
+def path_too_long_error(path) -> SentryError:
+    return SentryError(f"{shown_path(path)} is a path of {len(os.fsencode(path))} bytes, longer than this "
+                       "system accepts; move the files to a shallower directory")
+
+
 def _open_error(path, exc: OSError) -> SentryError:
+    if exc.errno == errno.ENAMETOOLONG:
+        return path_too_long_error(path)
     if exc.errno == errno.ENOENT:
         return SentryError(f"{path} does not exist")
     if exc.errno in (errno.EACCES, errno.EPERM):
@@ -33,6 +46,11 @@ def short_read_error(path, offset: int, length: int, got: int) -> SentryError:
         f"{path} ended early: read short at byte {offset + got} "
         f"of the {length} bytes expected from offset {offset}"
     )
+
+
+def longer_error(path, size: int) -> SentryError:
+    return SentryError(f"{shown_path(path)} yields more data than the {size} bytes its size says "
+                       "(such as a /proc file); refusing to hash a file whose reads do not match its size")
 
 
 def changed_error(path) -> SentryError:
@@ -117,10 +135,13 @@ class FileSource:
 
     # -- integrity -------------------------------------------------------------------------------
     def check_unchanged(self) -> None:
-        """SentryError if the file's size, mtime or inode differ from when it was opened.
+        """SentryError if the file's size, mtime or inode differ from when it was opened, or if
+        it yields data past its size.
 
         Checks both the open descriptor (in-place writes, truncation) and the path (the file was
         replaced, e.g. renamed over, so the bytes hashed are no longer the bytes at the path).
+        Every reader calls this after its last read, so the probe past the end keeps a file that
+        says 0 bytes but yields data (/proc, some FUSE files) from being hashed as empty.
         """
         try:
             st_fd = os.fstat(self._fd)
@@ -132,6 +153,12 @@ class FileSource:
                 self.size, self.mtime_ns, self.ino, self.dev
             ):
                 raise changed_error(self.path)
+        try:
+            beyond = os.pread(self._fd, 1, self.size)
+        except OSError as exc:
+            raise read_error(self.path, exc.strerror or exc) from None
+        if beyond:
+            raise longer_error(self.path, self.size)
 
     # -- lifetime --------------------------------------------------------------------------------
     def fileno(self) -> int:

@@ -51,6 +51,8 @@ class Report:
     # they fail the verification unless the caller accepts them (``uncovered_allowed``).
     uncovered: list[str] = field(default_factory=list)
     uncovered_allowed: bool = False
+    # Paths on disk the ignore rules left out (a directory with a trailing '/'): not a failure, shown.
+    ignored: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -70,6 +72,7 @@ class Report:
             "tied": [{"item": a, "same_memory_as": b} for a, b in self.tied],
             "uncovered": self.uncovered,
             "uncovered_allowed": self.uncovered_allowed,
+            "ignored": self.ignored,
         }
 
     def lines(self) -> list[str]:
@@ -81,6 +84,7 @@ class Report:
         out += [f"not covered by the signature{allowed}: {u}" for u in self.uncovered]
         out += [f"absent (allowed): {a}" for a in self.allowed_absent]
         out += [f"tied: {a} shares memory with {b}" for a, b in self.tied]
+        out += [f"ignored: {i}" for i in self.ignored]
         return out
 
     def summary(self) -> str:

@@ -16,9 +16,10 @@ from ..hashing.merkle import StreamRoot
 from ..hashing.params import HashParams
 from . import sidecar
 from .compare import Report, diff_item
+from .ignore import IgnoreRules
 from .item import _HEX64, MAX_ITEMS, SAMPLE, Item
 from .manifest import Manifest
-from .sources import iter_files, pattern_skipper
+from .sources import iter_files
 
 SIDECAR_SUFFIX = ".samples.jsonl"
 
@@ -37,9 +38,12 @@ class DatasetClaim:
     root: bytes  # the sidecar's records root = the dataset root = the statement's subject digest
     ignore: tuple[str, ...] = ()
     allow_symlinks: bool = False
+    # () for a dataset signed now; a signature made before they were recorded implies the model defaults.
+    default_ignores: tuple[str, ...] = ()
 
     def to_predicate(self) -> dict:
-        predicate = Manifest(self.params, [], "dataset", "directory", self.ignore, self.allow_symlinks).to_predicate()
+        predicate = Manifest(self.params, [], "dataset", "directory", self.ignore, self.allow_symlinks,
+                             self.default_ignores).to_predicate()
         predicate["dataset"] = {
             "samples": self.samples,
             "sidecar": {"name": self.sidecar_name, "size": self.sidecar_size, "root": self.root.hex()},
@@ -63,7 +67,8 @@ class DatasetClaim:
             raise bad("the sample count is not a valid number")
         if not isinstance(root, str) or not _HEX64.fullmatch(root):
             raise bad("the sidecar's root is not 64 lowercase hex digits")
-        return cls(manifest.params, count, name, size, bytes.fromhex(root), manifest.ignore, manifest.allow_symlinks)
+        return cls(manifest.params, count, name, size, bytes.fromhex(root), manifest.ignore, manifest.allow_symlinks,
+                   manifest.default_ignores)
 
 
 # Files hashed per call of the engine: what hashing keeps per sample (ranges, digests, its own
@@ -71,26 +76,29 @@ class DatasetClaim:
 SAMPLES_PER_BATCH = 1 << 14
 
 
-def hash_samples(root, params: HashParams, *, names=None, ignore=(), allow_symlinks=False, exclude=(),
-                 progress=None, device="auto") -> list[Item]:
+def hash_samples(root, params: HashParams, *, names=None, ignore=(), default_ignores=(),
+                 allow_symlinks=False, exclude=(), progress=None, device="auto") -> list[Item]:
     """Sample items of the files under ``root`` (every file, or just ``names``; absent names are
     left out, so a comparison reports them missing), sorted by name."""
-    return list(iter_samples(root, params, names=names, ignore=ignore, allow_symlinks=allow_symlinks,
-                             exclude=exclude, progress=progress, device=device))
+    return list(iter_samples(root, params, names=names, ignore=ignore, default_ignores=default_ignores,
+                             allow_symlinks=allow_symlinks, exclude=exclude, progress=progress, device=device))
 
 
-def iter_samples(root, params: HashParams, *, names=None, ignore=(), allow_symlinks=False, exclude=(),
-                 progress=None, device="auto", walk_lazily=False):
+def iter_samples(root, params: HashParams, *, names=None, ignore=(), default_ignores=(),
+                 allow_symlinks=False, exclude=(), progress=None, device="auto", walk_lazily=False, ignored=None):
     """:func:`hash_samples` as an iterator, hashing ``SAMPLES_PER_BATCH`` files at a time. The
     directory is listed (and its errors raised) at the call, or with ``walk_lazily`` as the
     samples are hashed: memory then holds one directory's entries, not a listing of millions of
     samples, which is only sound while nothing is written under ``root`` (see
-    :func:`writes_inside`)."""
+    :func:`writes_inside`). A dataset has no default ignores: every file under it is a sample
+    that a loader walking it may read (ImageFolder makes a class of a top-level ``.git``);
+    ``default_ignores`` are those an older signature implies. ``ignored`` (a list), if given,
+    receives the paths the ignore rules left out, as the walk meets them."""
     root = Path(root)
     if not root.is_dir():
         raise SentryError(f"{root} is not a directory; a dataset is a directory of samples")
     if names is None:
-        files = iter_files(root, pattern_skipper(ignore), allow_symlinks, exclude)
+        files = iter_files(root, IgnoreRules(ignore, default_ignores, ignored), allow_symlinks, exclude)
         if not walk_lazily:
             files = list(files)
     else:
@@ -100,7 +108,7 @@ def iter_samples(root, params: HashParams, *, names=None, ignore=(), allow_symli
         files = [(n, root / n) for n in sorted(set(names)) if os.path.lexists(root / n)]
     if hasattr(progress, "set_total"):
         # A lazy walk is walked twice for a bar (a terminal): once here for the sizes.
-        listed = iter_files(root, pattern_skipper(ignore), allow_symlinks, exclude) if walk_lazily else files
+        listed = iter_files(root, IgnoreRules(ignore, default_ignores), allow_symlinks, exclude) if walk_lazily else files
         progress.set_total(sum(_size_or_zero(p) for _, p in listed))
     return _hash_batches(iter(files), params, progress, device)
 

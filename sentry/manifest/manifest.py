@@ -1,7 +1,7 @@
 """A manifest: the hashing parameters, what kind of artifact, and its items; and its root.
 
 A manifest too large for a bundle is signed without its chunk roots, and if still too large, with
-its items in a sidecar file beside the signature (docs/spec.md §2.1): see :meth:`Manifest.fitted`.
+its items in a sidecar file beside the signature (docs/spec.md §2.2): see :meth:`Manifest.fitted`.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from ..errors import SentryError, VerificationError, reason
 from ..hashing.merkle import leaf_hash, root_of_hashes
 from ..hashing.params import HashParams
 from . import sidecar as sidecars
+from .ignore import DEFAULT_IGNORES, is_plain_entry_name
 from .item import MAX_ITEMS, Item
 
 # What was signed: a directory or a file on disk, or a model held in memory (tensors only).
@@ -40,6 +41,9 @@ class Manifest:
     source: str = "directory"  # directory | file | memory
     ignore: tuple[str, ...] = ()  # signer's ignore patterns, applied again at verify time
     allow_symlinks: bool = False
+    # Top-level names left out of a directory (docs/spec.md §2.1); a signature without the
+    # field (made before it was recorded) gets today's defaults.
+    default_ignores: tuple[str, ...] = DEFAULT_IGNORES
     sidecar: Sidecar | None = None  # the items are listed there, not in the statement
     _by_key: dict = field(default=None, init=False, repr=False)
 
@@ -58,14 +62,17 @@ class Manifest:
 
     def to_predicate(self, *, inline: bool = False) -> dict:
         """The statement's predicate; with a sidecar, the items are left to it unless ``inline``."""
+        artifact = {
+            "type": self.artifact_type,
+            "source": self.source,
+            "ignore": list(self.ignore),
+            "allow_symlinks": self.allow_symlinks,
+        }
+        if self.source == "directory":  # only a directory walk has anything to leave out
+            artifact["default_ignores"] = list(self.default_ignores)
         predicate = {
             "hashing": self.params.to_json(),
-            "artifact": {
-                "type": self.artifact_type,
-                "source": self.source,
-                "ignore": list(self.ignore),
-                "allow_symlinks": self.allow_symlinks,
-            },
+            "artifact": artifact,
             "items": [it.to_json() for it in self.items] if inline or self.sidecar is None else [],
         }
         if self.sidecar is not None and not inline:
@@ -83,9 +90,8 @@ class Manifest:
         :meth:`needs_sidecar`."""
         if self.params.max_chunks == 1 or self.records_size() <= MAX_INLINE_BYTES:
             return self
-        items = [dataclasses.replace(it, chunks=()) for it in self.items]
-        return Manifest(dataclasses.replace(self.params, max_chunks=1), items, self.artifact_type, self.source,
-                        self.ignore, self.allow_symlinks)
+        return dataclasses.replace(self, params=dataclasses.replace(self.params, max_chunks=1),
+                                   items=[dataclasses.replace(it, chunks=()) for it in self.items])
 
     def needs_sidecar(self) -> bool:
         return self.records_size() > MAX_INLINE_BYTES
@@ -126,19 +132,23 @@ class Manifest:
             raise bad("ignore patterns are not a list of strings")
         if not isinstance(symlinks, bool):
             raise bad("allow_symlinks is not a boolean")
+        defaults = artifact.get("default_ignores", list(DEFAULT_IGNORES))
+        if not isinstance(defaults, list) or not all(is_plain_entry_name(n) for n in defaults):
+            raise bad("default_ignores is not a list of file names")
         items = predicate.get("items")
         if not isinstance(items, list) or len(items) > MAX_ITEMS:
             raise bad("items are not a list")
         side = predicate.get("sidecar")
         if side is None:
-            return cls(params, [Item.from_json(o) for o in items], a_type, source, tuple(ignore), symlinks)
+            return cls(params, [Item.from_json(o) for o in items], a_type, source, tuple(ignore), symlinks,
+                       tuple(defaults))
         if sidecar_dir is None or a_type != "model" or items:
             raise bad("a sidecar is named where none is expected")
         name, size = sidecars.signed_file(side, bad)
         path = Path(sidecar_dir) / name
         with sidecars.signed_lines(path, size, "manifest") as (lines, where):
             items = list(sidecars.item_records(lines, where))
-        return cls(params, items, a_type, source, tuple(ignore), symlinks, Sidecar(path, size))
+        return cls(params, items, a_type, source, tuple(ignore), symlinks, tuple(defaults), Sidecar(path, size))
 
     def get(self, key):
         return self._by_key.get(key)

@@ -6,7 +6,8 @@ none). Names are POSIX paths relative to the model directory; a model that is a 
 named ``.``. The subject digest is SHA-256 over the resources' raw digests, concatenated in the
 order the predicate lists them; model_signing lists them sorted by path components (then start,
 end), and so does Sentry. Top-level ``.git``, ``.gitattributes``, ``.github`` and ``.gitignore``
-are always left out, and so is every path in ``ignore_paths`` (with everything below it).
+are left out unless turned off (``--no-ignore-git-paths`` there, ``--no-default-ignores`` here),
+and so is every path in ``ignore_paths`` (with everything below it).
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from ..errors import SentryError, VerificationError
 from ..io.posix import FileSource
 from .compare import Report, compare_digests
 from .manifest import MAX_ITEMS
-from .sources import files_of, is_ignored
+from .ignore import IgnoreRules
+from .sources import files_of
 
 PREDICATE_TYPE = "https://model_signing/signature/v1.0"
 GIT_PATHS = (".git", ".gitattributes", ".github", ".gitignore")
@@ -126,10 +128,18 @@ def _ignored_parts(ignore_paths) -> list[tuple[str, ...]]:
     return out
 
 
-def _model_files(path: Path, ignore_paths, patterns, allow_symlinks, exclude) -> list[tuple[str, Path]]:
-    ignored = _ignored_parts(GIT_PATHS + tuple(ignore_paths))
-    source, files = files_of(path, lambda rel: _under(rel, ignored) or is_ignored(rel, patterns),
-                             allow_symlinks, exclude)
+def _model_files(path: Path, ignore_paths, rules: IgnoreRules, allow_symlinks, exclude) -> list[tuple[str, Path]]:
+    """The files model_signing would hash: ``ignore_paths`` (with everything below them) and
+    what ``rules`` ignore are left out, and all of it listed in ``rules.found``."""
+    ignored = _ignored_parts(ignore_paths)
+
+    def skip(rel: str, is_dir: bool) -> bool:
+        if _under(rel, ignored):
+            rules.found.append(rel + "/" if is_dir else rel)
+            return True
+        return rules(rel, is_dir)
+
+    source, files = files_of(path, skip, allow_symlinks, exclude)
     if source == "file":
         return [(".", files[0][1])]
     return files
@@ -172,31 +182,26 @@ def _hash_files(files, shard_size: int | None, progress) -> dict[str, bytes]:
     return {name: digest for _, name, digest in entries}
 
 
-def manifest_for_model(path, *, ignore=(), allow_symlinks=False, exclude=(), progress=None) -> OmsManifest:
+def manifest_for_model(path, *, ignore=(), default_ignores=True, allow_symlinks=False, exclude=(),
+                       progress=None) -> OmsManifest:
     """What ``sentry sign --format oms`` signs: files serialization, SHA-256.
 
     ``ignore`` patterns are Sentry's globs; model_signing reads ``ignore_paths`` literally, so
     the topmost paths they match now (and a signature inside the directory) are recorded
-    instead, beside the git paths model_signing records.
+    instead, beside the git paths model_signing records (none with ``default_ignores=False``,
+    model_signing's ``--no-ignore-git-paths``).
     """
     path = Path(path)
-    git = _ignored_parts(GIT_PATHS)
-    recorded = set(GIT_PATHS)
-
-    def skip(rel: str) -> bool:
-        if _under(rel, git):
-            return True
-        if is_ignored(rel, ignore):
-            recorded.add(rel)  # a skipped directory is not entered, so this is the topmost match
-            return True
-        return False
-
-    source, files = files_of(path, skip, allow_symlinks, exclude)
+    git = GIT_PATHS if default_ignores else ()
+    patterns = IgnoreRules(ignore, ())
+    source, files = files_of(path, lambda rel, is_dir: rel in git or patterns(rel, is_dir), allow_symlinks, exclude)
     if not files:
         raise SentryError(f"{path} holds no files to hash")
+    recorded = set(git)
     if source == "file":
-        files, recorded = [(".", files[0][1])], set(GIT_PATHS)
+        files = [(".", files[0][1])]
     else:
+        recorded.update(p.rstrip("/") for p in patterns.found)  # a skipped directory is not entered: topmost
         root = os.path.abspath(path)
         for p in exclude:
             rel = os.path.relpath(os.path.abspath(p), root)
@@ -205,8 +210,14 @@ def manifest_for_model(path, *, ignore=(), allow_symlinks=False, exclude=(), pro
     return OmsManifest("files", _hash_files(files, None, progress), tuple(sorted(recorded)), allow_symlinks)
 
 
-def verify_model(signed: OmsManifest, path, *, patterns=(), allow_symlinks=False, exclude=(), progress=None) -> Report:
-    """Hash ``path`` the way ``signed`` was made and compare, resource by resource."""
-    files = _model_files(Path(path), signed.ignore_paths, patterns, signed.allow_symlinks or allow_symlinks, exclude)
+def verify_model(signed: OmsManifest, path, *, patterns=(), default_ignores=True, allow_symlinks=False, exclude=(),
+                 progress=None) -> Report:
+    """Hash ``path`` the way ``signed`` was made and compare, resource by resource. As
+    model_signing does, the signed ``ignore_paths`` are left out, and the top-level git paths
+    too unless ``default_ignores`` is False; the report lists what was left out."""
+    rules = IgnoreRules(patterns, GIT_PATHS if default_ignores else ())
+    files = _model_files(Path(path), signed.ignore_paths, rules, signed.allow_symlinks or allow_symlinks, exclude)
     actual = _hash_files(files, signed.shard_size, progress)
-    return compare_digests(signed.resources, actual, signed.kind)
+    report = compare_digests(signed.resources, actual, signed.kind)
+    report.ignored = rules.found
+    return report

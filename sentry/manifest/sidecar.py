@@ -151,7 +151,7 @@ def signed_lines(path, size: int, what: str):
 
 
 def item_records(lines, where: str):
-    """File and tensor items from the lines of a model's sidecar (docs/spec.md §2.1). Each line must
+    """File and tensor items from the lines of a model's sidecar (docs/spec.md §2.2). Each line must
     be exactly the canonical record of a valid item (so the parser need not be strict: anything
     else encodes back differently), in strictly increasing identity order, at most MAX_ITEMS."""
     previous = None

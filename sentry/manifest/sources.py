@@ -1,111 +1,104 @@
 """Build a manifest from what is on disk: a directory, a single file, .safetensors tensors."""
 from __future__ import annotations
 
-import fnmatch
-import functools
+import errno
 import os
-import re
 from pathlib import Path
 
 from ..errors import SentryError
 from ..hashing.params import HashParams
-from ..io.posix import FileSource
+from ..io.posix import FileSource, path_too_long_error
+from .ignore import DEFAULT_IGNORES, IgnoreRules
 from .item import FILE, TENSOR, Item
 from .manifest import Manifest
 from .safetensors import InvalidSafetensors, read_tensor_ranges
-
-# Version-control and cache entries never belong to a model; matched against any path component.
-DEFAULT_IGNORES = (".git", ".github", ".gitattributes", ".gitignore", ".hg", ".svn", "__pycache__", ".DS_Store")
-
-
-@functools.lru_cache(maxsize=64)
-def _matchers(patterns: tuple):
-    """(match any component, match a path prefix): each pattern kind folded into one regex, since
-    a dataset directory asks this once per file (100k+ times)."""
-
-    def one(pats):
-        return re.compile("|".join(fnmatch.translate(p) for p in pats)).match if pats else None
-
-    pats = [p.strip("/") for p in patterns]
-    return one([p for p in pats if "/" not in p]), one([p for p in pats if "/" in p])
-
-
-def is_ignored(relpath: str, patterns) -> bool:
-    """True if a pattern matches the path, one of its parent directories, or (for a pattern
-    without '/') any single component of it."""
-    return _ignored(relpath, *_matchers(tuple(patterns)))
-
-
-def _ignored(relpath: str, component, prefix) -> bool:
-    parts = [p for p in relpath.split("/") if p]
-    if component:
-        for c in parts:
-            if component(c):
-                return True
-    return bool(prefix) and any(prefix("/".join(parts[: i + 1])) for i in range(len(parts)))
-
-
-def pattern_skipper(ignore=()):
-    """Sentry's rule for what a directory listing leaves out: the defaults plus ``ignore``."""
-    matchers = _matchers(DEFAULT_IGNORES + tuple(ignore))  # looked up once, not once per file
-    return lambda relpath: _ignored(relpath, *matchers)
 
 
 def list_files(root: Path, skip, allow_symlinks=False, exclude=()) -> list[tuple[str, str]]:
     """Every regular file under ``root`` as (POSIX relative name, path to read), sorted by name.
 
-    ``skip(relative name)`` leaves out a file, or a directory with everything below it. Paths are
-    str, spelt as ``str(Path)`` would: a Path per file costs several hundred bytes (and interns
-    every name), which at millions of dataset samples is most of the memory a listing takes."""
+    ``skip(relative name, is_dir)`` (an :class:`IgnoreRules`) leaves out a file, or a directory
+    with everything below it. Paths are str, spelt as ``str(Path)`` would: a Path per file costs
+    several hundred bytes (and interns every name), which at millions of dataset samples is most
+    of the memory a listing takes."""
     return list(iter_files(root, skip, allow_symlinks, exclude))
 
 
 def iter_files(root: Path, skip, allow_symlinks=False, exclude=()):
-    """:func:`list_files` as a generator: one directory's entries are held at a time (not the
-    listing of millions of samples), and errors come as the walk reaches them. A file created
-    under ``root`` during the walk may or may not be seen."""
+    """:func:`list_files` as a generator: one sorted listing per directory on the way down is
+    held at a time (not the listing of millions of samples), and errors come as the walk reaches
+    them. The walk keeps its own stack, so any depth works. A file created under ``root`` during
+    the walk may or may not be seen."""
     root = Path(root)
     real_root = root.resolve()
+    blobs = hf_blobs(root)
     excluded = {os.path.abspath(p) for p in exclude}
     excluded_names = {os.path.basename(p) for p in excluded}  # abspath() only for these names
 
-    def walk(directory: Path, rel: str):
+    def listing(directory: str, rel: str):
         try:
             # A directory sorts as its name + "/": then depth-first order is the code-point order of
             # the full names ("a-b" and "a.txt" before "a/x", since "-" and "." sort before "/").
             entries = sorted(os.scandir(directory), key=lambda e: e.name + "/" if e.is_dir(follow_symlinks=False) else e.name)
         except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG:
+                raise path_too_long_error(directory) from None
             raise SentryError(f"cannot read directory {directory}: {exc.strerror}") from None
-        base = str(directory)  # normalized by Path: joined to a name, it is str(directory / name)
-        base = "" if base == "." else base if base.endswith("/") else base + "/"
-        for entry in entries:
+        base = "" if directory == "." else directory if directory.endswith("/") else directory + "/"
+        return base, rel, iter(entries)
+
+    def walk():
+        stack = [listing(str(root), "")]  # str(Path): normalized, so base + name is str(directory / name)
+        while stack:
+            base, rel, entries = stack[-1]
+            entry = next(entries, None)
+            if entry is None:
+                stack.pop()
+                continue
             name = entry.name
             if not name.isascii():  # ASCII is valid UTF-8: the common case needs no encoding
                 try:
                     name.encode("utf-8")
                 except UnicodeEncodeError:
-                    raise SentryError(f"{directory}: a file name is not valid UTF-8") from None
+                    raise SentryError(f"{base or '.'}: a file name is not valid UTF-8") from None
             relname = f"{rel}{name}"
-            if skip(relname) or (name in excluded_names and os.path.abspath(entry.path) in excluded):
-                continue
             # The entry's type from the directory listing itself (d_type), as lstat would give
             # it; no system call per file unless the file system does not say.
+            is_dir = entry.is_dir(follow_symlinks=False)
+            if (name in excluded_names and os.path.abspath(entry.path) in excluded) or skip(relname, is_dir):
+                continue
             if entry.is_symlink():
-                yield relname, str(_symlink_target(Path(entry.path), relname, real_root, allow_symlinks))
-            elif entry.is_dir(follow_symlinks=False):
-                yield from walk(Path(entry.path), relname + "/")
+                yield relname, str(_symlink_target(Path(entry.path), real_root, allow_symlinks, blobs))
+            elif is_dir:
+                stack.append(listing(base + name, relname + "/"))
             elif entry.is_file(follow_symlinks=False):
                 yield relname, base + name
             else:
                 raise SentryError(f"{Path(entry.path)} is not a regular file (device, socket or pipe)")
 
-    return walk(root, "")
+    return walk()
 
 
-def _symlink_target(path: Path, relname: str, real_root: Path, allowed: bool) -> Path:
+def hf_blobs(path: Path) -> Path | None:
+    """The resolved ``blobs`` directory of the Hugging Face cache repository whose snapshot
+    (``models--org--name/snapshots/REV``, also ``datasets--``) is or holds the directory
+    ``path``, else None. A snapshot's files are symbolic links into its repository's ``blobs``,
+    which are followed (those only) without ``--allow-symlinks``."""
+    path = Path(os.path.abspath(path))
+    for snapshot in (path, *path.parents):
+        repo = snapshot.parent.parent
+        if snapshot.parent.name == "snapshots" and repo.name.startswith(("models--", "datasets--")):
+            blobs = repo / "blobs"  # itself a link, it could lead anywhere
+            return blobs.resolve() if blobs.is_dir() and not blobs.is_symlink() and snapshot.is_dir() else None
+    return None
+
+
+def _symlink_target(path: Path, real_root: Path, allowed: bool, blobs: Path | None = None) -> Path:
+    target = path.resolve()
+    if blobs is not None and target.parent == blobs and target.is_file():
+        return target  # a Hugging Face snapshot's file, stored in its own repository's blobs
     if not allowed:
         raise SentryError(f"{path} is a symbolic link; pass --allow-symlinks to hash what it points to")
-    target = path.resolve()
     if not target.is_relative_to(real_root):
         raise SentryError(f"{path} is a symbolic link that points outside {real_root}")
     if not target.is_file():
@@ -141,22 +134,27 @@ def files_of(path: Path, skip, allow_symlinks=False, exclude=()) -> tuple[str, l
     if path.is_dir():
         return "directory", list_files(path, skip, allow_symlinks, exclude)
     if path.is_file() or path.is_symlink():
-        if path.is_symlink() and not allow_symlinks:
-            raise SentryError(f"{path} is a symbolic link; pass --allow-symlinks to hash what it points to")
-        return "file", [(path.name, path.resolve() if allow_symlinks else path)]
+        if path.is_symlink():  # named by the user: followed wherever it points, when allowed
+            target, blobs = path.resolve(), hf_blobs(path.parent)
+            if not (allow_symlinks or (blobs is not None and target.parent == blobs)):
+                raise SentryError(f"{path} is a symbolic link; pass --allow-symlinks to hash what it points to")
+            return "file", [(path.name, target)]
+        return "file", [(path.name, path)]
     if path.exists():
         raise SentryError(f"{path} is not a regular file or directory")
     raise SentryError(f"{path} does not exist")
 
 
 def manifest_for_path(
-    path, params: HashParams, *, artifact_type="model", ignore=(), allow_symlinks=False,
-    exclude=(), strict=True, progress=None, device="auto",
+    path, params: HashParams, *, artifact_type="model", ignore=(), default_ignores=DEFAULT_IGNORES,
+    allow_symlinks=False, exclude=(), strict=True, progress=None, device="auto", ignored=None,
 ) -> Manifest:
+    """The manifest of a directory or file; ``ignored`` (a list), if given, receives the paths
+    that the ignore rules left out."""
     from ..hashing import digest_ranges, FileRange
 
     path = Path(path)
-    source, files = files_of(path, pattern_skipper(ignore), allow_symlinks, exclude)
+    source, files = files_of(path, IgnoreRules(ignore, default_ignores, ignored), allow_symlinks, exclude)
     if not files and artifact_type == "model":
         raise SentryError(f"{path} holds no files to hash")
 
@@ -182,4 +180,4 @@ def manifest_for_path(
         Item(it.kind, it.name, d.size, d.root, d.chunks if len(d.chunks) > 1 else (), it.dtype, it.shape, it.file)
         for it, d in zip(specs, digests)
     ]
-    return Manifest(params, items, artifact_type, source, tuple(ignore), allow_symlinks)
+    return Manifest(params, items, artifact_type, source, tuple(ignore), allow_symlinks, tuple(default_ignores))
