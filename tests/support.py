@@ -1,6 +1,7 @@
 """Helpers shared by the tests: keys, small models, byte flips, running the CLI."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -139,3 +140,32 @@ def nvidia_wheel_file(pattern: str) -> Path | None:
             return candidate
     return None
 
+
+
+def make_deep(base: Path, depth: int, name: str = "w.bin", data: bytes = b"weights") -> None:
+    """``depth`` nested directories ``d`` under ``base`` with the file ``name`` at the bottom, made
+    through directory descriptors (the whole path may be longer than the system accepts)."""
+    fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(depth):
+            os.mkdir("d", dir_fd=fd)
+            fd, old = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd), fd
+            os.close(old)
+        with os.fdopen(os.open(name, os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd), "wb") as f:
+            f.write(data)
+    finally:
+        os.close(fd)
+
+
+def remove_deep(base: Path, depth: int) -> None:
+    """Undo :func:`make_deep` (and any files since written at the bottom) without recursion:
+    shutil.rmtree, and so pytest's clean-up of old temporary directories, would recurse."""
+    fds = [os.open(base, os.O_RDONLY | os.O_DIRECTORY)]
+    for _ in range(depth):
+        fds.append(os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fds[-1]))
+    for name in os.listdir(fds[-1]):
+        os.unlink(name, dir_fd=fds[-1])
+    os.close(fds.pop())
+    while fds:
+        os.rmdir("d", dir_fd=fds[-1])
+        os.close(fds.pop())

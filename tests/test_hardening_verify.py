@@ -15,7 +15,7 @@ from sentry import SentryError, VerificationError
 from sentry.audit import audit
 from sentry.cli import main
 from sentry.manifest.compare import Report
-from support import make_keys, save_tensors
+from support import make_deep, make_keys, remove_deep, save_tensors
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -165,12 +165,9 @@ def hub(tmp_path, keys):
     header = json.dumps({"w": {"dtype": ["F32"], "shape": [1], "data_offsets": [0, 4]}}).encode()
     (root / "hostile" / "w.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + bytes(4))
     (root / "garbage.sig").write_text("not json")
-    deep = str(root)
-    for _ in range(1200):  # one mkdir at a time: pathlib and os.makedirs recurse
-        deep = os.path.join(deep, "d")
-        os.mkdir(deep)
-    Path(deep, "deep.sig").write_text("not json either")
-    return root
+    make_deep(root, 1200, "deep.sig", b"not json either")
+    yield root
+    remove_deep(root, 1200)
 
 
 def test_audit_checks_every_kind_and_fails_only_the_bad_entries(hub, keys, capsys):

@@ -15,6 +15,7 @@ import sentry
 from sentry.cli import main
 from sentry.errors import SentryError, VerificationError
 from sentry.manifest.ignore import DEFAULT_IGNORES, IgnoreRules
+from support import make_deep, remove_deep
 
 
 def run(capsys, *args) -> tuple[int, str, str]:
@@ -232,33 +233,6 @@ def test_proc_files_are_refused_on_every_cpu_read_path(monkeypatch):
 
 
 # -- 7. any depth --------------------------------------------------------------------------------------
-def _make_deep(base: Path, depth: int) -> None:
-    """``depth`` nested directories ``d`` with a file at the bottom, made through directory
-    descriptors (the whole path may be longer than the system accepts)."""
-    fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        for _ in range(depth):
-            os.mkdir("d", dir_fd=fd)
-            fd, old = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd), fd
-            os.close(old)
-        with os.fdopen(os.open("w.bin", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd), "wb") as f:
-            f.write(b"weights")
-    finally:
-        os.close(fd)
-
-
-def _remove_deep(base: Path, depth: int) -> None:
-    """Undo ``_make_deep`` without recursion (shutil.rmtree recurses)."""
-    fds = [os.open(base, os.O_RDONLY | os.O_DIRECTORY)]
-    for _ in range(depth):
-        fds.append(os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fds[-1]))
-    os.unlink("w.bin", dir_fd=fds[-1])
-    os.close(fds.pop())
-    while fds:
-        os.rmdir("d", dir_fd=fds[-1])
-        os.close(fds.pop())
-
-
 @pytest.fixture
 def deep(tmp_path):
     made = []
@@ -266,13 +240,13 @@ def deep(tmp_path):
     def make(depth):
         base = tmp_path / f"deep{depth}"
         base.mkdir()
-        _make_deep(base, depth)
+        make_deep(base, depth)
         made.append((base, depth))
         return base
 
     yield make
     for base, depth in made:
-        _remove_deep(base, depth)
+        remove_deep(base, depth)
 
 
 def test_1200_levels_deep_sign_and_verify(capsys, keys, deep, tmp_path):
@@ -383,4 +357,3 @@ def test_audit_finds_signatures_at_any_depth(capsys, keys, deep):
     sentry.sign_model(leaf / "w.bin", key=keys[0])  # writes w.bin.sig beside it, 1,200 levels down
     code, out, err = run(capsys, "audit", m, "--public-key", keys[1], "-q")
     assert code == 0 and "1 of 1 bundles verified" in out, err
-    (leaf / "w.bin.sig").unlink()  # the fixture removes exactly what it made
