@@ -137,28 +137,31 @@ def verifier_for(public_key):
 def _sign(artifact, artifact_type, key, signature, password, format="sentry", *, key_files=(), force=False,
           **hash_options) -> Path:
     from .signing import make_statement, write_bundle
-    from .signing.outputs import SIGNATURE
+    from .signing.outputs import ITEMS, SIGNATURE
 
     if format not in FORMATS:
         raise SentryError(f"unknown signature format {format!r}: use one of {', '.join(FORMATS)}")
     signer = _signer(key, password)  # load the key first: a bad key should not cost a full hash
     sig_path = _signature_path(artifact, signature)
-    _check_outputs([(SIGNATURE, sig_path)], artifact, key, key_files, force)
+    outputs = [(SIGNATURE, sig_path)]
+    _check_outputs(outputs, artifact, key, key_files, force)
     name = Path(os.path.abspath(artifact)).name if _is_path(artifact) else type(artifact).__name__
     if format == "oms":
         payload = _oms_statement(artifact, artifact_type, sig_path, name, **hash_options)
     else:
         manifest = hash_artifact(artifact, artifact_type=artifact_type, exclude=[sig_path], **hash_options)
-        manifest = _fit_for_bundle(manifest, artifact, sig_path)
+        manifest = _fit_for_bundle(manifest, artifact, sig_path,
+                                   lambda side: _check_outputs(outputs + [(ITEMS, side)], artifact, key, key_files, force))
         payload = make_statement(name, manifest.root().hex(), manifest.to_predicate())
     write_bundle(sig_path, signer.sign(payload))
     return sig_path
 
 
-def _fit_for_bundle(manifest: Manifest, artifact, sig_path: Path) -> Manifest:
+def _fit_for_bundle(manifest: Manifest, artifact, sig_path: Path, check_sidecar) -> Manifest:
     """The manifest to sign, checked as a verifier will check it: without chunk roots when too
     large for the bundle, and if still too large, with its items written to a sidecar beside the
-    signature (docs/spec.md §2.2), which never goes inside the artifact."""
+    signature (docs/spec.md §2.2), which never goes inside the artifact and, like every output,
+    replaces only an earlier one of its kind (``check_sidecar(path)``: signing/outputs.py)."""
     from .manifest import manifest as manifests
     from .manifest.dataset import writes_inside
     from .manifest.sidecar import Writer, beside
@@ -172,6 +175,7 @@ def _fit_for_bundle(manifest: Manifest, artifact, sig_path: Path) -> Manifest:
         if _is_path(artifact) and writes_inside(artifact, side_path):
             raise SentryError(f"the manifest of {what} ({len(manifest.items)} items) needs a sidecar beside the "
                               f"signature, which then must not lie inside {what}")
+        check_sidecar(side_path)
         written = Writer()
         write_atomic(side_path, written.lines(manifest.items))
         manifest.sidecar = manifests.Sidecar(side_path, written.size)

@@ -286,3 +286,23 @@ def test_keygen_force_never_loses_the_old_key_to_a_public_key_it_cannot_write(wo
     public = {"directory": "m", "fifo": "pub"}[target]
     refused(sentry_cli, work, "keygen", "k.pem", "--public-key", public, "--force",
             gist=f"refusing to write the public key to {public}: it is")
+
+
+# ---------------------------------------------------------------------------- a model's item list
+
+def test_the_item_list_of_a_large_manifest_replaces_only_an_earlier_one(work, sentry_cli, monkeypatch):
+    """A manifest too large for its bundle lists its items in m.manifest.jsonl (docs/spec.md §2.2):
+    that output follows the same rules as the others."""
+    from sentry.manifest import manifest as manifests
+
+    monkeypatch.setattr(manifests, "MAX_INLINE_BYTES", 100)
+    items = work / "m.manifest.jsonl"
+    items.write_text("notes of mine\n")
+    refused(sentry_cli, work, "sign", "m", "--key", "k.pem", "-q", gist="not a Sentry item list; add --force")
+    assert not (work / "m.sig").exists()
+    signs(sentry_cli, "sign", "m", "--key", "k.pem", "--force")
+    signs(sentry_cli, "sign", "m", "--key", "k.pem")  # re-signing replaces the earlier item list
+    assert sentry.verify_model(work / "m", work / "k.pub.pem").ok
+    (work / "s.manifest.jsonl").write_bytes((work / "k.pem").read_bytes())  # s.sig's item list is the key
+    refused(sentry_cli, work, "sign", "m", "--key", "s.manifest.jsonl", "--signature", "s.sig", "-q", "--force",
+            gist="it is the signing key")

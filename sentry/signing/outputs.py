@@ -17,9 +17,10 @@ from ..io.posix import FileSource
 SIGNATURE = "the signature"
 SIDECAR = "the sample list"
 PROVENANCE = "the provenance file"
+ITEMS = "the item list"  # a model manifest too large for its bundle (docs/spec.md §2.2)
 # What an earlier output of each kind is: the one thing that kind may replace without --force.
 _EARLIER = {SIGNATURE: "a Sentry or model_signing signature bundle", SIDECAR: "a Sentry sample list",
-            PROVENANCE: "a Sentry provenance file"}
+            PROVENANCE: "a Sentry provenance file", ITEMS: "a Sentry item list"}
 _HEAD_BYTES = 1 << 16  # holds a sample list's first record or a provenance header
 
 
@@ -103,7 +104,7 @@ def _is_earlier(kind: str, path: str, size: int) -> bool:
     model_signing statement), a sample list, a provenance file; read capped, never trusted."""
     from ..hashing.merkle import StreamRoot
     from ..manifest import oms
-    from ..manifest.sidecar import records
+    from ..manifest.sidecar import item_records, records
     from . import provenance
     from .bundle import read_bundle
     from .statement import PREDICATE_TYPE, parse_statement
@@ -119,6 +120,8 @@ def _is_earlier(kind: str, path: str, size: int) -> bool:
             return False
         if kind == SIDECAR:
             next(records([first], path, StreamRoot()))
+        elif kind == ITEMS:
+            next(item_records([first], path))
         else:
             provenance.parse([first], path)
         return True
