@@ -120,3 +120,58 @@ def test_protect_handle_removes_every_hook(signed_net):
 def test_protect_needs_a_module():
     with pytest.raises(SentryError, match="torch.nn.Module"):
         sentry.protect({"w": torch.zeros(1)})
+
+
+# --- 12. loader workers: every verdict reaches the main process's report ----------------------
+
+@pytest.fixture
+def small_dataset(tmp_path, keys):
+    """A signed dataset of 12 ``.npy`` samples in 3 classes, with one sample's array bytes flipped."""
+    np = pytest.importorskip("numpy")
+    d = tmp_path / "small"
+    for i in range(12):
+        (d / str(i % 3)).mkdir(parents=True, exist_ok=True)
+        np.save(d / str(i % 3) / f"{i:02d}.npy", np.full((4, 4), i, dtype=np.uint8))
+    sentry.sign_dataset(d, key=keys[0])
+    bad = d / "1" / "04.npy"
+    data = bytearray(bad.read_bytes())
+    data[-1] ^= 1  # in the array, past the header: every loader still reads it
+    bad.write_bytes(bytes(data))
+    return d, keys[1], "sample 1/04.npy"
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_torch_drop_policy_reports_what_workers_dropped(small_dataset, workers):
+    from sentry.data import VerifiedDataset, verified_dataloader
+
+    d, public_key, bad = small_dataset
+    dataset = VerifiedDataset(d, public_key=public_key, policy="drop")
+    loader, hasher = verified_dataloader(dataset, batch_size=5, num_workers=workers)
+    with pytest.warns(UserWarning, match=f"dropped: {bad} failed verification: content differs"):
+        kept = sum(len(labels) for _, labels in loader)
+    assert kept == 11 and hasher.verified == 11
+    assert hasher.report.checked == 12
+    assert [c.label for c in hasher.report.changed] == [bad]
+    assert not hasher.report.ok
+
+
+def test_torch_raise_policy_with_workers_raises_one_sentence(small_dataset):
+    from sentry.data import VerifiedDataset, verified_dataloader
+
+    d, public_key, bad = small_dataset
+    loader, hasher = verified_dataloader(VerifiedDataset(d, public_key=public_key), batch_size=5, num_workers=2)
+    with pytest.raises(VerificationError) as caught:
+        list(loader)
+    assert str(caught.value) == f"{bad} failed verification: content differs"
+
+
+def test_dali_drop_policy_counts_every_sample(small_dataset):
+    pytest.importorskip("nvidia.dali")
+    from sentry.data import get_image_dataloader
+
+    d, public_key, bad = small_dataset
+    loader, hasher = get_image_dataloader(d, 5, device="cpu", kind="numpy", public_key=public_key, policy="drop")
+    with pytest.warns(UserWarning, match="dropped"):
+        kept = sum(len(labels) for _, labels in loader)
+    assert kept == 11 and hasher.report.checked == 12
+    assert [c.label for c in hasher.report.changed] == [bad]
