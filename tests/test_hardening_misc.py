@@ -2,6 +2,8 @@
 dropped, and the GPU batch signer leaves no key bytes in host staging buffers."""
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 from torch import nn
@@ -175,3 +177,28 @@ def test_dali_drop_policy_counts_every_sample(small_dataset):
         kept = sum(len(labels) for _, labels in loader)
     assert kept == 11 and hasher.report.checked == 12
     assert [c.label for c in hasher.report.changed] == [bad]
+
+
+# --- 13. the GPU batch signer leaves no key bytes on the host ----------------------------------
+
+def test_gpu_batch_sign_leaves_no_key_bytes_in_host_staging_buffers(monkeypatch):
+    import random
+
+    import fake_gpu
+    from ecdsa_vectors import N
+    from sentry.crypto import batch_sign
+
+    fake = fake_gpu.install_signer(monkeypatch)
+    monkeypatch.setattr(sys.modules["sentry.crypto.cuda"], "_modules", {})
+    rng = random.Random(13)
+    keys = [rng.randrange(1, N).to_bytes(32, "big") for _ in range(3)]
+    digests = [rng.randbytes(32) for _ in range(5)]
+    index = [0, 1, 2, 0, 1]
+    signatures = batch_sign(keys, digests, key_index=index, device="cuda")
+    assert signatures == batch_sign(keys, digests, key_index=index, device="cpu")
+    assert fake.staged  # the digests and the key index went through staging: only the keys must not
+    for buffer in fake.staged:
+        assert not any(key in buffer for key in keys)
+    assert fake.freed == 1 and not fake.pinned_ours  # one page-locked buffer of its own, zeroed, freed
+    module, _ = sys.modules["sentry.crypto.cuda"]._modules[0]
+    assert not module.keys.any()  # the device buffer was zeroed after the kernel
