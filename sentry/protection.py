@@ -101,14 +101,14 @@ class Protection:
     def _verify_now(self) -> None:
         # The state is taken before hashing: a write during the hash shows as a change next call.
         modules = list(self._model.modules())
+        objects = modules + list(self._model.parameters()) + list(self._model.buffers())
         state = {id(m): _own_state(m) for m in modules}
         try:
             self._verify()
         except VerificationError as exc:
             self._error = exc
             return
-        self._verified = state
-        self._objects = modules + list(self._model.parameters()) + list(self._model.buffers())
+        self._verified, self._objects = state, objects
         for gone in set(self._hooks) - set(modules):  # detached: no longer part of what is protected
             self._hooks.pop(gone).remove()
         self._hook_tree(self._model)  # modules attached behind the registration hook's back
