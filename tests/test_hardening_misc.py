@@ -56,14 +56,19 @@ def test_protect_refuses_a_submodule_call_with_a_tampered_weight(signed_net):
     assert ran == []
 
 
-def test_protect_runs_submodules_and_the_model_with_good_weights(signed_net):
+def test_protect_runs_submodules_and_the_model_with_good_weights(signed_net, monkeypatch):
+    from sentry import api
+
     options, reference = signed_net
+    verified, verify_model = [], api.verify_model
+    monkeypatch.setattr(api, "verify_model", lambda m, **o: verified.append(m) or verify_model(m, **o))
     model = Net().eval()
     handle = sentry.protect(model, **options)
     x = torch.randn(3, 8)
-    assert torch.equal(model.a(x), reference.a(x))  # verifies the whole model, once
+    assert torch.equal(model.a(x), reference.a(x))
     assert torch.equal(model(x), reference(x))
     assert torch.equal(model.b(x), reference.b(x))
+    assert verified == [model]  # the whole model, once
     handle.remove()
 
 
