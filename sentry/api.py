@@ -535,15 +535,18 @@ def load_provenance(sources, leaf_size: int | None = None):
 
 
 def protect(model, **verify_options):
-    """Verify ``model`` before its first forward; refuse to run it if verification fails.
+    """Refuse every forward of ``model`` and of each of its submodules until the whole model
+    verified (``verify_model(model, **verify_options)``, once); after a failure every call raises
+    it again. Returns a handle whose ``remove()`` takes all hooks off.
 
-    Returns the hook handle. Verification happens once; after a failure every call raises."""
-    state = {"verified": False}
+    A call that finds the model changed since it verified (a module, parameter or buffer added,
+    replaced or removed; an in-place write; ``.to()``; ``load_state_dict``) verifies it again
+    first, so it runs only on signed state. Not covered: ``module.forward(x)`` called directly
+    (no hooks run), non-persistent buffers (not in the state_dict, so not signed), and code in
+    the same process that means harm (it can remove hooks or write memory behind PyTorch's back).
+    Verification hashes every tensor: protect an inference model; a forward that updates the
+    model's own state (BatchNorm in training mode, an optimizer step) makes the next call re-verify
+    and fail."""
+    from .protection import Protection
 
-    def pre_hook(module, args):
-        if not state["verified"]:
-            verify_model(module, **verify_options)  # raises VerificationError: forward does not run
-            state["verified"] = True
-        return None
-
-    return model.register_forward_pre_hook(pre_hook)
+    return Protection(model, lambda: verify_model(model, **verify_options))

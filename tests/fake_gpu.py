@@ -8,6 +8,7 @@ back until the next one is issued (``gate``), come up short (``short``) or fail 
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import sys
 import threading
@@ -135,3 +136,111 @@ def install(monkeypatch, *, with_kvikio: bool = True):
     monkeypatch.setattr(cuda, "_Gpu", lambda device_id, stream_ptr: None)
     monkeypatch.setattr(cuda, "_hash_on_device", hash_block)
     return fake_cupy, fake_kvikio
+
+
+class StagedArray(DeviceArray):
+    """Device memory of :class:`FakeSignerCupy`: each host-to-device copy leaves in ``staged``
+    what the real stack would leave on the host."""
+
+    staged: list | None = None
+    pinned_ours: dict | None = None
+
+    def set(self, arr, stream=None):  # pageable source: the driver stages it in buffers of its own
+        self.staged.append(bytearray(np.ascontiguousarray(arr).tobytes()))
+        self[...] = arr
+
+    @property
+    def data(self):
+        return _Pointer(self)
+
+    def get(self):
+        return np.array(self)
+
+
+class _Pointer:
+    def __init__(self, array: StagedArray):
+        self.array, self.ptr = array, array.ctypes.data
+
+    def copy_from_host_async(self, src: int, size: int, stream=None):
+        source = np.frombuffer((ctypes.c_uint8 * size).from_address(src), np.uint8)
+        if src not in self.array.pinned_ours:  # not page-locked: staged by the driver
+            self.array.staged.append(bytearray(source.tobytes()))
+        self.array[:size] = source
+
+    copy_from_host = copy_from_host_async
+
+
+class FakeSignerCupy(FakeCupy):
+    """FakeCupy with what the batch signer (sentry/crypto/cuda.py) uses. Its kernels run as the
+    CPU backend. ``staged`` keeps a view of every host buffer the signer handed over, as the real
+    stack keeps it after the call: CuPy's pinned pool keeps the staging copy of ``asarray``, the
+    driver its staging copy of a pageable source, and a page-locked buffer from ``hostAlloc``
+    keeps whatever it held when ``freeHost`` released it."""
+
+    def __init__(self):
+        super().__init__()
+        self.staged: list = []
+        self.pinned_ours: dict = {}  # address -> ctypes buffer, from hostAlloc
+        self.freed = 0
+        self.array = type("StagedArray", (StagedArray,), {"staged": self.staged, "pinned_ours": self.pinned_ours})
+        self.cuda.runtime = types.SimpleNamespace(getDeviceCount=lambda: 1, CUDARuntimeError=RuntimeError,
+                                                  hostAlloc=self._host_alloc, freeHost=self._free_host)
+        self.cuda.get_current_stream = lambda: types.SimpleNamespace(ptr=0, synchronize=lambda: None)
+        self.RawModule = _SignerModule
+
+    def empty(self, n, dtype):
+        return super().empty(n, dtype).view(self.array)
+
+    def zeros(self, n, dtype):
+        out = self.empty(n, dtype)
+        out.fill(0)
+        return out
+
+    def asarray(self, host):  # CuPy stages through a buffer of its pinned pool, kept unwiped
+        host = np.ascontiguousarray(host)
+        self.staged.append(bytearray(host.tobytes()))
+        return host.copy().view(self.array)
+
+    def _host_alloc(self, size, flags):
+        buf = (ctypes.c_uint8 * size)()
+        self.pinned_ours[ctypes.addressof(buf)] = buf
+        return ctypes.addressof(buf)
+
+    def _free_host(self, ptr):
+        self.staged.append(bytearray(self.pinned_ours.pop(ptr)))  # freed as it was: nobody wipes it later
+        self.freed += 1
+
+
+class _SignerModule:
+    def __init__(self, code, options):
+        pass
+
+    def get_function(self, name):
+        from sentry.crypto import cpu
+
+        def build_table(grid, block, args):
+            pass
+
+        def sign_batch(grid, block, args):
+            keys, index, digests, _table, out, count = args
+            self.keys = keys  # the device buffer, to look at after the call
+            raw = cpu.sign(bytearray(keys.tobytes()), None if index is None else list(index), digests.tobytes())
+            out[: 64 * int(count)] = np.frombuffer(raw, np.uint8)
+
+        return {"p256_build_table": build_table, "p256_sign_batch": sign_batch}[name]
+
+
+def install_signer(monkeypatch):
+    """A FakeSignerCupy, and ``sentry.crypto.cuda`` loaded against it (undone after the test)."""
+    import importlib.util
+
+    import sentry.crypto
+
+    fake = FakeSignerCupy()
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    spec = importlib.util.find_spec("sentry.crypto.cuda")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setitem(sys.modules, "sentry.crypto.cuda", module)
+    monkeypatch.setattr(sentry.crypto, "cuda", module, raising=False)
+    return fake

@@ -2,10 +2,12 @@
 RawModule; CuPy caches the binary per source, options and GPU architecture).
 
 Same packed inputs and outputs as the CPU backend. Private keys are copied to the device only
-for the signing launch and overwritten with zeros there before the buffer is freed.
+for the signing launch, through a page-locked host buffer of our own that is zeroed and freed
+at once, and overwritten with zeros on the device before that buffer is freed.
 """
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Sequence
 
 import cupy as cp
@@ -42,6 +44,25 @@ def _device_bytes(data) -> cp.ndarray:
     return cp.asarray(np.frombuffer(data, dtype=np.uint8))
 
 
+def _upload_secret(secret: bytearray) -> cp.ndarray:
+    """A device copy of ``secret`` that leaves no copy on the host. Not ``cp.asarray``: it stages
+    the bytes in a buffer of CuPy's pinned-memory pool, which is kept and reused, never wiped. Not
+    from pageable memory either: the driver would stage it in buffers of its own. The bytes go from
+    a page-locked buffer we allocate, and zero before freeing, straight into the device array."""
+    size = len(secret)
+    device = cp.empty(size, dtype=cp.uint8)
+    staging = cp.cuda.runtime.hostAlloc(size, 0)
+    try:
+        ctypes.memmove(staging, (ctypes.c_char * size).from_buffer(secret), size)
+        stream = cp.cuda.get_current_stream()
+        device.data.copy_from_host_async(staging, size, stream)
+        stream.synchronize()  # the copy has landed before its source is wiped
+    finally:
+        ctypes.memset(staging, 0, size)
+        cp.cuda.runtime.freeHost(staging)
+    return device
+
+
 def _index(index: Sequence[int] | None):
     return None if index is None else cp.asarray(np.asarray(index, dtype=np.uint32))
 
@@ -53,7 +74,7 @@ def _grid(count: int) -> tuple[int]:
 def sign(private: bytearray, index: Sequence[int] | None, digests: bytes) -> bytes:
     module, table = _module()
     count = len(digests) // 32
-    keys = _device_bytes(private)
+    keys = _upload_secret(private)
     try:
         out = cp.empty(64 * count, dtype=cp.uint8)
         module.get_function("p256_sign_batch")(

@@ -2,9 +2,10 @@
 
 Each sample's file is read whole, hashed and checked against the signed sidecar in
 ``__getitem__``, so a DataLoader raises at the batch that holds a bad sample before yielding it,
-in the main process or in a worker. :func:`verified_dataloader` also carries each batch's
-verified records back to the main process, so ``hasher.compute()`` covers samples that workers
-verified.
+in the main process or in a worker. :func:`verified_dataloader` instead carries each sample's
+verdict with its batch to the main process, which records them all before handing the batch out:
+``hasher.compute()`` and ``hasher.report`` (checked, dropped) cover what workers checked, and a
+bad sample raises there, as one sentence.
 """
 from __future__ import annotations
 
@@ -58,21 +59,23 @@ class VerifiedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.names)
 
-    def load(self, index: int):
-        """``(sample, label, item)`` after verification, or None for a dropped sample."""
+    def judged(self, index: int):
+        """``(verdict, (sample, label) or None)``: the sample's bytes judged (nothing recorded
+        yet, see :meth:`DatasetHasher.judge`) and, only when they verified, decoded."""
         name = self.names[index]
         with FileSource(self.root / name) as src:
             data = src.read(0, src.size)
             src.check_unchanged()
-        item = self.hasher.check([name], [data])[0]
-        return None if item is None else (self.decode(name, data), self.labels[index], item)
+        verdict = self.hasher.judge([name], [data])[0]
+        return verdict, None if verdict[1] is not None else (self.decode(name, data), self.labels[index])
 
     def __getitem__(self, index: int):
-        loaded = self.load(index)
-        return None if loaded is None else loaded[:2]
+        verdict, sample = self.judged(index)
+        self.hasher.record([verdict])  # in a worker process, into that process's copy of the hasher
+        return sample
 
 
-class _WithRecords(Dataset):
+class _Judged(Dataset):
     def __init__(self, dataset: VerifiedDataset):
         self.dataset = dataset
 
@@ -80,17 +83,17 @@ class _WithRecords(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index):
-        return self.dataset.load(index)
+        return self.dataset.judged(index)
 
 
-def _collate(samples):
-    kept = [s for s in samples if s is not None]
-    batch = default_collate([s[:2] for s in kept]) if kept else None
-    return batch, [s[2] for s in kept]
+def _collate(judged):
+    kept = [sample for _, sample in judged if sample is not None]
+    return (default_collate(kept) if kept else None), [verdict for verdict, _ in judged]
 
 
 class _Loader:
-    """Iterates a DataLoader of (batch, records), recording the records in the main hasher."""
+    """Iterates a DataLoader of (batch, verdicts), recording the verdicts in the main process's
+    hasher before the batch is handed out (where "raise" raises, and "drop" reports)."""
 
     def __init__(self, loader: DataLoader, hasher: DatasetHasher):
         self.loader, self.hasher = loader, hasher
@@ -99,8 +102,8 @@ class _Loader:
         return len(self.loader)
 
     def __iter__(self):
-        for batch, records in self.loader:
-            self.hasher.add(records)
+        for batch, verdicts in self.loader:
+            self.hasher.record(verdicts)
             if batch is not None:
                 yield batch
 
@@ -108,5 +111,5 @@ class _Loader:
 def verified_dataloader(dataset: VerifiedDataset, batch_size: int = 1, **loader_options):
     """``(loader, hasher)``: a DataLoader over ``dataset`` (any options: shuffle, num_workers...)
     yielding verified batches, and the hasher whose ``compute()`` is the dataset root."""
-    loader = DataLoader(_WithRecords(dataset), batch_size=batch_size, collate_fn=_collate, **loader_options)
+    loader = DataLoader(_Judged(dataset), batch_size=batch_size, collate_fn=_collate, **loader_options)
     return _Loader(loader, dataset.hasher), dataset.hasher

@@ -3,7 +3,8 @@
 A loader builds a :class:`DatasetHasher` from a verified signature + sidecar, asks it which
 samples to read (:meth:`DatasetHasher.select`: injected and missing files are found before the
 first batch), and hands it every batch's raw bytes before yielding the batch
-(:meth:`DatasetHasher.check`). ``hasher.compute()`` is the dataset root of the samples verified
+(:meth:`DatasetHasher.check`; or :meth:`~DatasetHasher.judge` in a worker process and
+:meth:`~DatasetHasher.record` in the main one). ``hasher.compute()`` is the dataset root of the samples verified
 so far; after a whole epoch it is the signed root, whatever the order or the batch size.
 """
 from __future__ import annotations
@@ -34,7 +35,8 @@ class DatasetHasher:
     """Checks samples against a :class:`~sentry.manifest.dataset.SignedDataset`.
 
     ``policy="raise"``: the first bad sample raises VerificationError naming it. ``"drop"``: bad
-    samples are left out of their batch, listed in ``report`` and warned about. ``provenance``
+    samples are left out of their batch, listed in ``report`` (once each) and warned about.
+    ``report.checked`` counts the distinct samples checked so far, verified or not. ``provenance``
     (:func:`sentry.load_provenance`): each batch's per-sample source signatures are checked too,
     in one batch on ``signature_device``, and a bad sample is attributed to its source.
     """
@@ -51,6 +53,8 @@ class DatasetHasher:
         self.provenance, self.signature_device = provenance, signature_device
         self.report = Report()
         self._verified: dict[str, Item] = {}
+        self._checked: set[str] = set()  # names of the samples checked, verified or not
+        self._failed: set[str] = set()  # names already listed in report.changed (once, whatever the epochs)
 
     def select(self, root, extensions=None) -> list[str]:
         """Sample names under ``root`` to load (extensions filter, e.g. ``(".png",)``), sorted.
@@ -75,28 +79,44 @@ class DatasetHasher:
         return [n for n in names if n in signed.items]
 
     def check(self, names, buffers) -> list[Item | None]:
-        """Hash a batch's raw sample bytes and check each: its verified item, or None if dropped."""
+        """Hash a batch's raw sample bytes, check and record each: its verified item, or None if dropped."""
+        return self.record(self.judge(names, buffers))
+
+    def judge(self, names, buffers) -> list[tuple[Item, Change | None]]:
+        """Hash and check a batch's raw sample bytes without recording anything: per sample, its
+        item and None, or the Change that fails it. A DataLoader worker judges; the main process
+        :meth:`record` records them, so that its report covers every sample."""
         digests = hash_batch(buffers, self.signed.params, self.device)
         items = [Item(SAMPLE, name, size, root) for name, (size, root) in zip(names, digests)]
         whys = [self.signed.check(item) for item in items]
         if self.provenance is not None:
             signed_by = self.provenance.check(items, self.signature_device)
             whys = [why or by for why, by in zip(whys, signed_by)]
-        keep = []
+        verdicts = []
         for item, why in zip(items, whys):
-            if why is None:
-                self._verified[item.name] = item
-            else:
-                source = self.provenance.source_of(item.name) if self.provenance is not None else None
-                change = Change(item.label, tuple(why.split(", ")), source=source)
-                origin = f" (from source {source})" if source else ""
-                self._bad(item.name, f"{item.label} failed verification: {why}{origin}", self.report.changed, change)
-            keep.append(item if why is None else None)
-        return keep
+            source = None if why is None or self.provenance is None else self.provenance.source_of(item.name)
+            verdicts.append((item, None if why is None else Change(item.label, tuple(why.split(", ")), source=source)))
+        return verdicts
 
-    def add(self, items) -> None:
-        """Record samples verified elsewhere (in a DataLoader worker process)."""
-        self._verified.update((it.name, it) for it in items)
+    def record(self, verdicts) -> list[Item | None]:
+        """Count and record :meth:`judge`'s verdicts (raising at the first failure under "raise");
+        each verified item, or None for a dropped sample."""
+        keep = []
+        for item, failure in verdicts:
+            self._checked.add(item.name)
+            self.report.checked = len(self._checked)
+            if failure is None:
+                self._verified[item.name] = item
+                keep.append(item)
+                continue
+            self._verified.pop(item.name, None)  # changed since an earlier epoch: no longer in the root
+            origin = f" (from source {failure.source})" if failure.source else ""
+            listed = item.name in self._failed
+            self._failed.add(item.name)
+            self._bad(item.name, f"{item.label} failed verification: {', '.join(failure.reasons)}{origin}",
+                      None if listed else self.report.changed, failure)
+            keep.append(None)
+        return keep
 
     def compute(self) -> bytes:
         """The dataset root of the samples verified so far (for ``sentry.verify_dataset(root)``)."""
@@ -109,7 +129,8 @@ class DatasetHasher:
     def _bad(self, name, message, where, entry=None):
         if self.policy == "raise":
             raise VerificationError(message)
-        where.append(entry if entry is not None else f"sample {name}")
+        if where is not None:
+            where.append(entry if entry is not None else f"sample {name}")
         warnings.warn(f"sentry: dropped: {message}", stacklevel=3)
 
 
