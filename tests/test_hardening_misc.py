@@ -179,7 +179,7 @@ def test_dali_drop_policy_counts_every_sample(small_dataset):
     d, public_key, bad = small_dataset
     loader, hasher = get_image_dataloader(d, 5, device="cpu", kind="numpy", public_key=public_key, policy="drop")
     with pytest.warns(UserWarning, match="dropped"):
-        kept = sum(len(labels) for _, labels in loader)
+        kept = sum(len(batch[0]["label"]) for batch in loader)
     assert kept == 11 and hasher.report.checked == 12
     assert [c.label for c in hasher.report.changed] == [bad]
 

@@ -51,7 +51,8 @@ def copy_of(digits, tmp_path):
 
 
 def _epoch(loader):
-    return [(x, y) for x, y in loader]
+    """An epoch's ``(x, y)`` pairs, from torch's tuples or DALI's ``[{"data", "label"}]``."""
+    return [(b[0]["data"], b[0]["label"]) if isinstance(b[0], dict) else tuple(b) for b in loader]
 
 
 # -- PyTorch --------------------------------------------------------------------------------------
@@ -61,10 +62,10 @@ def test_torch_loader_yields_the_real_digits_and_the_signed_root(digits):
     assert len(dataset) == 1797
     k = int(dataset.names[500].split("/")[1][:4])  # names sort by class directory, then by index
     x, y = dataset[500]
-    assert torch.equal(x, torch.from_numpy(images[k])) and y == target[k]  # class dirs 0..9 are the labels
+    assert torch.equal(x, torch.from_numpy(images[k])[..., None].expand(8, 8, 3)) and y == target[k]  # grey -> RGB
     loader, hasher = verified_dataloader(dataset, batch_size=64)
     batches = _epoch(loader)
-    assert sum(len(y) for _, y in batches) == 1797 and batches[0][0].shape == (64, 8, 8)
+    assert sum(len(y) for _, y in batches) == 1797 and batches[0][0].shape == (64, 8, 8, 3)
     assert sentry.verify_dataset(hasher.compute(), public_key=keys[1], signature=png.with_name("png.sig")).ok
 
 
@@ -170,7 +171,7 @@ def test_dali_shuffle_and_batch_size_do_not_change_the_root(digits):
     for batch, shuffle, seed in ((1000, False, 0), (64, True, 1), (7, True, 2)):
         loader, hasher = get_image_dataloader(png, batch, device="cpu", public_key=keys[1], shuffle=shuffle, seed=seed)
         for epoch in range(2 if batch == 64 else 1):  # epochs stay exact when the reader reshuffles
-            ys = torch.cat([y for _, y in loader])
+            ys = torch.cat([y for _, y in _epoch(loader)])
             assert sorted(ys.tolist()) == sorted(target.tolist())
             orders.append(ys.tolist())
         roots.add(hasher.compute())
@@ -185,7 +186,7 @@ def test_dali_loader_raises_before_yielding_the_tampered_batch(copy_of, digits):
     d = copy_of("npy")
     bad = sorted(d.rglob("*.npy"))[1000]
     flip_bit(bad, bad.stat().st_size - 1)  # in the array, not the header
-    loader, _ = get_image_dataloader(d, 100, device="cpu", public_key=keys[1], kind="numpy")
+    loader, _ = get_image_dataloader(d, 100, device="cpu", public_key=keys[1], kind="numpy", output="tuple")
     seen = 0
     with pytest.raises(VerificationError, match=f"{bad.parent.name}/{bad.name} failed verification"):
         for x, _ in loader:
@@ -247,7 +248,7 @@ def test_dali_gpu_loader_gives_the_cpu_root(digits, kind, gds):
     roots = []
     for device in ("cpu", "gpu"):
         loader, hasher = get_image_dataloader(path, 256, device=device, gds=gds, public_key=keys[1], kind=kind)
-        xs = [x for x, _ in loader]
+        xs = [x for x, _ in _epoch(loader)]
         assert xs[0].device.type == ("cuda" if device == "gpu" else "cpu")
         roots.append(hasher.compute())
     assert roots[0] == roots[1]

@@ -311,12 +311,12 @@ def test_dali_cpu_loader_checks_each_batch_before_yielding_it(sources, assembled
 
     loader, hasher = get_image_dataloader(assembled, 128, device="cpu", public_key=sources["owner"][1],
                                           provenance=both(sources))
-    assert sum(len(y) for _, y in loader) == 1797
+    assert sum(len(batch[0]["label"]) for batch in loader) == 1797
     victim = loader.names[700]
     (assembled / victim).write_bytes((assembled / loader.names[1]).read_bytes())
     sentry.sign_dataset(assembled, key=sources["owner"][0])
     loader, _ = get_image_dataloader(assembled, 100, device="cpu", public_key=sources["owner"][1],
-                                     provenance=both(sources))
+                                     provenance=both(sources), output="tuple")
     seen = 0
     with pytest.raises(VerificationError, match=f"sample {victim} failed.*source lab-a"):
         for _, y in loader:

@@ -8,7 +8,11 @@ the header itself, requires it to describe exactly the dtype and shape DALI prod
 header + array bytes, which are the file's bytes. Order comes from the reader, and epochs are
 exact (``pad_last_batch``; shuffling is a full permutation per epoch), so the dataset root never
 depends on the order or on the batch size. ``device="cpu"`` builds a CPU pipeline
-(``device_id=None``) that needs no GPU.
+(``device_id=None``) that needs no GPU; ``"auto"`` (the default) a GPU one where DALI sees a GPU.
+
+Batches are what DALI's own ``DALIGenericIterator`` yields, ``[{"data": x, "label": y}]`` (one
+dict per pipeline), so code written for DALI runs unchanged; ``output="tuple"`` yields ``(x, y)``.
+(A list that also unpacked as ``x, y`` would iterate over other things than it indexes.)
 """
 from __future__ import annotations
 
@@ -23,43 +27,104 @@ from .batch_hash import cuda_available
 from .verify import IMAGE_EXTENSIONS, DatasetHasher, class_labels, signed_dataset
 
 KINDS = {"image": IMAGE_EXTENSIONS, "numpy": (".npy",)}
+OUTPUTS = ("dali", "tuple")
 
 
-def get_image_dataloader(path, batch_size: int, device: str = "gpu", gds: bool = True, *, public_key=None,
-                         signature=None, sidecar=None, kind: str = "image", shuffle: bool = False, seed: int = 0,
-                         policy: str = "raise", provenance=None, num_threads: int = 2, device_id: int = 0):
-    """``(loader, hasher)``: iterate ``loader`` for verified ``(samples, labels)`` batches (torch
-    tensors; a list when sample shapes differ), and ``hasher.compute()`` is the dataset root for
-    ``sentry.verify_dataset(root)``. Verification material may come from ``sentry.configure``.
+def get_image_dataloader(path, batch_size: int | None = None, device: str = "auto", gds="auto", *, batch=None,
+                         public_key=None, signature=None, sidecar=None, kind: str = "auto", output: str = "dali",
+                         shuffle: bool = False, seed: int = 0, policy: str = "raise", provenance=None,
+                         num_threads: int = 2, device_id: int = 0):
+    """``(loader, hasher)``: iterate ``loader`` for verified batches, ``[{"data": samples,
+    "label": labels}]`` as DALI's ``DALIGenericIterator`` yields them (``output="tuple"``:
+    ``(samples, labels)``); samples are torch tensors (a list when their shapes differ), labels an
+    int64 tensor. ``hasher.compute()`` is the dataset root for ``sentry.verify_dataset(root)``.
+    Verification material may come from ``sentry.configure``. ``batch`` is an alias of ``batch_size``.
 
-    ``kind``: ``"image"`` (decoded to uint8 HWC RGB) or ``"numpy"`` (``.npy`` arrays; read with
-    GPUDirect Storage when ``device="gpu"`` and ``gds``). Labels: index of the top directory
-    (ImageFolder), -1 at the top level. ``provenance`` (see :func:`sentry.load_provenance`):
-    every batch's per-sample source signatures are checked too, in one batch (on the GPU when
-    ``device="gpu"`` and one is usable), before the batch is handed out."""
-    if device not in ("cpu", "gpu"):
-        raise SentryError(f"unknown loader device {device!r}: choose cpu or gpu")
-    if kind not in KINDS:
-        raise SentryError(f"unknown sample kind {kind!r}: choose image or numpy")
-    if type(batch_size) is not int or batch_size < 1:
-        raise SentryError(f"batch size must be a positive integer, got {batch_size!r}")
+    ``kind``: ``"auto"`` (from the sample files: all images or all ``.npy``), ``"image"`` (decoded
+    to uint8 HWC RGB: grayscale and alpha are dropped to RGB, EXIF orientation applied) or
+    ``"numpy"`` (``.npy`` arrays as stored). ``device``: ``"auto"`` (a GPU pipeline where DALI sees
+    a GPU, else a CPU one), ``"gpu"`` or ``"cpu"``. ``gds`` applies to ``.npy`` on a GPU pipeline
+    only: ``True`` reads with DALI's GPU reader through cuFile (GPUDirect Storage where the system
+    has it, cuFile's compatibility mode otherwise: same bytes), ``False`` reads on the host and
+    copies, ``"auto"`` uses the GPU reader only where GPUDirect Storage is enabled. Labels: index of
+    the top directory (ImageFolder), -1 at the top level. ``provenance`` (see
+    :func:`sentry.load_provenance`): every batch's per-sample source signatures are checked too,
+    in one batch (on the GPU when the pipeline is a GPU one), before the batch is handed out."""
+    batch_size = _batch_size(batch_size, batch)
+    if kind not in ("auto", *KINDS):
+        raise SentryError(f"unknown sample kind {kind!r}: choose auto, image or numpy")
+    if output not in OUTPUTS:
+        raise SentryError(f"unknown loader output {output!r}: choose dali or tuple")
+    if gds != "auto" and not isinstance(gds, bool):
+        raise SentryError(f"gds must be 'auto', True or False, got {gds!r}")
+    device = _resolve_device(device, device_id)
     root = Path(path)
-    on_gpu_data = device == "gpu" and kind == "numpy"
-    hash_device = "cuda" if on_gpu_data and cuda_available() else "cpu"
-    hasher = DatasetHasher(signed_dataset(root, public_key, signature, sidecar), policy=policy, device=hash_device,
-                           provenance=provenance, signature_device="auto" if device == "gpu" else "cpu")
-    names = hasher.select(root, KINDS[kind])
+    signed = signed_dataset(root, public_key, signature, sidecar)
+    hasher = DatasetHasher(signed, policy=policy, device="cpu", provenance=provenance,
+                           signature_device="auto" if device == "gpu" else "cpu")
+    names = hasher.select(root, KINDS[kind] if kind != "auto" else sum(KINDS.values(), ()))
+    kind = _sample_kind(root, names) if kind == "auto" else kind
     if not names:
         raise SentryError(f"{root} holds no {kind} samples to load")
+    if device == "gpu" and kind == "numpy" and cuda_available():
+        hasher.device = "cuda"  # the arrays are in GPU memory: hash them there
+    gpu_reader = device == "gpu" and kind == "numpy" and (gds is True or (gds == "auto" and _gds_enabled()))
     order = list(range(len(names)))
     if shuffle:
         random.Random(seed).shuffle(order)  # epoch 1; the reader reshuffles after every epoch
     pipe = _pipeline(root, [names[i] for i in order], order, kind, batch_size,
-                     device, gds, shuffle, seed, num_threads, None if device == "cpu" else device_id)
-    return DaliLoader(pipe, root, names, class_labels(names), hasher, batch_size, kind), hasher
+                     device, gpu_reader, shuffle, seed, num_threads, None if device == "cpu" else device_id)
+    return DaliLoader(pipe, root, names, class_labels(names), hasher, batch_size, kind, output), hasher
 
 
-def _pipeline(root, files, indices, kind, batch_size, device, gds, shuffle, seed, num_threads, device_id):
+def _batch_size(batch_size, batch) -> int:
+    """``batch`` (the original Sentry's name) or ``batch_size``, a positive integer."""
+    if batch is not None and batch_size is not None:
+        raise SentryError("give the batch size once: batch or batch_size, not both")
+    size = batch_size if batch is None else batch
+    if size is None:
+        raise SentryError("the loader needs a batch size: batch=N")
+    if type(size) is not int or size < 1:
+        raise SentryError(f"batch size must be a positive integer, got {size!r}")
+    return size
+
+
+def _resolve_device(device: str, device_id: int) -> str:
+    """``"cpu"`` or ``"gpu"``; a GPU that is asked for and absent is one sentence, not DALI's CUDA error."""
+    if device not in ("auto", "cpu", "gpu"):
+        raise SentryError(f"unknown loader device {device!r}: choose auto, cpu or gpu")
+    try:
+        from nvidia.dali import backend
+    except ImportError:
+        raise SentryError("the DALI loader needs NVIDIA DALI: pip install 'sentry-artifacts[dali]'") from None
+    if device == "cpu":
+        return device
+    try:
+        gpus = backend.GetCUDADeviceCount()
+    except Exception:  # no driver, or one DALI cannot use
+        gpus = 0
+    if device == "gpu" and not 0 <= device_id < gpus:
+        where = f"GPU {device_id}" if gpus else "a CUDA GPU"
+        raise SentryError(f"device='gpu' needs {where} that DALI can use, and this machine has {gpus}: "
+                          "use device='auto' or 'cpu'")
+    return "gpu" if gpus else "cpu"
+
+
+def _gds_enabled() -> bool:
+    from ..io import kvikio
+
+    return kvikio.available() and kvikio.gds_enabled()
+
+
+def _sample_kind(root: Path, names) -> str:
+    """The one kind of sample files in ``names``; a mix of images and arrays is refused."""
+    kinds = {k for n in names for k, ext in KINDS.items() if n.lower().endswith(ext)}
+    if len(kinds) > 1:
+        raise SentryError(f"{root} holds both image and .npy samples: pass kind='image' or kind='numpy'")
+    return kinds.pop() if kinds else "image or .npy"
+
+
+def _pipeline(root, files, indices, kind, batch_size, device, gpu_reader, shuffle, seed, num_threads, device_id):
     from nvidia.dali import fn, pipeline_def, types
 
     common = dict(file_root=str(root), files=files, pad_last_batch=True, shuffle_after_epoch=shuffle,
@@ -74,11 +139,15 @@ def _pipeline(root, files, indices, kind, batch_size, device, gds, shuffle, seed
 
     @pipeline_def(batch_size=batch_size, num_threads=num_threads, device_id=device_id, seed=seed)
     def arrays():
-        data = fn.readers.numpy(device="gpu" if device == "gpu" and gds else "cpu", **common)
-        if device == "gpu" and not gds:
+        data = fn.readers.numpy(device="gpu" if gpu_reader else "cpu", **common)
+        if device == "gpu" and not gpu_reader:
             data = data.gpu()
         return data, fn.get_property(data, key="source_info")
 
+    if gpu_reader:
+        from ..io.kvikio import configure_cufile
+
+        configure_cufile()  # cufile.json allows the compatibility mode where GDS is absent
     pipe = images() if kind == "image" else arrays()
     pipe.build()
     return pipe
@@ -87,10 +156,11 @@ def _pipeline(root, files, indices, kind, batch_size, device, gds, shuffle, seed
 class DaliLoader:
     """One epoch per iteration; every batch is verified before it is yielded."""
 
-    def __init__(self, pipe, root: Path, names, labels, hasher: DatasetHasher, batch_size: int, kind: str):
+    def __init__(self, pipe, root: Path, names, labels, hasher: DatasetHasher, batch_size: int, kind: str,
+                 output: str = "dali"):
         self.pipe, self.root, self.names, self.labels = pipe, root, names, labels
         self.index = {n: i for i, n in enumerate(names)}
-        self.hasher, self.batch_size, self.kind = hasher, batch_size, kind
+        self.hasher, self.batch_size, self.kind, self.output = hasher, batch_size, kind, output
 
     def __len__(self) -> int:
         return -(-len(self.names) // self.batch_size)
@@ -119,7 +189,8 @@ class DaliLoader:
             if not samples:
                 continue
             same = all(s.shape == samples[0].shape for s in samples)
-            yield (torch.stack(samples) if same else samples), labels
+            data = torch.stack(samples) if same else samples
+            yield (data, labels) if self.output == "tuple" else [{"data": data, "label": labels}]
 
     def _explain(self, exc: RuntimeError) -> SentryError:
         """A sample DALI cannot read or decode is usually a tampered one: check the files its

@@ -19,7 +19,8 @@ from .verify import DatasetHasher, class_labels, signed_dataset
 
 
 def decode_bytes(name: str, data: bytes):
-    """Default decoding: ``.npy`` -> tensor, images -> uint8 HWC tensor (Pillow), else the bytes."""
+    """Default decoding: ``.npy`` -> tensor, images -> uint8 HWC RGB tensor (:func:`decode_image`),
+    else the bytes."""
     import io
 
     lower = name.lower()
@@ -30,11 +31,24 @@ def decode_bytes(name: str, data: bytes):
     from .verify import IMAGE_EXTENSIONS
 
     if lower.endswith(IMAGE_EXTENSIONS):
-        import numpy as np
-        from PIL import Image
-
-        return torch.from_numpy(np.array(Image.open(io.BytesIO(data))))
+        return torch.from_numpy(decode_image(data))
     return data
+
+
+def decode_image(data: bytes):
+    """An image as DALI's ``decoders.image(output_type=RGB)`` gives it, so both loaders yield the
+    same layout: uint8 HWC RGB, EXIF orientation applied, grayscale repeated, alpha dropped,
+    palette expanded, 16-bit grayscale scaled to 8 bits (round(v / 257))."""
+    import io
+
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    image = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
+    if image.mode.startswith("I;16"):
+        grey = np.rint(np.asarray(image, dtype=np.float64) / 257).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    return np.array(image.convert("RGB"))
 
 
 class VerifiedDataset(Dataset):
