@@ -173,3 +173,17 @@ def test_dali_and_pytorch_decode_to_the_same_rgb_layout(tmp_path, keys):
             assert torch.equal(x, dali[name]), name
         else:  # two JPEG decoders may round differently
             assert (x.int() - dali[name].int()).abs().max() <= 2, name
+
+
+def test_gds_true_without_cufile_warns_and_reads_on_the_host(monkeypatch):
+    from sentry.data import dali_loader
+
+    monkeypatch.setattr(dali_loader, "_cufile_loads", lambda: False)
+    with pytest.warns(UserWarning, match=r"gds=True, but the cuFile library \(libcufile\) is not installed"):
+        assert dali_loader._gpu_reader(True) is False
+    monkeypatch.setattr(dali_loader, "_cufile_loads", lambda: True)
+    assert dali_loader._gpu_reader(True) is True and dali_loader._gpu_reader(False) is False
+    from sentry.io import kvikio
+
+    monkeypatch.setattr(kvikio, "available", lambda: False)
+    assert dali_loader._gpu_reader("auto") is False  # no kvikio: no GDS to detect, the host reader

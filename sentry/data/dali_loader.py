@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import warnings
 from pathlib import Path
 
 from ..errors import SentryError, VerificationError
@@ -45,8 +46,9 @@ def get_image_dataloader(path, batch_size: int | None = None, device: str = "aut
     ``"numpy"`` (``.npy`` arrays as stored). ``device``: ``"auto"`` (a GPU pipeline where DALI sees
     a GPU, else a CPU one), ``"gpu"`` or ``"cpu"``. ``gds`` applies to ``.npy`` on a GPU pipeline
     only: ``True`` reads with DALI's GPU reader through cuFile (GPUDirect Storage where the system
-    has it, cuFile's compatibility mode otherwise: same bytes), ``False`` reads on the host and
-    copies, ``"auto"`` uses the GPU reader only where GPUDirect Storage is enabled. Labels: index of
+    has it, cuFile's compatibility mode otherwise: same bytes; without the cuFile library, a
+    warning and the host reader), ``False`` reads on the host and copies, ``"auto"`` uses the GPU
+    reader only where GPUDirect Storage is enabled. Labels: index of
     the top directory (ImageFolder), -1 at the top level. ``provenance`` (see
     :func:`sentry.load_provenance`): every batch's per-sample source signatures are checked too,
     in one batch (on the GPU when the pipeline is a GPU one), before the batch is handed out."""
@@ -68,7 +70,7 @@ def get_image_dataloader(path, batch_size: int | None = None, device: str = "aut
         raise SentryError(f"{root} holds no {kind} samples to load")
     if device == "gpu" and kind == "numpy" and cuda_available():
         hasher.device = "cuda"  # the arrays are in GPU memory: hash them there
-    gpu_reader = device == "gpu" and kind == "numpy" and (gds is True or (gds == "auto" and _gds_enabled()))
+    gpu_reader = device == "gpu" and kind == "numpy" and _gpu_reader(gds)
     order = list(range(len(names)))
     if shuffle:
         random.Random(seed).shuffle(order)  # epoch 1; the reader reshuffles after every epoch
@@ -110,10 +112,30 @@ def _resolve_device(device: str, device_id: int) -> str:
     return "gpu" if gpus else "cpu"
 
 
-def _gds_enabled() -> bool:
+def _gpu_reader(gds) -> bool:
+    """Whether ``.npy`` samples go straight into GPU memory through DALI's GPU reader (cuFile):
+    ``"auto"`` where GPUDirect Storage is enabled; ``True`` wherever cuFile loads (GDS or its
+    compatibility mode), else, with a warning, the host reader and a copy, as ``False``."""
     from ..io import kvikio
 
-    return kvikio.available() and kvikio.gds_enabled()
+    have_kvikio = kvikio.available()  # kvikio's import loads the cuFile library of its wheel
+    if gds == "auto":
+        return have_kvikio and kvikio.gds_enabled()
+    if gds and not _cufile_loads():
+        warnings.warn("sentry: gds=True, but the cuFile library (libcufile) is not installed: .npy samples are read "
+                      "on the host and copied to the GPU", stacklevel=3)
+        return False
+    return gds
+
+
+def _cufile_loads() -> bool:
+    import ctypes
+
+    try:
+        ctypes.CDLL("libcufile.so.0")  # what DALI's GPU numpy reader opens
+    except OSError:
+        return False
+    return True
 
 
 def _sample_kind(root: Path, names) -> str:
