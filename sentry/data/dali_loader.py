@@ -42,14 +42,14 @@ def get_image_dataloader(path, batch_size: int | None = None, device: str = "aut
     Verification material may come from ``sentry.configure``. ``batch`` is an alias of ``batch_size``.
 
     ``kind``: ``"auto"`` (from the sample files: all images or all ``.npy``), ``"image"`` (decoded
-    to uint8 HWC RGB: grayscale and alpha are dropped to RGB, EXIF orientation applied) or
-    ``"numpy"`` (``.npy`` arrays as stored). ``device``: ``"auto"`` (a GPU pipeline where DALI sees
-    a GPU, else a CPU one), ``"gpu"`` or ``"cpu"``. ``gds`` applies to ``.npy`` on a GPU pipeline
-    only: ``True`` reads with DALI's GPU reader through cuFile (GPUDirect Storage where the system
-    has it, cuFile's compatibility mode otherwise: same bytes; without the cuFile library, a
-    warning and the host reader), ``False`` reads on the host and copies, ``"auto"`` uses the GPU
-    reader only where GPUDirect Storage is enabled. Labels: index of
-    the top directory (ImageFolder), -1 at the top level. ``provenance`` (see
+    to uint8 HWC RGB, as the PyTorch loader does: grayscale repeated, alpha dropped, EXIF
+    orientation applied) or ``"numpy"`` (``.npy`` arrays as stored). ``device``: ``"auto"`` (a GPU
+    pipeline where DALI sees a GPU, else a CPU one), ``"gpu"`` or ``"cpu"``. ``gds`` applies to
+    ``.npy`` on a GPU pipeline only: ``True`` reads with DALI's GPU reader through cuFile
+    (GPUDirect Storage where the system has it, cuFile's compatibility mode otherwise: same bytes;
+    without the cuFile library, a warning and the host reader), ``False`` reads on the host and
+    copies, ``"auto"`` uses the GPU reader only where GPUDirect Storage is enabled. Labels: index
+    of the top directory (ImageFolder), -1 at the top level. ``provenance`` (see
     :func:`sentry.load_provenance`): every batch's per-sample source signatures are checked too,
     in one batch (on the GPU when the pipeline is a GPU one), before the batch is handed out."""
     batch_size = _batch_size(batch_size, batch)
