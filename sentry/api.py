@@ -13,12 +13,16 @@ from .manifest.sources import manifest_for_path
 from .manifest.tensors import state_dict_of, tensor_items
 
 _config: dict = {}
-_CONFIG_KEYS = {"key", "public_key", "signature", "password", "device", "leaf_size", "progress"}
+_CONFIG_KEYS = {"key", "public_key", "signature", "dataset_public_key", "dataset_signature", "password", "device",
+                "leaf_size", "progress"}
 
 
 def configure(**settings) -> None:
     """Set defaults for later calls, e.g. ``configure(public_key="pub.pem", signature="model.sig")``
-    so that a training script can call plain ``sentry.verify_model(model)``. ``None`` clears one."""
+    so that a training script can call plain ``sentry.verify_model(model)``. ``None`` clears one.
+    ``dataset_signature`` / ``dataset_public_key``: the same for datasets (loaders,
+    ``verify_dataset``), where they come before ``signature`` / ``public_key``: a script then
+    verifies its model and its data with one configuration."""
     unknown = set(settings) - _CONFIG_KEYS
     if unknown:
         raise SentryError(f"unknown setting(s): {', '.join(sorted(unknown))}")
@@ -31,6 +35,12 @@ def configure(**settings) -> None:
 
 def _setting(name, value):
     return _config.get(name) if value is None else value
+
+
+def _dataset_settings(public_key, signature) -> tuple:
+    """``(public_key, signature)`` for a dataset: as given, else the dataset settings; the general
+    ones apply after (in ``verifier_for`` and ``_signature_path``)."""
+    return _setting("dataset_public_key", public_key), _setting("dataset_signature", signature)
 
 
 def default_signature_path(path) -> Path:
@@ -430,6 +440,7 @@ def load_signed_dataset(path=None, public_key=None, signature=None, *, sidecar=N
     signature ``PATH.sig``."""
     from .manifest.dataset import SignedDataset
 
+    public_key, signature = _dataset_settings(public_key, signature)
     sig_path, claim, side_path = _dataset_files(path, public_key, signature, sidecar)
     return SignedDataset.load(claim, side_path, sig_path)
 
@@ -446,6 +457,7 @@ def verify_dataset(path_or_root, public_key=None, signature=None, *, sidecar=Non
     valid signature of its source, and each changed sample names its source. The report lists
     every path left out; ``default_ignores=False`` also checks what a signature made before
     datasets stopped having default ignores left out."""
+    public_key, signature = _dataset_settings(public_key, signature)
     if isinstance(path_or_root, (bytes, bytearray)):
         if provenance is not None:
             raise SentryError("per-sample provenance is checked on the samples: pass the dataset directory")

@@ -187,3 +187,20 @@ def test_gds_true_without_cufile_warns_and_reads_on_the_host(monkeypatch):
 
     monkeypatch.setattr(kvikio, "available", lambda: False)
     assert dali_loader._gpu_reader("auto") is False  # no kvikio: no GDS to detect, the host reader
+
+
+def test_the_whole_example_with_a_model_and_a_dataset_configured_once(digits, keys, monkeypatch):
+    """verify_model(model) and the loader in one script: the model's signature and the dataset's
+    are configured side by side (dataset_signature comes first for datasets)."""
+    monkeypatch.chdir(digits)
+    model = torch.nn.Linear(192, 10)
+    sentry.sign_model(model, key=keys[0], signature=digits / "model.sig")
+    sentry.configure(public_key=keys[1], signature=digits / "model.sig",
+                     dataset_signature=digits / "dataset" / "cifar10.sig")
+    try:
+        dataloader, hasher = get_image_dataloader(path='./dataset/cifar10', batch=128)
+        assert sentry.verify_model(model).ok
+        assert sum(len(data[0]['label']) for data in dataloader) == N
+        assert sentry.verify_dataset(hasher.compute()).ok
+    finally:
+        sentry.configure(public_key=None, signature=None, dataset_signature=None)
