@@ -174,8 +174,11 @@ def main(argv=None) -> int:
     test_loader, _ = verified_dataloader(dataset, args.batch_size, sampler=test_idx)
     try:
         train_rate = train(model, train_loader, args.epochs, args.lr, args.dataset)
-        acc = accuracy(model, test_loader)
-        verified_rate, plain_rate, root = loading_rates(dataset, args.batch_size)
+        try:
+            acc = accuracy(model, test_loader)
+            verified_rate, plain_rate, root = loading_rates(dataset, args.batch_size)
+        except VerificationError as exc:
+            raise VerificationError(f"testing stopped, dataset {args.dataset}: {exc}") from None
     except RuntimeError as exc:  # e.g. samples of different sizes that do not stack into a batch
         raise SentryError(f"cannot train on {args.dataset}: {str(exc).splitlines()[0]}") from None
     sentry.verify_dataset(root, public_key=dataset_key, signature=dataset_sig)
