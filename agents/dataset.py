@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 from sentry import SentryError
+from sentry.errors import reason
 
 from .common import EXIT_CODES, Parser, log, run
 
@@ -47,8 +48,10 @@ def table_files(source: Path) -> list[Path]:
     if (source / "dataset_dict.json").is_file():
         splits = json.loads((source / "dataset_dict.json").read_text())["splits"]
         return table_files(source / ("train" if "train" in splits else splits[0]))
-    state = json.loads((source / "state.json").read_text())
-    return [source / entry["filename"] for entry in state["_data_files"]]
+    names = [entry["filename"] for entry in json.loads((source / "state.json").read_text())["_data_files"]]
+    if not all(isinstance(n, str) and n and "/" not in n and n not in (".", "..") for n in names):
+        raise SentryError(f"{source}/state.json names data files outside its directory")
+    return [source / name for name in names]
 
 
 def read_table(path: Path):
@@ -81,6 +84,8 @@ def table_samples(files, image_column=None, label_column=None):
             if isinstance(image, dict):
                 image = Image.open(io.BytesIO(image["bytes"]) if image.get("bytes") else image["path"])
             array = np.asarray(image)
+            if array.dtype.kind in "iu" and array.size and 0 <= array.min() and array.max() <= 255:
+                array = array.astype(np.uint8)  # an array column read back as Python ints
             if array.dtype != np.uint8 or type(label) is not int or label < 0:
                 raise SentryError(f"{path}: expected uint8 images and non-negative integer labels")
             yield array, label
@@ -200,7 +205,10 @@ def main(argv=None) -> int:
         raise SentryError(f"--out {out} exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
     source = " ".join(args.source)
-    count = write_dataset(out, source_files(args.source, args.format, args.image_column, args.label_column))
+    try:
+        count = write_dataset(out, source_files(args.source, args.format, args.image_column, args.label_column))
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:  # unreadable files, tables, images
+        raise SentryError(f"cannot build {out} from {source}: {reason(exc)}") from None
     log(AGENT, f"built {out} from {source}: {count} samples")
     sig = sentry.sign_dataset(out, key=private_key, signature=args.signature, key_files=[args.key])
     link = sentry.dataset_link(sig, private_key.public_key())  # reads back and verifies what was signed

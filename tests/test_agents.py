@@ -272,3 +272,28 @@ def test_usage_errors_are_one_line_exit_2(agent):
 def test_missing_key_names_the_environment_variable(tmp_path):
     code, _, err = call(dataset_agent, "--out", tmp_path / "d", env={"SENTRY_KEY_FILE": ""})
     assert code == 2 and "give --key or set SENTRY_KEY_FILE" in err
+
+
+def test_dataset_agent_reads_a_save_to_disk_directory(tmp_path):
+    """A Hugging Face ``Dataset.save_to_disk`` layout: state.json naming Arrow IPC stream files."""
+    pa = pytest.importorskip("pyarrow")
+    import json
+
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    images = pa.array([[[i] * 3] * 3 for i in range(4)], pa.list_(pa.list_(pa.uint8())))  # an Array2D feature
+    table = pa.table({"img": images, "label": [0, 1, 0, 1]})
+    with pa.ipc.new_stream(saved / "data-00000-of-00001.arrow", table.schema) as writer:
+        writer.write_table(table)
+    (saved / "state.json").write_text(json.dumps({"_data_files": [{"filename": "data-00000-of-00001.arrow"}]}))
+    (saved / "dataset_info.json").write_text("{}")
+    owner, owner_pub = make_keys(tmp_path, "owner")
+    code, _, err = call(dataset_agent, "--out", tmp_path / "d", "--source", saved, "--key", owner)
+    assert code == 0, err
+    assert sentry.verify_dataset(tmp_path / "d", public_key=owner_pub).checked == 4
+    (saved / "state.json").write_text(json.dumps({"_data_files": [{"filename": "../x.arrow"}]}))
+    code, _, err = call(dataset_agent, "--out", tmp_path / "e", "--source", saved, "--key", owner)
+    assert code == 2 and "outside its directory" in err
+    (saved / "state.json").write_text("{}")
+    code, _, err = call(dataset_agent, "--out", tmp_path / "e", "--source", saved, "--key", owner)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "cannot build" in err
