@@ -34,8 +34,10 @@ class NeverServe:
 
 def call(agent, *argv, env=None):
     """Run an agent in this process as its command line does: (exit code, stdout, stderr)."""
+    import torch
+
     out, err = io.StringIO(), io.StringIO()
-    old = dict(os.environ)
+    old, threads = dict(os.environ), torch.get_num_threads()  # the trainer sets its own
     os.environ.update(env or {})
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
@@ -47,6 +49,7 @@ def call(agent, *argv, env=None):
     finally:
         os.environ.clear()
         os.environ.update(old)
+        torch.set_num_threads(threads)
     return code, out.getvalue(), err.getvalue()
 
 
