@@ -74,8 +74,7 @@ class Served:
         with self._lock, torch.no_grad():
             logits = self.model(torch.from_numpy(x))
         values = {"output": logits, "probabilities": torch.softmax(logits, 1), "class": logits.argmax(1)}
-        parameters = request.get("parameters") or {}
-        binary_default = parameters.get("binary_data_output", False) is True
+        binary_default = _parameters(request).get("binary_data_output", False) is True
         wanted = request.get("outputs") or [{"name": n} for n in OUTPUTS]
         if not isinstance(wanted, list) or not all(isinstance(o, dict) for o in wanted):
             raise BadRequest("outputs must be a list of objects")
@@ -86,8 +85,7 @@ class Served:
                 raise BadRequest(f"unknown output {name!r}: this model has {', '.join(OUTPUTS)}")
             array = values[name].numpy().astype("<f4" if OUTPUTS[name] == "FP32" else "<i8")
             entry = {"name": name, "datatype": OUTPUTS[name], "shape": list(array.shape)}
-            options = requested.get("parameters") or {}
-            if options.get("binary_data", binary_default) is True:
+            if _parameters(requested).get("binary_data", binary_default) is True:
                 data = np.ascontiguousarray(array).tobytes()
                 entry["parameters"] = {"binary_data_size": len(data)}
                 chunks.append(data)
@@ -114,7 +112,7 @@ class Served:
             raise BadRequest(f"the input shape must be [N, {', '.join(map(str, self.input_shape))}] "
                              f"with N from 1 to {MAX_BATCH}")
         count = shape[0] * shape[1] * shape[2] * shape[3]
-        size = (tensor.get("parameters") or {}).get("binary_data_size")
+        size = _parameters(tensor).get("binary_data_size")
         if size is not None:
             if type(size) is not int or size != count * 4 or size != len(binary):
                 raise BadRequest(f"the binary input must be {count * 4} bytes, the whole binary part")
@@ -131,6 +129,14 @@ class Served:
         if not np.isfinite(x).all():
             raise BadRequest("the input holds values that are not finite")
         return x.reshape(shape)
+
+
+def _parameters(obj: dict) -> dict:
+    """An OIP object's optional ``parameters`` map."""
+    parameters = obj.get("parameters", {})
+    if not isinstance(parameters, dict):
+        raise BadRequest("parameters must be an object")
+    return parameters
 
 
 def _no_constants(name):
@@ -200,6 +206,9 @@ def make_handler(served: Served):
             except VerificationError as exc:  # protect found the weights changed since they verified
                 log(AGENT, f"refused to infer: {exc}")
                 return self._send(HTTPStatus.SERVICE_UNAVAILABLE, {"error": f"the model no longer verifies: {exc}"})
+            except Exception as exc:  # a request nobody foresaw: one line in the log, not a traceback
+                log(AGENT, f"internal error on {path}: {type(exc).__name__}")
+                return self._send(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal error"})
             self._send(HTTPStatus.OK, response, binary)
 
         def _parse(self, body: bytes):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import re
 import shutil
@@ -124,7 +125,8 @@ def test_inferencer_serves_oip_v2_to_tritonclient(pipeline):
                          "--dataset-root", root, "--dataset-signature", pipeline["data_sig"],
                          "--dataset-public-key", pipeline["owner_pub"], "--host", "127.0.0.1", "--port", 0)
     try:
-        client = http.InferenceServerClient(_wait_for_serving(proc))
+        url = _wait_for_serving(proc)
+        client = http.InferenceServerClient(url)
         assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("digits")
         meta = client.get_model_metadata("digits")
         assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 1, 8, 8]}]
@@ -149,10 +151,44 @@ def test_inferencer_serves_oip_v2_to_tritonclient(pipeline):
         wrong.set_data_from_numpy(np.zeros((1, 1, 4, 4), np.float32))
         with pytest.raises(InferenceServerException, match="input shape"):
             client.infer("digits", [wrong])
+        for body, why in HOSTILE_REQUESTS:
+            status, answer = _post(url, body)
+            assert status == 400 and why in answer["error"], (body, answer)
+        assert _post(url, b"{}", path="/v2/models/other/infer")[0] == 404
+        assert client.is_server_ready()
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
+
+
+GOOD_INPUT = {"name": "input", "datatype": "FP32", "shape": [1, 1, 8, 8], "data": [0.5] * 64}
+HOSTILE_REQUESTS = [
+    (b"not json", "not a JSON inference request"),
+    (b"[1]", "not a JSON object"),
+    (b'{"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 1, 8, 8], "data": [NaN]}]}',
+     "not a JSON inference request"),
+    (json.dumps({"inputs": [dict(GOOD_INPUT, data=[1e39] * 64)]}).encode(), "not finite"),
+    (json.dumps({"inputs": [dict(GOOD_INPUT, data=[[0.5]] * 63)]}).encode(), "holds 63 values"),
+    (json.dumps({"inputs": [dict(GOOD_INPUT, data=["x"] * 64)]}).encode(), "list of numbers"),
+    (json.dumps({"inputs": [dict(GOOD_INPUT, datatype="FP64")]}).encode(), "datatype FP32"),
+    (json.dumps({"inputs": [dict(GOOD_INPUT, shape=[5000, 1, 8, 8])]}).encode(), "input shape"),
+    (json.dumps({"inputs": [GOOD_INPUT], "parameters": [1]}).encode(), "parameters must be an object"),
+    (json.dumps({"inputs": [GOOD_INPUT], "outputs": [{"name": "secret"}]}).encode(), "unknown output"),
+    (json.dumps({"inputs": [dict(GOOD_INPUT, parameters={"binary_data_size": 256})]}).encode(),
+     "binary input must be 256 bytes"),
+]
+
+
+def _post(url, body: bytes, path="/v2/models/digits/infer"):
+    import http.client
+
+    connection = http.client.HTTPConnection(url, timeout=30)
+    connection.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+    response = connection.getresponse()
+    answer = json.loads(response.read())
+    connection.close()
+    return response.status, answer
 
 
 def test_tampered_sample_stops_the_trainer(pipeline, tmp_path):
@@ -280,8 +316,6 @@ def test_missing_key_names_the_environment_variable(tmp_path):
 def test_dataset_agent_reads_a_save_to_disk_directory(tmp_path):
     """A Hugging Face ``Dataset.save_to_disk`` layout: state.json naming Arrow IPC stream files."""
     pa = pytest.importorskip("pyarrow")
-    import json
-
     saved = tmp_path / "saved"
     saved.mkdir()
     images = pa.array([[[i] * 3] * 3 for i in range(4)], pa.list_(pa.list_(pa.uint8())))  # an Array2D feature
