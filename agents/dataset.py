@@ -190,6 +190,9 @@ def build_parser() -> Parser:
                      help="the dataset owner's private key (PEM; a mounted secret, never in the image)")
     p.add_argument("--password-file", help="the key's password (default: $SENTRY_KEY_PASSWORD, if set)")
     p.add_argument("--signature", type=Path, help="where the signature goes (default: DIR.sig beside DIR)")
+    p.add_env_option("--source-key", "SENTRY_SOURCE_KEY_FILE", required=False, metavar="KEYFILE",
+                     help="the source's private key: also sign each sample's provenance into "
+                          "DIR.provenance.jsonl (docs/spec.md §7), for a trainer's --provenance")
     return p
 
 
@@ -214,6 +217,11 @@ def main(argv=None) -> int:
     link = sentry.dataset_link(sig, private_key.public_key())  # reads back and verifies what was signed
     log(AGENT, f"signed dataset {out} ({count} samples, root {link.root}) with key "
                f"{public_key_hint(private_key.public_key())}: {sig}")
+    if args.source_key:
+        source_key = load_private_key(args.source_key, password)
+        provenance = sentry.sign_samples(out, key=source_key, key_files=[args.key, args.source_key])
+        log(AGENT, f"signed the provenance of every sample of {out} with key "
+                   f"{public_key_hint(source_key.public_key())}: {provenance}")
     return 0
 
 

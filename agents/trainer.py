@@ -37,6 +37,9 @@ def build_parser() -> Parser:
                      help="the trainer's private key (PEM; a mounted secret, never in the image)")
     p.add_argument("--password-file", help="the key's password (default: $SENTRY_KEY_PASSWORD, if set)")
     p.add_argument("--signature", type=Path, help="where the checkpoint's signature goes (default: CKPT.sig)")
+    p.add_argument("--provenance", nargs=2, action="append", metavar=("FILE", "PUB"),
+                   help="also require each sample's signature by its source: a provenance file and the "
+                        "source's public key (docs/spec.md §7); repeatable, one per source")
     p.add_argument("--epochs", type=int, default=8, help="training epochs (default 8)")
     p.add_argument("--batch-size", type=int, default=32, help="samples per batch (default 32)")
     p.add_argument("--lr", type=float, default=3e-3, help="Adam's learning rate (default 0.003)")
@@ -68,6 +71,13 @@ def split(count: int, limit):
     return train[:limit] if limit else train, [i for i in range(count) if i % HOLD_OUT == 0]
 
 
+def inputs_labels(batch):
+    """(inputs, labels) of a batch, as a tuple or as DALI's iterators give it: ``[{"data", "label"}]``."""
+    if isinstance(batch, list) and len(batch) == 1 and isinstance(batch[0], dict):
+        return batch[0]["data"], batch[0]["label"]
+    return batch
+
+
 def train(model, loader, epochs: int, lr: float, dataset_dir) -> float:
     """Train; samples/s of verified loading plus training. A sample that fails verification raises
     VerificationError naming the epoch, the batch and the sample."""
@@ -80,7 +90,7 @@ def train(model, loader, epochs: int, lr: float, dataset_dir) -> float:
         model.train()
         batch = 0
         try:
-            for batch, (x, y) in enumerate(loader, 1):
+            for batch, (x, y) in enumerate(map(inputs_labels, loader), 1):
                 optimizer.zero_grad()
                 loss = loss_fn(model(x), y)
                 loss.backward()
@@ -99,7 +109,7 @@ def accuracy(model, loader) -> float:
     model.eval()
     right = total = 0
     with torch.no_grad():
-        for x, y in loader:
+        for x, y in map(inputs_labels, loader):
             right += int((model(x).argmax(1) == y).sum())
             total += len(y)
     return right / total
@@ -123,7 +133,7 @@ def loading_rates(dataset, batch_size: int) -> tuple[float, float, bytes]:
 
     def rate(loader) -> float:
         start = time.perf_counter()
-        count = sum(len(y) for _, y in loader)
+        count = sum(len(y) for _, y in map(inputs_labels, loader))
         return count / (time.perf_counter() - start)
 
     verified, hasher = verified_dataloader(dataset, batch_size)
@@ -165,9 +175,11 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
 
     dataset = VerifiedDataset(args.dataset, public_key=dataset_key, signature=dataset_sig,
-                              extensions=SAMPLE_EXTENSIONS, decode=decode_sample, policy="raise")
+                              extensions=SAMPLE_EXTENSIONS, decode=decode_sample, policy="raise",
+                              provenance=[tuple(p) for p in args.provenance] if args.provenance else None)
+    sources = f" with its source's signature ({len(args.provenance)} given)" if args.provenance else ""
     log(AGENT, f"dataset {args.dataset}: signature {dataset_sig} verified with key {public_key_hint(dataset_key)}, "
-               f"sample list checked; {len(dataset)} samples, each verified as it loads")
+               f"sample list checked; {len(dataset)} samples, each verified as it loads{sources}")
     if len(dataset) < HOLD_OUT or min(dataset.labels) < 0:
         raise SentryError(f"dataset {args.dataset} needs at least {HOLD_OUT} samples, all in class folders")
     train_idx, test_idx = split(len(dataset), args.limit)

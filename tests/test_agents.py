@@ -334,3 +334,19 @@ def test_dataset_agent_reads_a_save_to_disk_directory(tmp_path):
     (saved / "state.json").write_text("{}")
     code, _, err = call(dataset_agent, "--out", tmp_path / "e", "--source", saved, "--key", owner)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "cannot build" in err
+
+
+def test_per_sample_provenance_from_dataset_agent_to_trainer(tmp_path):
+    owner, owner_pub = make_keys(tmp_path, "owner")
+    source, source_pub = make_keys(tmp_path, "source")
+    trainer, _ = make_keys(tmp_path, "trainer")
+    data = tmp_path / "digits"
+    code, _, err = call(dataset_agent, "--out", data, "--key", owner, "--source-key", source)
+    assert code == 0 and "signed the provenance of every sample" in err, err
+    provenance = tmp_path / "digits.provenance.jsonl"
+    train = ("--dataset", data, "--dataset-public-key", owner_pub, "--out", tmp_path / "m.safetensors",
+             "--key", trainer, "--epochs", 1, "--limit", 64)
+    code, _, err = call(trainer_agent, *train, "--provenance", provenance, source_pub)
+    assert code == 0 and "with its source's signature (1 given)" in err, err
+    code, _, err = call(trainer_agent, *train, "--provenance", provenance, owner_pub)
+    assert code == 1 and "signed with another key than the one given for source digits" in err
