@@ -43,7 +43,7 @@ def test_signature_without_link_still_verifies(linked):
 
 
 def test_linking_needs_a_verified_dataset_signature(linked, tmp_path):
-    with pytest.raises(SentryError, match="needs dataset_public_key"):
+    with pytest.raises(SentryError, match="needs the dataset owner.s public key"):
         sentry.sign_model(linked["model"], key=linked["key"], training_data=linked["data_sig"])
     with pytest.raises(VerificationError, match="does not match the public key"):
         sentry.sign_model(linked["model"], key=linked["key"], training_data=linked["data_sig"],
@@ -99,3 +99,13 @@ def _payload(sig) -> bytes:
     from sentry.signing import read_bundle
 
     return read_bundle(sig).payload
+
+
+def test_cli_signs_the_link(linked):
+    result = run_cli("sign", linked["model"], "--key", linked["key"], "--training-data", linked["data_sig"],
+                     "--dataset-public-key", linked["owner_pub"])
+    assert result.returncode == 0, result.stderr
+    link = sentry.dataset_link(linked["data_sig"], linked["owner_pub"])
+    assert sentry.verify_model(linked["model"], public_key=linked["pub"]).training_data == [link]
+    result = run_cli("sign", linked["model"], "--key", linked["key"], "--training-data", linked["data_sig"])
+    assert result.returncode == 2 and "--dataset-public-key" in result.stderr
