@@ -394,7 +394,8 @@ def _training_data(given, dataset_public_key) -> tuple:
                 raise SentryError(f"cannot sign: {exc}") from None
         elif _is_path(entry):
             if dataset_public_key is None:
-                raise SentryError(f"linking the dataset signature {entry} needs the dataset owner's public key (dataset_public_key=, --dataset-public-key) to verify it first")
+                raise SentryError(f"linking the dataset signature {entry} needs the dataset owner's public key "
+                                  f"(dataset_public_key=, --dataset-public-key) to verify it first")
             links.append(dataset_link(entry, dataset_public_key))
         else:
             raise SentryError("training_data is a dataset signature path, a TrainingData, or a list of them")
