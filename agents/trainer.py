@@ -201,7 +201,8 @@ def main(argv=None) -> int:
     log(AGENT, f"every sample of {args.dataset} verified: dataset root {root.hex()} is the signed one")
     print(f"accuracy: {acc:.2%} on {len(test_idx)} held-out samples after {args.epochs} epochs "
           f"({len(train_idx)} training samples)")
-    print(f"training: {train_rate:.0f} samples/s (verified loading, forward, backward; CPU, {torch.get_num_threads()} threads)")
+    print(f"training: {train_rate:.0f} samples/s (verified loading, forward, backward; CPU, "
+          f"{torch.get_num_threads()} threads)")
     print(f"loading: {verified_rate:.0f} samples/s verified, {plain_rate:.0f} samples/s unverified "
           f"(verification costs {max(0.0, 1 - verified_rate / plain_rate):.0%})", flush=True)
 
