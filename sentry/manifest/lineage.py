@@ -43,7 +43,8 @@ class TrainingData:
             raise bad(f"the name {describe(name)} is not a printable string of 1 to {MAX_DATASET_NAME} characters")
         if not isinstance(digest, dict) or set(digest) != {"sha256"} or not _is_hex64(digest["sha256"]):
             raise bad(f"the digest of {name} is not one sha256 of 64 lowercase hex digits")
-        if not (isinstance(notes, dict) and set(notes) == {"signature_sha256"} and _is_hex64(notes["signature_sha256"])):
+        if not (isinstance(notes, dict) and set(notes) == {"signature_sha256"}
+                and _is_hex64(notes["signature_sha256"])):
             raise bad(f"the annotations of {name} are not one signature_sha256 of 64 lowercase hex digits")
         return cls(name, digest["sha256"], notes["signature_sha256"])
 
