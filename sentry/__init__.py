@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 _API = {
     "configure", "sign_model", "verify_model", "sign_dataset", "verify_dataset", "protect",
     "hash_artifact", "default_signature_path", "load_signed_dataset", "sign_samples", "load_provenance",
+    "dataset_link",
 }
 __all__ = sorted(_API | {"SentryError", "VerificationError", "Report"})
 

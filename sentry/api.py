@@ -145,7 +145,7 @@ def verifier_for(public_key):
 
 
 def _sign(artifact, artifact_type, key, signature, password, format="sentry", *, key_files=(), force=False,
-          **hash_options) -> Path:
+          training_data=(), **hash_options) -> Path:
     from .signing import make_statement, write_bundle
     from .signing.outputs import ITEMS, SIGNATURE
 
@@ -157,9 +157,12 @@ def _sign(artifact, artifact_type, key, signature, password, format="sentry", *,
     _check_outputs(outputs, artifact, key, key_files, force)
     name = Path(os.path.abspath(artifact)).name if _is_path(artifact) else type(artifact).__name__
     if format == "oms":
+        if training_data:
+            raise SentryError("the OMS format has no field for training data: sign in Sentry's format")
         payload = _oms_statement(artifact, artifact_type, sig_path, name, **hash_options)
     else:
         manifest = hash_artifact(artifact, artifact_type=artifact_type, exclude=[sig_path], **hash_options)
+        manifest.training_data = training_data
         manifest = _fit_for_bundle(manifest, artifact, sig_path,
                                    lambda side: _check_outputs(outputs + [(ITEMS, side)], artifact, key, key_files, force))
         payload = make_statement(name, manifest.root().hex(), manifest.to_predicate())
@@ -286,7 +289,19 @@ def _require_artifact(artifact) -> None:
 def _verify(artifact, artifact_type, public_key, signature, **options) -> Report:
     _require_artifact(artifact)
     sig_path, signed = _read_claim(artifact, public_key, signature, artifact_type)
-    return check_signed(artifact, signed, sig_path, **options)
+    report = check_signed(artifact, signed, sig_path, **options)
+    report.root = _signed_digest(signed)
+    report.training_data = list(getattr(signed, "training_data", ()))
+    return report
+
+
+def _signed_digest(signed) -> str:
+    """The hex subject digest a verified claim stands for: a manifest or dataset root, an OMS digest."""
+    from .manifest import oms
+
+    if isinstance(signed, oms.OmsManifest):
+        return signed.digest().hex()
+    return signed.root().hex() if isinstance(signed, Manifest) else signed.root.hex()
 
 
 def _read_claim(artifact, public_key, signature, artifact_type: str) -> tuple:
@@ -346,7 +361,8 @@ def _verdict(report: Report) -> Report:
 
 def sign_model(model_or_path, key=None, signature=None, *, password=None, format="sentry", ignore=(),
                default_ignores=True, allow_symlinks=False, leaf_size=None, strip_prefix="", add_prefix="",
-               device=None, progress=None, force=False, key_files=()) -> Path:
+               device=None, progress=None, force=False, key_files=(), training_data=None,
+               dataset_public_key=None) -> Path:
     """Hash a model directory, checkpoint file or in-memory model and write a signature bundle.
 
     ``key`` is a private key (path or object) or a Signer (``CertificateSigner``,
@@ -357,10 +373,65 @@ def sign_model(model_or_path, key=None, signature=None, *, password=None, format
 
     The signature never replaces the key file, ``key_files`` (paths, or path -> what it is: the
     files behind a Signer), the artifact or a file inside it; an existing file that is not a
-    signature bundle only with ``force=True`` (docs/spec.md §8)."""
+    signature bundle only with ``force=True`` (docs/spec.md §8).
+
+    ``training_data`` links the model to the data it was trained on (docs/spec.md §3.1): a
+    dataset signature path, verified first with ``dataset_public_key`` (path, key or Verifier),
+    a :class:`~sentry.manifest.lineage.TrainingData` (:func:`dataset_link`'s result), or a list
+    of these. ``verify_model``'s report then lists them in ``training_data``."""
+    links = _training_data(training_data, dataset_public_key)
     return _sign(model_or_path, "model", key, signature, password, format, leaf_size=leaf_size, ignore=ignore,
                  default_ignores=default_ignores, allow_symlinks=allow_symlinks, strip_prefix=strip_prefix,
-                 add_prefix=add_prefix, device=device, progress=progress, key_files=key_files, force=force)
+                 add_prefix=add_prefix, device=device, progress=progress, key_files=key_files, force=force,
+                 training_data=links)
+
+
+def _training_data(given, dataset_public_key) -> tuple:
+    """The checked links of :func:`sign_model`'s ``training_data``, before any hashing."""
+    from .manifest.lineage import MAX_DATASETS, TrainingData
+
+    if given is None:
+        return ()
+    entries = list(given) if isinstance(given, (list, tuple)) else [given]
+    if not 0 < len(entries) <= MAX_DATASETS:
+        raise SentryError(f"training_data names 1 to {MAX_DATASETS} datasets")
+    links = []
+    for entry in entries:
+        if isinstance(entry, TrainingData):
+            try:  # checked as a verifier will read it
+                links.append(TrainingData.from_json(entry.to_json()))
+            except VerificationError as exc:
+                raise SentryError(f"cannot sign: {exc}") from None
+        elif _is_path(entry):
+            if dataset_public_key is None:
+                raise SentryError(f"linking the dataset signature {entry} needs the dataset owner's public key "
+                                  f"(dataset_public_key=, --dataset-public-key) to verify it first")
+            links.append(dataset_link(entry, dataset_public_key))
+        else:
+            raise SentryError("training_data is a dataset signature path, a TrainingData, or a list of them")
+    if len({link.root for link in links}) != len(links):
+        raise SentryError("training_data names one dataset root twice")
+    return tuple(links)
+
+
+def dataset_link(signature, public_key=None):
+    """Verify a dataset signature (not its samples) and return the link a model signature records
+    to it (docs/spec.md §3.1): a :class:`~sentry.manifest.lineage.TrainingData` with the dataset's
+    name, signed root and the SHA-256 of the signature file's bytes. Comparing it with a verified
+    model's ``report.training_data`` shows the model names this very dataset signature."""
+    from .manifest.lineage import MAX_DATASET_NAME, TrainingData, is_dataset_name
+    from .signing import parse_statement
+    from .signing.bundle import read_bundle_and_digest
+
+    verifier = verifier_for(public_key)
+    sig_path = Path(signature)
+    bundle, digest = read_bundle_and_digest(sig_path)  # the bytes hashed are the bytes verified
+    statement = parse_statement(verifier.verify(bundle))
+    claim = signed_claim(statement, sig_path, "dataset")
+    if not is_dataset_name(statement.subject_name):
+        raise VerificationError(f"{sig_path} names its dataset with something other than a printable name "
+                                f"of 1 to {MAX_DATASET_NAME} characters")
+    return TrainingData(statement.subject_name, claim.root.hex(), digest)
 
 
 def verify_model(model_or_path, public_key=None, signature=None, *, ignore=(), default_ignores=True,
@@ -466,7 +537,7 @@ def verify_dataset(path_or_root, public_key=None, signature=None, *, sidecar=Non
         sig_path, claim = _read_claim(None, public_key, signature, "dataset")
         if bytes(path_or_root) != claim.root:
             raise VerificationError(f"the dataset root {bytes(path_or_root).hex()} is not the one {sig_path} signs")
-        return Report(checked=claim.samples)
+        return Report(checked=claim.samples, root=claim.root.hex())
     if not _is_path(path_or_root):
         raise SentryError("a dataset is given as a directory path, or as the root a loader computed")
     return _verify(path_or_root, "dataset", public_key, signature, sidecar=sidecar, samples=samples, ignore=ignore,

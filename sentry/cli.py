@@ -137,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where to write the bundle (default: PATH.sig beside PATH; the items of a model too large "
                         "for it, some 150k+, go to SIG's name with .manifest.jsonl, beside it); "
                         f"{_never_over('an earlier bundle')}")
+    p.add_argument("--training-data", action="append", default=[], metavar="DATASET.sig",
+                   help="a model: record the dataset it was trained on (docs/spec.md §3.1), from that dataset's "
+                        "signature, verified first with --dataset-public-key; repeatable")
+    p.add_argument("--dataset-public-key", metavar="PUB.pem", help="with --training-data: the dataset owner's public key")
     p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.add_argument("--dataset", action="store_true",
                    help="sign PATH as a dataset: its samples go to a sidecar that the signature covers")
@@ -333,10 +337,14 @@ def cmd_sign(args) -> int:
 
     if args.dataset and args.format == "oms":
         raise SentryError("the OMS format signs models: leave out --dataset or --format oms")
+    if args.dataset and args.training_data:
+        raise SentryError("--training-data links a model to its datasets: leave out --dataset")
     signer = _signer_for(args)
     options = {"format": args.format} if args.format != "sentry" else {}
     if not args.dataset:  # a dataset has no default ignores
         options["default_ignores"] = args.default_ignores
+    if args.training_data:
+        options.update(training_data=args.training_data, dataset_public_key=args.dataset_public_key)
     sign = sign_dataset if args.dataset else sign_model
     with _progress(args) as bar:
         sig = sign(args.path, key=signer, signature=args.signature, ignore=args.ignore, allow_symlinks=args.allow_symlinks,

@@ -53,6 +53,10 @@ class Report:
     uncovered_allowed: bool = False
     # Paths on disk the ignore rules left out (a directory with a trailing '/'): not a failure, shown.
     ignored: list[str] = field(default_factory=list)
+    # What the verified signature signs (its subject digest, hex) and, for a model, the datasets
+    # it names as its training data (manifest/lineage.py TrainingData); set by the API's verify calls.
+    root: str | None = None
+    training_data: list = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -73,6 +77,8 @@ class Report:
             "uncovered": self.uncovered,
             "uncovered_allowed": self.uncovered_allowed,
             "ignored": self.ignored,
+            "root": self.root,
+            "training_data": [link.to_json() for link in self.training_data],
         }
 
     def lines(self) -> list[str]:
@@ -85,6 +91,7 @@ class Report:
         out += [f"absent (allowed): {a}" for a in self.allowed_absent]
         out += [f"tied: {a} shares memory with {b}" for a, b in self.tied]
         out += [f"ignored: {i}" for i in self.ignored]
+        out += [f"trained on: {t.name} (dataset root {t.root})" for t in self.training_data]
         return out
 
     def summary(self) -> str:

@@ -14,6 +14,7 @@ from ..hashing.merkle import leaf_hash, root_of_hashes
 from ..hashing.params import HashParams
 from . import sidecar as sidecars
 from .ignore import DEFAULT_IGNORES, is_plain_entry_name
+from .lineage import TrainingData, parse_training_data
 from .item import MAX_ITEMS, Item
 
 # What was signed: a directory or a file on disk, or a model held in memory (tensors only).
@@ -45,6 +46,7 @@ class Manifest:
     # field (made before it was recorded) gets today's defaults.
     default_ignores: tuple[str, ...] = DEFAULT_IGNORES
     sidecar: Sidecar | None = None  # the items are listed there, not in the statement
+    training_data: tuple[TrainingData, ...] = ()  # a model's link to the datasets it was trained on
     _by_key: dict = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
@@ -77,6 +79,8 @@ class Manifest:
         }
         if self.sidecar is not None and not inline:
             predicate["sidecar"] = {"name": self.sidecar.path.name, "size": self.sidecar.size}
+        if self.training_data:
+            predicate["training_data"] = [link.to_json() for link in self.training_data]
         return predicate
 
     def records_size(self) -> int:
@@ -138,17 +142,20 @@ class Manifest:
         items = predicate.get("items")
         if not isinstance(items, list) or len(items) > MAX_ITEMS:
             raise bad("items are not a list")
+        links = parse_training_data(predicate, bad)
+        if links and a_type != "model":
+            raise bad("only a model names the data it was trained on")
         side = predicate.get("sidecar")
         if side is None:
             return cls(params, [Item.from_json(o) for o in items], a_type, source, tuple(ignore), symlinks,
-                       tuple(defaults))
+                       tuple(defaults), training_data=links)
         if sidecar_dir is None or a_type != "model" or items:
             raise bad("a sidecar is named where none is expected")
         name, size = sidecars.signed_file(side, bad)
         path = Path(sidecar_dir) / name
         with sidecars.signed_lines(path, size, "manifest") as (lines, where):
             items = list(sidecars.item_records(lines, where))
-        return cls(params, items, a_type, source, tuple(ignore), symlinks, tuple(defaults), Sidecar(path, size))
+        return cls(params, items, a_type, source, tuple(ignore), symlinks, tuple(defaults), Sidecar(path, size), links)
 
     def get(self, key):
         return self._by_key.get(key)

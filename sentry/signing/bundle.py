@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import os
 import stat
@@ -136,8 +137,18 @@ def decode_b64(value: Any, what: str, bad) -> bytes:
 def read_bundle(path: str | os.PathLike) -> Bundle:
     """Read and structurally check a bundle file. Nothing cryptographic happens here."""
     path = Path(path)
-    data = _read_limited(path)
+    return _parse_bytes(path, _read_limited(path))
 
+
+def read_bundle_and_digest(path: str | os.PathLike) -> tuple[Bundle, str]:
+    """:func:`read_bundle`, and the hex SHA-256 of the very bytes parsed (what a model signature
+    records of its training data's signature, docs/spec.md §3.1)."""
+    path = Path(path)
+    data = _read_limited(path)
+    return _parse_bytes(path, data), hashlib.sha256(data).hexdigest()
+
+
+def _parse_bytes(path: Path, data: bytes) -> Bundle:
     def bad(reason: str) -> VerificationError:
         return VerificationError(f"{path} is not a valid signature bundle: {reason}")
 
