@@ -8,7 +8,9 @@ ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE}
 
 # torch from the CPU wheel index: PyPI's Linux torch pulls several GB of CUDA libraries.
+# compose.gpu.yaml builds a CUDA image instead: a CUDA torch index and the `gpu` extra.
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ARG SENTRY_EXTRAS=torch
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -24,7 +26,7 @@ COPY pyproject.toml setup.py README.md ./
 COPY sentry/ sentry/
 COPY kernels/ kernels/
 # No compiler here: the optional C accelerator is skipped and the hashlib path gives the same roots.
-RUN pip install ".[torch]" safetensors scikit-learn pillow
+RUN pip install ".[$SENTRY_EXTRAS]" safetensors scikit-learn pillow
 COPY agents/ agents/
 
 # An unprivileged user; the volumes' mount points are created (and so owned) by it, so fresh

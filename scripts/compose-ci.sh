@@ -73,8 +73,9 @@ trap 'exit 130' INT TERM
 
 # --- Docker: packages, daemon ---------------------------------------------------------------
 if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null; then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap >/dev/null
+    apt-get update -qq || fail "apt-get update"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap >/dev/null \
+        || fail "apt-get install docker.io debootstrap"
 fi
 timing "packages"
 if docker info >/dev/null 2>&1; then
@@ -82,7 +83,7 @@ if docker info >/dev/null 2>&1; then
 else
     dockerd --pidfile "$WORK/dockerd.pid" >"$WORK/dockerd.log" 2>&1 &
     DOCKERD_PID=$!
-    for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+    for _ in $(seq 60); do docker info >/dev/null 2>&1 || ! kill -0 "$DOCKERD_PID" 2>/dev/null && break; sleep 0.5; done
     docker info >/dev/null 2>&1 || { tail -20 "$WORK/dockerd.log" >&2; fail "dockerd did not start"; }
     log "started dockerd (pid $DOCKERD_PID)"
 fi
@@ -102,10 +103,17 @@ log "$(docker compose version)"
 timing "compose plugin"
 
 # --- Base image: debootstrap + the wheels, imported --------------------------------------------
-MIRROR=$(apt-get indextargets --format '$(REPO_URI)' 'Label: Debian' | sort -u | head -1)
+mirror() { apt-get indextargets --format '$(REPO_URI)' 'Label: Debian' | sort -u | head -1; }
+MIRROR=$(mirror)
+[ -n "$MIRROR" ] || { apt-get update -qq; MIRROR=$(mirror); }   # lists cleaned away: fetch them
 [ -n "$MIRROR" ] || fail "no Debian mirror in apt's sources"
-debootstrap --variant=minbase --include=python3,python3-venv "$SUITE" "$WORK/rootfs" "$MIRROR" \
-    >"$WORK/debootstrap.log" 2>&1 || { tail -20 "$WORK/debootstrap.log" >&2; fail "debootstrap $SUITE from $MIRROR"; }
+debootstrap_base() {
+    rm -rf "$WORK/rootfs"
+    debootstrap --variant=minbase --include=python3,python3-venv "$SUITE" "$WORK/rootfs" "$MIRROR" \
+        >"$WORK/debootstrap.log" 2>&1
+}
+debootstrap_base || { log "debootstrap failed; once more"; sleep 5; debootstrap_base; } \
+    || { tail -20 "$WORK/debootstrap.log" >&2; fail "debootstrap $SUITE from $MIRROR"; }
 timing "debootstrap $SUITE from $MIRROR"
 "$PYTHON" -m pip download -q --only-binary :all: -d "$WORK/rootfs/wheels" "${WHEELS[@]}" 2>&1 \
     | { grep -v '^WARNING: Location' || true; } || fail "pip download of the image's wheels"
