@@ -55,9 +55,8 @@ cleanup() {
         [ "$rc" = 0 ] || compose logs --no-color --tail 40
         compose down -v --remove-orphans --rmi all >/dev/null 2>&1 || log "compose down -v failed"
     fi
-    if [ -n "$DOCKERD_PID" ] || [ -n "$PROJECT_UP" ]; then
-        docker image rm -f "$SENTRY_IMAGE" "$SENTRY_BASE_IMAGE" >/dev/null 2>&1
-    fi
+    # Every image built here descends from the base and so carries its label; nothing else does.
+    docker image prune -af --filter "label=sentry-compose-ci=$TAG" >/dev/null 2>&1
     if [ -n "$DOCKERD_PID" ]; then
         kill "$DOCKERD_PID" 2>/dev/null
         for _ in $(seq 40); do kill -0 "$DOCKERD_PID" 2>/dev/null || break; sleep 0.5; done
@@ -120,7 +119,7 @@ timing "debootstrap $SUITE from $MIRROR"
 ls "$WORK/rootfs/wheels" | grep -q '^torch-2\.13\.0+cpu-' || fail "the torch wheel is not the CPU build"
 ! ls "$WORK/rootfs/wheels" | grep -qi '^nvidia' || fail "CUDA wheels were downloaded"
 tar -C "$WORK/rootfs" -c . | docker import --change 'ENV PIP_NO_INDEX=1' --change 'ENV PIP_FIND_LINKS=/wheels' \
-    --change 'ENV LANG=C.UTF-8' - "$SENTRY_BASE_IMAGE" >/dev/null
+    --change 'ENV LANG=C.UTF-8' --change "LABEL sentry-compose-ci=$TAG" - "$SENTRY_BASE_IMAGE" >/dev/null
 rm -rf "$WORK/rootfs"
 timing "wheels and docker import ($SENTRY_BASE_IMAGE)"
 
