@@ -18,7 +18,7 @@ from pathlib import Path
 from sentry import SentryError
 from sentry.errors import reason
 
-from .common import EXIT_CODES, Parser, log, run
+from .common import EXIT_CODES, Parser, add_signing_options, add_trust_config_option, log, run, signing
 
 AGENT = "sentry_dataset"
 FORMATS = ("png", "npy")
@@ -186,9 +186,8 @@ def build_parser() -> Parser:
     p.add_argument("--format", choices=FORMATS, default="png", help="sample files written from images (default png)")
     p.add_argument("--image-column", help="the image column of a table source (default: image, img or pixel_values)")
     p.add_argument("--label-column", help="the label column of a table source (default: label, labels or fine_label)")
-    p.add_env_option("--key", "SENTRY_KEY_FILE", required=True, metavar="KEYFILE",
-                     help="the dataset owner's private key (PEM; a mounted secret, never in the image)")
-    p.add_argument("--password-file", help="the key's password (default: $SENTRY_KEY_PASSWORD, if set)")
+    add_signing_options(p, "the dataset owner's")
+    add_trust_config_option(p)
     p.add_argument("--signature", type=Path, help="where the signature goes (default: DIR.sig beside DIR)")
     p.add_env_option("--source-key", "SENTRY_SOURCE_KEY_FILE", required=False, metavar="KEYFILE",
                      help="the source's private key: also sign each sample's provenance into "
@@ -201,8 +200,7 @@ def main(argv=None) -> int:
     from sentry.signing import load_private_key, public_key_hint, read_password
 
     args = build_parser().parse_args(argv)
-    password = read_password(args.password_file, prompt=False)
-    private_key = load_private_key(args.key, password)  # a bad key fails before anything is built
+    signs = signing(args)  # a bad key or identity token fails before anything is built
     out = args.out
     if out.exists() and not out.is_dir():
         raise SentryError(f"--out {out} exists and is not a directory")
@@ -213,13 +211,12 @@ def main(argv=None) -> int:
     except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:  # unreadable files, tables, images
         raise SentryError(f"cannot build {out} from {source}: {reason(exc)}") from None
     log(AGENT, f"built {out} from {source}: {count} samples")
-    sig = sentry.sign_dataset(out, key=private_key, signature=args.signature, key_files=[args.key])
-    link = sentry.dataset_link(sig, private_key.public_key())  # reads back and verifies what was signed
-    log(AGENT, f"signed dataset {out} ({count} samples, root {link.root}) with key "
-               f"{public_key_hint(private_key.public_key())}: {sig}")
+    sig = sentry.sign_dataset(out, key=signs.signer, signature=args.signature, key_files=signs.files)
+    link = sentry.dataset_link(sig, signs.verifier)  # reads back and verifies what was signed
+    log(AGENT, f"signed dataset {out} ({count} samples, root {link.root}) with {signs.who}: {sig}")
     if args.source_key:
-        source_key = load_private_key(args.source_key, password)
-        provenance = sentry.sign_samples(out, key=source_key, key_files=[args.key, args.source_key])
+        source_key = load_private_key(args.source_key, read_password(args.password_file, prompt=False))
+        provenance = sentry.sign_samples(out, key=source_key, key_files=signs.files + [args.source_key])
         log(AGENT, f"signed the provenance of every sample of {out} with key "
                    f"{public_key_hint(source_key.public_key())}: {provenance}")
     return 0

@@ -4,10 +4,11 @@ the Open Inference Protocol v2 (KServe / Triton HTTP/REST).
     python -m agents.inferencer --model ckpt/digits.safetensors --public-key trainer.pub.pem \\
         --dataset-root 9c6ae156... --port 8000
 
-Before serving: the checkpoint's signature is verified with the trainer's public key (every file
-and every tensor); it must name the dataset it was trained on (docs/spec.md §3.1), and, when
+Before serving: the checkpoint's signature is verified with the trainer's public key, or for a
+keyless (Sigstore) signature its identity and issuer (``--identity``, ``--issuer``), every file
+and every tensor; it must name the dataset it was trained on (docs/spec.md §3.1), and, when
 pinned, that dataset's root (``--dataset-root``) or its very signature (``--dataset-signature``
-with ``--dataset-public-key``). The weights are loaded, ``sentry.protect(model)`` verifies the
+with ``--dataset-public-key``, or ``--dataset-identity`` and ``--dataset-issuer``). The weights are loaded, ``sentry.protect(model)`` verifies the
 tensors in memory against the same signature before the first forward, and any change to them
 afterwards stops inference. Any failure: one sentence, exit 1, nothing served.
 
@@ -32,7 +33,7 @@ from pathlib import Path
 
 from sentry import SentryError, VerificationError
 
-from .common import EXIT_CODES, Parser, key_fingerprint, log, run, signature_beside
+from .common import EXIT_CODES, Parser, add_trust_config_option, add_verifying_options, log, run, signature_beside, verifying
 
 AGENT = "sentry_inferencer"
 VERSION = "1"
@@ -232,16 +233,16 @@ def make_handler(served: Served):
 def build_parser() -> Parser:
     p = Parser(prog="python -m agents.inferencer", description=__doc__, epilog=EXIT_CODES)
     p.add_argument("--model", required=True, type=Path, help="the signed checkpoint (.safetensors)")
-    p.add_env_option("--public-key", "SENTRY_PUBLIC_KEY_FILE", required=True, metavar="PUB",
-                     help="the trainer's public key (PEM), which the checkpoint's signature must verify with")
+    add_verifying_options(p, "", "the trainer's")
     p.add_argument("--signature", type=Path, help="the checkpoint's signature (default: CKPT.sig beside it, "
                                                   "e.g. digits.safetensors.sig)")
     p.add_env_option("--dataset-root", "SENTRY_DATASET_ROOT", required=False, metavar="HEX",
                      help="pin the training data: the model must name this dataset root (64 hex digits)")
     p.add_argument("--dataset-signature", type=Path,
-                   help="pin the training data to this dataset signature (verified with --dataset-public-key)")
-    p.add_env_option("--dataset-public-key", "SENTRY_DATASET_PUBLIC_KEY_FILE", required=False, metavar="PUB",
-                     help="the dataset owner's public key, for --dataset-signature")
+                   help="pin the training data to this dataset signature (verified with --dataset-public-key, "
+                        "or --dataset-identity and --dataset-issuer)")
+    add_verifying_options(p, "dataset-", "for --dataset-signature, the dataset owner's")
+    add_trust_config_option(p)
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     p.add_argument("--name", default="digits", help="the model's name in the URLs (default digits)")
@@ -258,22 +259,21 @@ def verify(args) -> Served:
     pinned = args.dataset_root.lower() if args.dataset_root else None
     if pinned is not None and not _HEX64.fullmatch(pinned):
         raise SentryError(f"--dataset-root {args.dataset_root!r} is not 64 hex digits")
-    if args.dataset_signature and not args.dataset_public_key:
-        raise SentryError("--dataset-signature needs --dataset-public-key (or SENTRY_DATASET_PUBLIC_KEY_FILE)")
+    trainer = verifying(args, "")
+    owner = verifying(args, "dataset-", required=args.dataset_signature is not None)
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", args.name):
         raise SentryError(f"--name {args.name!r}: use 1 to 64 letters, digits, '_', '.' or '-'")
     sig = signature_beside(args.model, args.signature)
-    fingerprint = key_fingerprint(args.public_key)
-    report = sentry.verify_model(args.model, public_key=args.public_key, signature=sig)
+    report = sentry.verify_model(args.model, public_key=trainer.verifier, signature=sig)
     log(AGENT, f"verified {args.model} with {sig}: manifest root {report.root}, {report.checked} items, "
-               f"signed with key {fingerprint}")
+               f"signed with {trainer.who}")
     if not report.training_data:
         raise VerificationError(f"{sig} does not name the data the model was trained on")
     links = report.training_data
     if pinned is not None and pinned not in {link.root for link in links}:
         raise VerificationError(f"{args.model} was trained on dataset root {links[0].root}, not the pinned {pinned}")
     if args.dataset_signature:
-        expected = sentry.dataset_link(args.dataset_signature, args.dataset_public_key)
+        expected = sentry.dataset_link(args.dataset_signature, owner.verifier)
         if expected not in links:
             raise VerificationError(f"{args.model} was not trained on the dataset that {args.dataset_signature} signs")
     for link in links:
@@ -282,12 +282,12 @@ def verify(args) -> Served:
 
     model = SmallCNN.from_state_dict(load_file(args.model))
     model.eval()
-    sentry.protect(model, public_key=args.public_key, signature=sig)
+    sentry.protect(model, public_key=trainer.verifier, signature=sig)
     served = Served(args.name, model, {
         "verified": True,
         "checkpoint": args.model.name,
         "manifest_root": report.root,
-        "key_fingerprint": fingerprint,
+        **trainer.claims,
         "training_data": [link.to_json() for link in links],
         "dataset_root": links[0].root,
         "dataset_root_pinned": pinned is not None,

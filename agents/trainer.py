@@ -19,7 +19,8 @@ from pathlib import Path
 
 from sentry import SentryError, VerificationError
 
-from .common import EXIT_CODES, Parser, log, run, same_file, signature_beside
+from .common import (EXIT_CODES, Parser, add_signing_options, add_trust_config_option, add_verifying_options, log,
+                     run, same_file, signature_beside, signing, verifying)
 
 AGENT = "sentry_trainer"
 SAMPLE_EXTENSIONS = (".png", ".npy")
@@ -29,13 +30,11 @@ HOLD_OUT = 5  # every fifth sample is a test sample
 def build_parser() -> Parser:
     p = Parser(prog="python -m agents.trainer", description=__doc__, epilog=EXIT_CODES)
     p.add_argument("--dataset", required=True, type=Path, help="the signed dataset directory (class folders)")
-    p.add_env_option("--dataset-public-key", "SENTRY_DATASET_PUBLIC_KEY_FILE", required=True, metavar="PUB",
-                     help="the dataset owner's public key (PEM)")
+    add_verifying_options(p, "dataset-", "the dataset owner's")
     p.add_argument("--dataset-signature", type=Path, help="the dataset's signature (default: DIR.sig beside DIR)")
     p.add_argument("--out", required=True, type=Path, help="the checkpoint to write (.safetensors)")
-    p.add_env_option("--key", "SENTRY_KEY_FILE", required=True, metavar="KEYFILE",
-                     help="the trainer's private key (PEM; a mounted secret, never in the image)")
-    p.add_argument("--password-file", help="the key's password (default: $SENTRY_KEY_PASSWORD, if set)")
+    add_signing_options(p, "the trainer's")
+    add_trust_config_option(p)
     p.add_argument("--signature", type=Path, help="where the checkpoint's signature goes (default: CKPT.sig)")
     p.add_argument("--provenance", nargs=2, action="append", metavar=("FILE", "PUB"),
                    help="also require each sample's signature by its source: a provenance file and the "
@@ -61,7 +60,7 @@ def check_args(args) -> None:
     out = args.out.resolve()
     if out.is_relative_to(args.dataset.resolve()):
         raise SentryError(f"--out {args.out} lies inside the dataset {args.dataset}")
-    for given in (args.key, args.dataset_public_key, args.dataset_signature, args.password_file):
+    for given in (args.key, args.dataset_public_key, args.dataset_signature, args.password_file, args.trust_config):
         if given and same_file(args.out, given):
             raise SentryError(f"--out {args.out} is {given}, an input of the trainer")
 
@@ -162,23 +161,21 @@ def main(argv=None) -> int:
 
     import sentry
     from sentry.data import VerifiedDataset, verified_dataloader
-    from sentry.signing import load_private_key, load_public_key, public_key_hint, read_password
-
     from .model import SmallCNN, decode_sample
 
     args = build_parser().parse_args(argv)
     check_args(args)
-    private_key = load_private_key(args.key, read_password(args.password_file, prompt=False))
-    dataset_key = load_public_key(args.dataset_public_key)
+    owner = verifying(args, "dataset-")
+    signs = signing(args)  # a bad key or identity token fails before any training
     dataset_sig = signature_beside(args.dataset, args.dataset_signature)
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
 
-    dataset = VerifiedDataset(args.dataset, public_key=dataset_key, signature=dataset_sig,
+    dataset = VerifiedDataset(args.dataset, public_key=owner.verifier, signature=dataset_sig,
                               extensions=SAMPLE_EXTENSIONS, decode=decode_sample, policy="raise",
                               provenance=[tuple(p) for p in args.provenance] if args.provenance else None)
     sources = f" with its source's signature ({len(args.provenance)} given)" if args.provenance else ""
-    log(AGENT, f"dataset {args.dataset}: signature {dataset_sig} verified with key {public_key_hint(dataset_key)}, "
+    log(AGENT, f"dataset {args.dataset}: signature {dataset_sig} verified with {owner.who}, "
                f"sample list checked; {len(dataset)} samples, each verified as it loads{sources}")
     if len(dataset) < HOLD_OUT or min(dataset.labels) < 0:
         raise SentryError(f"dataset {args.dataset} needs at least {HOLD_OUT} samples, all in class folders")
@@ -197,7 +194,7 @@ def main(argv=None) -> int:
             raise VerificationError(f"testing stopped, dataset {args.dataset}: {exc}") from None
     except RuntimeError as exc:  # e.g. samples of different sizes that do not stack into a batch
         raise SentryError(f"cannot train on {args.dataset}: {str(exc).splitlines()[0]}") from None
-    sentry.verify_dataset(root, public_key=dataset_key, signature=dataset_sig)
+    sentry.verify_dataset(root, public_key=owner.verifier, signature=dataset_sig)
     log(AGENT, f"every sample of {args.dataset} verified: dataset root {root.hex()} is the signed one")
     print(f"accuracy: {acc:.2%} on {len(test_idx)} held-out samples after {args.epochs} epochs "
           f"({len(train_idx)} training samples)")
@@ -206,15 +203,15 @@ def main(argv=None) -> int:
     print(f"loading: {verified_rate:.0f} samples/s verified, {plain_rate:.0f} samples/s unverified "
           f"(verification costs {max(0.0, 1 - verified_rate / plain_rate):.0%})", flush=True)
 
-    link = sentry.dataset_link(dataset_sig, dataset_key)
+    link = sentry.dataset_link(dataset_sig, owner.verifier)
     if link.root != root.hex():  # the signature was replaced while training
         raise VerificationError(f"{dataset_sig} no longer signs the dataset root the model was trained on")
     save_checkpoint(model, args.out, {"sentry.agent": AGENT, "dataset": link.name, "dataset_root": link.root})
-    sig = sentry.sign_model(args.out, key=private_key, signature=args.signature, training_data=link,
-                            key_files=[args.key, args.dataset_public_key, dataset_sig])
-    report = sentry.verify_model(args.out, public_key=private_key.public_key(), signature=sig)
+    sig = sentry.sign_model(args.out, key=signs.signer, signature=args.signature, training_data=link,
+                            key_files=signs.files + owner.files + [dataset_sig])
+    report = sentry.verify_model(args.out, public_key=signs.verifier, signature=sig)
     log(AGENT, f"signed checkpoint {args.out} (manifest root {report.root}; trained on dataset {link.name}, root "
-               f"{link.root}) with key {public_key_hint(private_key.public_key())}: {sig}")
+               f"{link.root}) with {signs.who}: {sig}")
     return 0
 
 

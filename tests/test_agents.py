@@ -309,8 +309,58 @@ def test_usage_errors_are_one_line_exit_2(agent):
 
 
 def test_missing_key_names_the_environment_variable(tmp_path):
-    code, _, err = call(dataset_agent, "--out", tmp_path / "d", env={"SENTRY_KEY_FILE": ""})
-    assert code == 2 and "give --key or set SENTRY_KEY_FILE" in err
+    code, _, err = call(dataset_agent, "--out", tmp_path / "d", env={"SENTRY_KEY_FILE": "", "SENTRY_SIGSTORE": ""})
+    assert code == 2 and "give --key KEYFILE (or set SENTRY_KEY_FILE), or --sigstore to sign keyless" in err
+    assert not (tmp_path / "d").exists()  # nothing built before the signer is settled
+    (tmp_path / "data").mkdir()
+    code, _, err = call(trainer_agent, "--dataset", tmp_path / "data", "--out", tmp_path / "m.safetensors",
+                        env={"SENTRY_DATASET_PUBLIC_KEY_FILE": "", "SENTRY_DATASET_IDENTITY": ""})
+    assert code == 2 and "give --dataset-public-key PUB (or $SENTRY_DATASET_PUBLIC_KEY_FILE), or " \
+                         "--dataset-identity with --dataset-issuer" in err
+
+
+# -- keyless (Sigstore): live signing needs Fulcio and Rekor, which tests do not have; everything up to
+# that boundary runs the real client (tests/test_sigstore.py does the same for the library).
+@pytest.fixture
+def keyless_env(tmp_path):
+    """An identity token of me@example.com and a trust config whose services refuse connections."""
+    pytest.importorskip("sigstore")
+    from test_sigstore import _token, _trust_config
+
+    return {"SIGSTORE_IDENTITY_TOKEN": _token(), "SENTRY_TRUST_CONFIG": _trust_config(tmp_path, service_url="http://127.0.0.1:9"),
+            "SENTRY_KEY_FILE": ""}
+
+
+def test_dataset_agent_signs_keyless_up_to_fulcio(tmp_path, keyless_env):
+    code, _, err = call(dataset_agent, "--out", tmp_path / "d", "--sigstore", env=keyless_env)
+    assert code == 2 and "Traceback" not in err, err
+    assert "built " in err and err.strip().splitlines()[-1].startswith("sentry_dataset: error: Sigstore signing failed: ")
+    assert not (tmp_path / "d.sig").exists()
+
+
+def test_keyless_signing_options_are_checked_first(pipeline, tmp_path, keyless_env):
+    code, _, err = call(dataset_agent, "--out", tmp_path / "d", "--sigstore", "--key", pipeline["owner"], env=keyless_env)
+    assert code == 2 and "--sigstore signs without a key: leave out --key" in err
+    expired = dict(keyless_env, SIGSTORE_IDENTITY_TOKEN="not-a-jwt")
+    code, _, err = call(trainer_agent, "--dataset", pipeline["data"], "--out", tmp_path / "m.safetensors",
+                        "--sigstore", "--dataset-public-key", pipeline["owner_pub"], env=expired)
+    assert code == 2 and "no usable Sigstore identity" in err and "accuracy" not in err  # before any training
+    assert not (tmp_path / "d").exists() and not (tmp_path / "m.safetensors").exists()
+
+
+def test_inferencer_verifies_keyless_identities(pipeline, checkpoint_copy):
+    """A Sigstore identity instead of a public key: a key-signed checkpoint is refused; half an identity,
+    or a key and an identity at once, are usage errors."""
+    pytest.importorskip("sigstore")
+    last = refused("--model", checkpoint_copy, "--identity", "me@example.com", "--issuer", "https://issuer.example.com",
+                   "--port", 0)
+    assert last.startswith("sentry_inferencer: refused: ")
+    assert "needs both --identity and --issuer" in refused("--model", checkpoint_copy, "--identity", "me@example.com",
+                                                          code=2)
+    assert "choose one: --public-key, or --identity with --issuer" in refused(
+        "--model", checkpoint_copy, "--public-key", pipeline["trainer_pub"], "--identity", "me@example.com", code=2)
+    assert "give --dataset-public-key PUB" in refused("--model", checkpoint_copy, "--public-key", pipeline["trainer_pub"],
+                                                      "--dataset-signature", pipeline["data_sig"], code=2)
 
 
 def test_dataset_agent_reads_a_save_to_disk_directory(tmp_path):

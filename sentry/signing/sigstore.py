@@ -157,6 +157,11 @@ class SigstoreSigner(Signer):
 
             self._token = _sigstore_identity(lambda: Issuer(self._trust.signing_config.get_oidc_url()).identity_token())
 
+    @property
+    def identity(self) -> tuple:
+        """(identity, OIDC issuer) that the certificate will name: what a verifier must expect."""
+        return self._token.identity, self._token.federated_issuer
+
     def sign(self, payload: bytes) -> dict:
         from sigstore import dsse
         from sigstore.sign import SigningContext
