@@ -176,6 +176,7 @@ def test_warp_operations_a_gpu_leaves_undefined_abort(emu_cupy, name, message):
 
 # -- async copies ----------------------------------------------------------------------------------------
 ASYNC = """
+#include <cuda_pipeline.h>  // the emulator's stand-in, as NVRTC would find the real one
 template <int WAIT>  // 0: wait for both batches, 1: for the first only, 2: read before waiting
 __device__ void stage(const uint4 *src, uint4 *out) {
     __shared__ uint4 s[2][64];

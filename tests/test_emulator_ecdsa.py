@@ -57,3 +57,13 @@ def test_every_signature_verifies_with_openssl():
 
 def test_accepts_exactly_what_openssl_accepts_with_per_item_keys():
     test_ecdsa_gpu.test_gpu_accepts_exactly_what_openssl_accepts()
+
+
+def test_the_fiber_stacks_are_far_deeper_than_the_kernels_need():
+    """Each emulated thread runs on a 256 KiB stack; the signing and verifying kernels' deepest use
+    on this OS thread (stacks start zeroed) must stay well inside it."""
+    from sentry.crypto import cuda
+
+    test_ecdsa_gpu.test_batch_sizes_around_the_block_size(3)
+    used = cuda._module()[0].lib.emu_stack_high_water()
+    assert 1024 < used < 64 << 10, used

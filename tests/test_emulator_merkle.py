@@ -157,3 +157,12 @@ def test_a_u32_where_the_kernel_takes_a_u64_is_refused(emu_cupy):
     nodes, roots = emu_cupy.zeros(64, emu_cupy.uint8), emu_cupy.zeros(32, emu_cupy.uint8)
     with pytest.raises(fake_cupy.EmulatorError, match="merkle_roots refused: argument 2 is 4 bytes, the parameter 8"):
         kernel((1,), (32,), (None, np.uint32(0), np.uint32(nodes.data.ptr & 0xFFFFFFFF), roots))
+
+
+@pytest.mark.parametrize("order, workers", [(0, 1), (99, 1), (12345, 3)], ids=["in-order", "shuffled", "3-os-threads"])
+def test_block_and_thread_order_do_not_matter(emu_cupy, monkeypatch, order, workers):
+    monkeypatch.setattr(cuda, "BLOCKS_PER_SM", 1)
+    emu_cupy.emu.sms, emu_cupy.emu.order, emu_cupy.emu.workers = 5, order, workers
+    params = HashParams(leaf_size=64)
+    items = random_items([5000 * 64 - 3, 1, 64 * 700, 0, 333])
+    assert gpu_digests(emu_cupy, items, params, offset=1) == cpu_digests(items, params)

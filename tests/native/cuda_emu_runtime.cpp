@@ -5,8 +5,6 @@
 // Sanitizer builds (g++ -fsanitize=address / thread) tell ASan and TSan about every fiber switch.
 // Under TSan a switch synchronizes, so races between threads of one block are not reported; races
 // between blocks run on different OS threads are.
-#include "cuda_emu.h"
-
 #include <sys/mman.h>
 #include <ucontext.h>
 
@@ -14,6 +12,7 @@
 #include <atomic>
 #include <cstdio>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <numeric>
 #include <random>
@@ -29,6 +28,8 @@
 #if defined(__SANITIZE_THREAD__)
 #include <sanitizer/tsan_interface.h>
 #endif
+
+#include "cuda_emu.h"  // last: it defines __noinline__, which system headers spell too
 
 thread_local uint3 threadIdx, blockIdx;
 thread_local dim3 blockDim, gridDim;
@@ -99,15 +100,22 @@ struct Scheduler {
 #endif
         }
     }
+
 };
 
-thread_local Scheduler sched;
+// Schedulers keep their fibers' stacks between launches. The calling thread has its own; launches
+// on several OS threads borrow from `spare`, taken and returned by the launching thread alone, so
+// the workers share no lock that would order them for TSan (and hide races between blocks).
+thread_local Scheduler own;
+thread_local Scheduler *now = &own;  // the scheduler of the block this OS thread runs
+std::mutex spare_lock;
+std::vector<std::unique_ptr<Scheduler>> spare;
 
 [[noreturn]] void fiber_exit();
 
 // ---- fiber switches, told to the sanitizers ----------------------------------------------------
 void enter(Fiber &f) {
-    sched.current = &f;
+    now->current = &f;
     threadIdx = f.tid;
 #if defined(__SANITIZE_ADDRESS__)
     void *fake = nullptr;
@@ -116,44 +124,44 @@ void enter(Fiber &f) {
 #if defined(__SANITIZE_THREAD__)
     __tsan_switch_to_fiber(f.tsan, 0);
 #endif
-    swapcontext(&sched.main, &f.ctx);
+    swapcontext(&now->main, &f.ctx);
 #if defined(__SANITIZE_ADDRESS__)
     __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
 #endif
-    sched.current = nullptr;
+    now->current = nullptr;
 }
 
 void leave(bool dying) {
-    Fiber &f = *sched.current;
+    Fiber &f = *now->current;
 #if defined(__SANITIZE_ADDRESS__)
     void *fake = nullptr;
-    __sanitizer_start_switch_fiber(dying ? nullptr : &fake, sched.main_bottom, sched.main_size);
+    __sanitizer_start_switch_fiber(dying ? nullptr : &fake, now->main_bottom, now->main_size);
 #else
     (void)dying;
 #endif
 #if defined(__SANITIZE_THREAD__)
-    __tsan_switch_to_fiber(sched.tsan_main, 0);
+    __tsan_switch_to_fiber(now->tsan_main, 0);
 #endif
-    swapcontext(&f.ctx, &sched.main);
+    swapcontext(&f.ctx, &now->main);
 #if defined(__SANITIZE_ADDRESS__)
-    __sanitizer_finish_switch_fiber(fake, &sched.main_bottom, &sched.main_size);
+    __sanitizer_finish_switch_fiber(fake, &now->main_bottom, &now->main_size);
 #endif
 }
 
 void fiber_main() {
 #if defined(__SANITIZE_ADDRESS__)
-    __sanitizer_finish_switch_fiber(nullptr, &sched.main_bottom, &sched.main_size);
+    __sanitizer_finish_switch_fiber(nullptr, &now->main_bottom, &now->main_size);
 #endif
     try {
-        sched.kernel->call(sched.kernel->fn, sched.args);
+        now->kernel->call(now->kernel->fn, now->args);
     } catch (const failure &e) {
-        sched.error = e.what();
+        now->error = e.what();
     }
     fiber_exit();
 }
 
 [[noreturn]] void fiber_exit() {
-    Fiber &f = *sched.current;
+    Fiber &f = *now->current;
     f.state = State::done;
     f.pending.clear();  // copies never waited for: their bytes were never read on the GPU either
     leave(true);
@@ -176,8 +184,8 @@ std::string where(const Fiber &f) {
 }
 
 Fiber &me() {
-    if (!sched.current) fail("a device function was called outside a launch");
-    return *sched.current;
+    if (!now->current) fail("a device function was called outside a launch");
+    return *now->current;
 }
 
 void prepare(Fiber &f) {
@@ -224,14 +232,14 @@ unsigned source_lane(const Fiber &f, unsigned lane) {
 
 // Completes the group of lanes waiting with `lead`'s mask in warp `w`; any disagreement aborts.
 void complete_warp_op(size_t w, Fiber &lead) {
-    Fiber *fs = sched.fibers.data();
+    Fiber *fs = now->fibers.data();
     unsigned mask = lead.mask;
     std::string op = op_name(lead.op);
     if (!(mask >> (lead.linear % 32) & 1)) fail(where(lead) + " calls " + op + " with a mask that leaves it out");
     for (unsigned lane = 0; lane < 32; lane++) {
         if (!(mask >> lane & 1)) continue;
         size_t i = w * 32 + lane;
-        if (i >= sched.count) fail(where(lead) + ": " + op + "'s mask names lane " + std::to_string(lane) + ", past the block");
+        if (i >= now->count) fail(where(lead) + ": " + op + "'s mask names lane " + std::to_string(lane) + ", past the block");
         Fiber &f = fs[i];
         if (f.state == State::done) fail(where(lead) + " waits in " + op + " for lane " + std::to_string(lane) + ", which has exited");
         if (f.state == State::barrier) fail(where(lead) + " waits in " + op + " for lane " + std::to_string(lane) + ", which waits at __syncthreads");
@@ -259,29 +267,29 @@ void complete_warp_op(size_t w, Fiber &lead) {
 
 // Nothing is ready: release what waits, or abort where a GPU would hang or be undefined.
 void resolve() {
-    Fiber *fs = sched.fibers.data();
+    Fiber *fs = now->fibers.data();
     bool released = false;
-    for (size_t i = 0; i < sched.count; i++)
+    for (size_t i = 0; i < now->count; i++)
         if (fs[i].state == State::warp) {
             complete_warp_op(i / 32, fs[i]);
             released = true;
         }
     if (released) return;
-    for (size_t i = 0; i < sched.count; i++)
+    for (size_t i = 0; i < now->count; i++)
         if (fs[i].state == State::done)
-            for (size_t j = 0; j < sched.count; j++)
+            for (size_t j = 0; j < now->count; j++)
                 if (fs[j].state == State::barrier)
                     fail(where(fs[j]) + " waits at __syncthreads, but " + where(fs[i]) + " has exited (a GPU would hang or misbehave)");
-    for (size_t i = 0; i < sched.count; i++) fs[i].state = State::ready;
+    for (size_t i = 0; i < now->count; i++) fs[i].state = State::ready;
 }
 
 void run_block(const std::vector<unsigned> &order) {
     for (;;) {
         bool live = false;
         for (unsigned i : order) {
-            Fiber &f = sched.fibers[i];
+            Fiber &f = now->fibers[i];
             if (f.state == State::ready) enter(f);
-            if (!sched.error.empty()) throw failure(sched.error);
+            if (!now->error.empty()) throw failure(now->error);
             live |= f.state != State::done;
         }
         if (!live) return;
@@ -302,24 +310,26 @@ std::vector<unsigned> ordering(size_t n, uint64_t order) {
     return v;
 }
 
-// Runs blocks `blocks[next++]` on this OS thread until none is left.
-void worker(const Kernel &k, void **args, dim3 grid, dim3 block, const std::vector<unsigned> &blocks,
-                   std::atomic<size_t> &next, uint64_t order, std::string &error, std::mutex &lock) {
+// Runs blocks[first], blocks[first + stride], ... on this OS thread. A fixed share, not a shared
+// counter: taking blocks from one atomic would order the workers for TSan and hide their races.
+void worker(Scheduler *s, const Kernel &k, void **args, dim3 grid, dim3 block, const std::vector<unsigned> &blocks,
+            size_t first, size_t stride, uint64_t order, std::string &error, std::mutex &lock, std::atomic<bool> &stop) {
+    now = s;
     size_t nthreads = static_cast<size_t>(block.x) * block.y * block.z;
     try {
-        if (sched.fibers.size() < nthreads) sched.fibers.resize(nthreads);
+        if (now->fibers.size() < nthreads) now->fibers.resize(nthreads);
 #if defined(__SANITIZE_THREAD__)
-        sched.tsan_main = __tsan_get_current_fiber();
+        now->tsan_main = __tsan_get_current_fiber();
 #endif
-        sched.kernel = &k;
-        sched.args = args;
-        sched.error.clear();
+        now->kernel = &k;
+        now->args = args;
+        now->error.clear();
         gridDim = grid;
         blockDim = block;
-        sched.count = nthreads;
-        std::vector<Fiber> &fs = sched.fibers;
+        now->count = nthreads;
+        std::vector<Fiber> &fs = now->fibers;
         std::vector<unsigned> threads = ordering(nthreads, order);
-        for (size_t b; (b = next++) < blocks.size();) {
+        for (size_t b = first; b < blocks.size() && !stop.load(std::memory_order_relaxed); b += stride) {
             blockIdx = unflatten(blocks[b], grid);
             for (unsigned i = 0; i < nthreads; i++) {
                 prepare(fs[i]);
@@ -331,9 +341,9 @@ void worker(const Kernel &k, void **args, dim3 grid, dim3 block, const std::vect
     } catch (const std::exception &e) {
         std::lock_guard<std::mutex> g(lock);
         if (error.empty()) error = e.what();
-        next = blocks.size();
+        stop = true;
     }
-    sched.kernel = nullptr;
+    now->kernel = nullptr;
 }
 
 std::string launch(const char *name, dim3 grid, dim3 block, void **args, const size_t *sizes, int nargs, int workers,
@@ -352,16 +362,30 @@ std::string launch(const char *name, dim3 grid, dim3 block, void **args, const s
     if (!grid.x || !grid.y || !grid.z || !nthreads || nthreads > 1024 || block.z > 64 || grid.y > 65535 || grid.z > 65535)
         return std::string("launch of ") + name + " refused: invalid grid or block dimensions";
     std::vector<unsigned> blocks = ordering(static_cast<size_t>(grid.x) * grid.y * grid.z, order);
-    std::atomic<size_t> next{0};
+    std::atomic<bool> stop{false};
     std::string error;
     std::mutex lock;
     if (workers <= 1) {
-        worker(k, args, grid, block, blocks, next, order, error, lock);
+        worker(&own, k, args, grid, block, blocks, 0, 1, order, error, lock, stop);
     } else {
+        std::vector<std::unique_ptr<Scheduler>> borrowed;
+        {
+            std::lock_guard<std::mutex> g(spare_lock);
+            while (borrowed.size() < static_cast<size_t>(workers)) {
+                if (spare.empty()) {
+                    borrowed.push_back(std::make_unique<Scheduler>());
+                } else {
+                    borrowed.push_back(std::move(spare.back()));
+                    spare.pop_back();
+                }
+            }
+        }
         std::vector<std::thread> pool;
         for (int w = 0; w < workers; w++)
-            pool.emplace_back([&] { worker(k, args, grid, block, blocks, next, order, error, lock); });
+            pool.emplace_back([&, w] { worker(borrowed[w].get(), k, args, grid, block, blocks, w, workers, order, error, lock, stop); });
         for (std::thread &t : pool) t.join();
+        std::lock_guard<std::mutex> g(spare_lock);
+        for (auto &s : borrowed) spare.push_back(std::move(s));
     }
     return error.empty() ? error : std::string("launch of ") + name + " aborted: " + error;
 }
@@ -387,8 +411,8 @@ void barrier() { block_on(State::barrier); }
 // The lanes of this warp that have not exited (fibers do not diverge otherwise).
 unsigned active_mask() {
     unsigned w = me().linear / 32, out = 0;
-    for (unsigned lane = 0; lane < 32 && w * 32 + lane < sched.count; lane++)
-        if (sched.fibers[w * 32 + lane].state != State::done) out |= 1u << lane;
+    for (unsigned lane = 0; lane < 32 && w * 32 + lane < now->count; lane++)
+        if (now->fibers[w * 32 + lane].state != State::done) out |= 1u << lane;
     return out;
 }
 
@@ -435,7 +459,7 @@ extern "C" __attribute__((visibility("default"))) int emu_launch(const char *nam
 // Deepest fiber stack use so far on the calling OS thread, in bytes (stacks start zeroed).
 extern "C" __attribute__((visibility("default"))) size_t emu_stack_high_water() {
     size_t most = 0;
-    for (const emu::Fiber &f : emu::sched.fibers) {
+    for (const emu::Fiber &f : emu::own.fibers) {
         if (!f.stack) continue;
         size_t i = 0;
         while (i < emu::STACK_BYTES && !f.stack[i]) i++;
