@@ -100,7 +100,6 @@ struct Scheduler {
 #endif
         }
     }
-
 };
 
 // Schedulers keep their fibers' stacks between launches. The calling thread has its own; launches
