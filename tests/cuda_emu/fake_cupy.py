@@ -10,6 +10,7 @@ returns, so ordering between streams is not tested here.
 from __future__ import annotations
 
 import ctypes
+import importlib.machinery
 import threading
 import types
 import weakref
@@ -302,6 +303,7 @@ def make(build_dir: Path) -> types.ModuleType:
     _config = _Config()
     _config.build_dir = Path(build_dir)
     cupy = types.ModuleType("cupy")
+    cupy.__spec__ = importlib.machinery.ModuleSpec("cupy", None)  # importlib.util.find_spec("cupy") finds it
     for name in ("uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64", "float32", "float64"):
         setattr(cupy, name, getattr(np, name))
     for f in (ndarray, empty, zeros, asarray, ascontiguousarray, asnumpy, RawModule):
