@@ -86,6 +86,17 @@ def test_a_batch_of_400_items_with_empty_ones(emu_cupy):
     assert gpu_digests(emu_cupy, [b"", b"", b""]) == cpu_digests([b"", b"", b""])
 
 
+def test_a_model_of_400_tensors_with_empty_ones(emu_cupy, monkeypatch):
+    """digest_tensors over 400 tensors of one device, as a model's: one run of the kernels."""
+    fake_torch.install(monkeypatch, emu_cupy)
+    dtypes = (torch.float32, torch.bfloat16, torch.int8, torch.float64)
+    host = [torch.from_numpy(rng.integers(0, 256, int(n), np.uint8)).view(dtypes[i % 4])[i % 3 :] if i % 11 else
+            torch.empty(0, dtype=dtypes[i % 4]) for i, n in enumerate(rng.integers(8, 2 * LEAF, 400) // 8 * 8)]
+    got = cuda.digest_tensors([fake_torch.to_cuda(emu_cupy, t) for t in host])
+    assert got == [cpu.digest_bytes(fake_torch.host_bytes(t)) for t in host]
+    assert [name for name, _, _ in emu_cupy.emu.launches].count("merkle_leaves") == 1
+
+
 WINDOW_ITEMS = [1, 4096, 4097, 9 * LEAF + 1, 40 * LEAF - 3, 0, 2 * LEAF, 100 * LEAF + 5]
 
 
