@@ -51,11 +51,17 @@ SENTRY_HD uint32_t sentry_find(const int64_t *base, uint32_t stride, uint32_t n,
     return lo;
 }
 
+/* The row of the segment that owns window leaf t. */
+SENTRY_HD const int64_t *sentry_leaf_row(const int64_t *seg, uint32_t nseg, uint64_t t)
+{
+    return seg + (uint64_t)sentry_find(seg + SEG_LEAF, SEG_COLS, nseg, t) * SEG_COLS;
+}
+
 /* Thread t of the leaf launch: the window's leaf t. */
 SENTRY_HD void sentry_leaf_thread(const int64_t *seg, uint32_t nseg, uint32_t leaf_size, uint64_t t,
                                   uint32_t *nodes, uint32_t *grains)
 {
-    const int64_t *row = seg + (uint64_t)sentry_find(seg + SEG_LEAF, SEG_COLS, nseg, t) * SEG_COLS;
+    const int64_t *row = sentry_leaf_row(seg, nseg, t);
     uint64_t k = t - (uint64_t)row[SEG_LEAF];
     uint64_t off = k * leaf_size, size = (uint64_t)row[SEG_SIZE];
     uint64_t len = size - off < leaf_size ? size - off : leaf_size;
