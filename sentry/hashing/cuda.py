@@ -38,8 +38,7 @@ from .params import HashParams
 WINDOW_LEAVES = 1 << 21  # leaves per launch window: a node array of 64 MiB at most
 FILE_BLOCK_BYTES = kvikio_io.BLOCK_BYTES  # one device buffer (and pinned buffer without kvikio) per reader thread
 FILE_WORKERS = 4  # reader threads; at least 2, so that one block is read while another hashes
-THREADS = 256  # per block
-BLOCKS_PER_SM = 16  # grid cap for the grid-stride loops
+THREADS = 256  # per block (kernels/merkle.cu sizes the leaf kernel's shared memory for 8 warps)
 H = gpu_plan.HASH_LEN
 
 
@@ -99,8 +98,8 @@ class _Gpu:
                 self.stream = cupy.cuda.Stream.from_external(_StreamRef(stream_ptr))
             else:  # CuPy < 14
                 self.stream = cupy.cuda.ExternalStream(stream_ptr, device_id)
-        self.grid_cap = self.device.attributes["MultiProcessorCount"] * BLOCKS_PER_SM
-        self.kernels: dict = {}
+        self.sms = self.device.attributes["MultiProcessorCount"]
+        self.kernels: dict = {}  # name -> (function, grid cap)
 
     def __enter__(self):
         self.device.__enter__()
@@ -136,11 +135,20 @@ class _Gpu:
         return out.tobytes()
 
     def launch(self, name: str, threads: int, *args) -> None:
+        """Run kernel ``name`` over ``threads`` items (leaves for merkle_leaves: 256 per block, a
+        warp per 32), in at most one wave of blocks: the kernels loop over whatever is left."""
         if threads:
-            grid = min(-(-threads // THREADS), self.grid_cap)
-            if name not in self.kernels:
-                self.kernels[name] = _module().get_function(name)
-            self.kernels[name]((grid,), (THREADS,), args)
+            fn, cap = self.kernel(name)
+            fn((min(-(-threads // THREADS), cap),), (THREADS,), args)
+
+    def kernel(self, name: str) -> tuple:
+        """(function, grid cap): the cap is as many blocks as the GPU holds at once, from the
+        occupancy API (registers and shared memory per block)."""
+        if name not in self.kernels:
+            fn = _module().get_function(name)
+            per_sm = self.cupy.cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor(fn.kernel.ptr, THREADS, 0)
+            self.kernels[name] = fn, self.sms * max(per_sm, 1)
+        return self.kernels[name]
 
 
 def _run(gpu: _Gpu, work: gpu_plan.Work, leaf_size: int, pointers, window_leaves: int) -> tuple:
