@@ -92,8 +92,9 @@ SENTRY_HD void sentry_stage(uint4 *slab, uint64_t &next, uint32_t &left, uint32_
 }
 
 /* The 16 big-endian data words of a staged block whose first byte is at offset s (0..15) of its
- * first word: words (s >> 2) .. (s >> 2) + 16 selected in two steps, then each byte-aligned pair
- * funnelled by prmt, whose selector also reverses the bytes. */
+ * first word. Aligned (s = 0, every tensor CuPy or torch allocates): a byte swap per word. Else
+ * words (s >> 2) .. (s >> 2) + 16 are selected in two steps, then each byte-aligned pair funnelled
+ * by prmt, whose selector also swaps the bytes. s is the same for all of a leaf's blocks. */
 SENTRY_HD void sentry_realign(const uint4 *q, uint32_t s, uint32_t d[16])
 {
     uint32_t x[20];
@@ -102,11 +103,13 @@ SENTRY_HD void sentry_realign(const uint4 *q, uint32_t s, uint32_t d[16])
         uint4 v = q[i];
         x[4 * i] = v.x; x[4 * i + 1] = v.y; x[4 * i + 2] = v.z; x[4 * i + 3] = v.w;
     }
-    bool two = s & 8, one = s & 4;
-    SENTRY_UNROLL
-    for (int i = 0; i < 18; i++) x[i] = two ? x[i + 2] : x[i];
-    SENTRY_UNROLL
-    for (int i = 0; i < 17; i++) x[i] = one ? x[i + 1] : x[i];
+    if (s) {
+        bool two = s & 8, one = s & 4;
+        SENTRY_UNROLL
+        for (int i = 0; i < 18; i++) x[i] = two ? x[i + 2] : x[i];
+        SENTRY_UNROLL
+        for (int i = 0; i < 17; i++) x[i] = one ? x[i + 1] : x[i];
+    }
     uint32_t sel = 0x0123u + (s & 3) * 0x1111u;
     SENTRY_UNROLL
     for (int i = 0; i < 16; i++) d[i] = __byte_perm(x[i], x[i + 1], sel);

@@ -44,6 +44,19 @@ def test_nvcc_compiles_for_sm90(src, tmp_path):
 
 
 @needs_nvcc
+def test_merkle_kernels_fit_four_blocks_per_sm(tmp_path):
+    """The launch bounds hold without spills: at most 64 registers per thread, and shared memory for
+    4 blocks per H100/H200 SM (228 KiB, 1 KiB of it reserved per block), so 32 of 64 warps stay
+    resident to hide the memory latency (bench/merkle_sass.py prints the full report)."""
+    report = nvcc_cubin(KERNELS / "merkle.cu", tmp_path / "merkle.cubin")
+    used = dict(re.findall(r"Compiling entry function '(\w+)'.*?Used (\d+) registers", report, re.S))
+    assert set(used) == {"merkle_leaves", "merkle_level", "merkle_roots"}, report
+    assert all(int(n) <= 64 for n in used.values()), report
+    smem = [int(n) for n in re.findall(r"(\d+) bytes smem", report)]
+    assert smem and 4 * (max(smem) + 1024) <= 228 * 1024, report
+
+
+@needs_nvcc
 def test_runtime_source_compiles(tmp_path):
     """The text NVRTC gets at run time is self-contained and compiles to the same kernels."""
     text = kernel_source.source("merkle.cu")
