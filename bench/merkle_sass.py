@@ -58,6 +58,19 @@ def ptxas_report(stderr: str) -> dict:
     return out
 
 
+def largest_loop(instrs: list, labels: dict) -> list:
+    """The instructions of the longest backward-branch loop (the per-block loop of a hash kernel;
+    every path through its body, taken or not)."""
+    best: list = []
+    for i in instrs:
+        m = re.search(r"\(([.\w$]+)\)", " ".join(i.operands)) if i.base == "BRA" else None
+        start = labels.get(m.group(1)) if m else None
+        if start is not None and start < i.addr:
+            body = [j for j in instrs if start <= j.addr <= i.addr]
+            best = max(best, body, key=len)
+    return best
+
+
 def main() -> int:
     kernels = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parents[1] / "kernels")
     nvdisasm = sass_ct.find_nvdisasm()
@@ -84,6 +97,10 @@ def main() -> int:
             mem = collections.Counter(i.opcode for i in instrs if MEMORY.match(i.base))
             print(f"  SASS: {len(instrs)} instructions; " + " ".join(f"{op}={ops[op]}" for op in SHOWN if ops[op]))
             print("  memory: " + " ".join(f"{op}={n}" for op, n in sorted(mem.items())))
+            loop = largest_loop(*functions[name])
+            if loop:
+                ops = collections.Counter(i.base for i in loop)
+                print(f"  largest loop: {len(loop)} instructions; " + " ".join(f"{op}={ops[op]}" for op in SHOWN if ops[op]))
     if nvdisasm is None:
         print("no nvdisasm: no SASS counts")
     return 0

@@ -1,6 +1,7 @@
 /*
- * RFC 9162 Merkle trees of many items at once: the per-thread work of merkle.cu's kernels, shared
- * with the g++ host harness of the tests (which runs every "thread" in a loop).
+ * RFC 9162 Merkle trees of many items at once: the per-thread work of merkle.cu's level and root
+ * kernels, and the segment table the leaf kernel (merkle_leaves.cuh) reads; node hashes and the
+ * level plan are also built with g++ by the tests (tests/host/kernels_host.cpp).
  *
  * A launch hashes a window of *segments* (an item, or an aligned block of a large item), described
  * by a table of int64 rows (SEG_*). All leaf hashes of the window sit in one node array, segment s
@@ -55,19 +56,6 @@ SENTRY_HD uint32_t sentry_find(const int64_t *base, uint32_t stride, uint32_t n,
 SENTRY_HD const int64_t *sentry_leaf_row(const int64_t *seg, uint32_t nseg, uint64_t t)
 {
     return seg + (uint64_t)sentry_find(seg + SEG_LEAF, SEG_COLS, nseg, t) * SEG_COLS;
-}
-
-/* Thread t of the leaf launch: the window's leaf t. */
-SENTRY_HD void sentry_leaf_thread(const int64_t *seg, uint32_t nseg, uint32_t leaf_size, uint64_t t,
-                                  uint32_t *nodes, uint32_t *grains)
-{
-    const int64_t *row = sentry_leaf_row(seg, nseg, t);
-    uint64_t k = t - (uint64_t)row[SEG_LEAF];
-    uint64_t off = k * leaf_size, size = (uint64_t)row[SEG_SIZE];
-    uint64_t len = size - off < leaf_size ? size - off : leaf_size;
-    uint32_t *node = nodes + 8 * t;
-    sha256_prefixed(0x00u, (const uint8_t *)(uint64_t)row[SEG_PTR] + off, len, node);
-    if (row[SEG_GRAIN] == 0) sentry_copy_hash(node, grains + 8 * ((uint64_t)row[SEG_OUT] + k));
 }
 
 /* Level-l threads of a segment with m level-l nodes: ceil(m/2) when m >= 2, else none. */
