@@ -59,16 +59,17 @@ def ptxas_report(stderr: str) -> dict:
 
 
 def largest_loop(instrs: list, labels: dict) -> list:
-    """The instructions of the longest backward-branch loop (the per-block loop of a hash kernel;
-    every path through its body, taken or not)."""
-    best: list = []
+    """The instructions of the longest innermost loop (a backward branch whose body holds no other
+    loop: the per-block loop of a hash kernel), every path through its body, taken or not."""
+    loops = []
     for i in instrs:
         m = re.search(r"\(([.\w$]+)\)", " ".join(i.operands)) if i.base == "BRA" else None
         start = labels.get(m.group(1)) if m else None
         if start is not None and start < i.addr:
-            body = [j for j in instrs if start <= j.addr <= i.addr]
-            best = max(best, body, key=len)
-    return best
+            loops.append((start, i.addr))
+    inner = [(a, b) for a, b in loops if not any(a <= c and d <= b and (c, d) != (a, b) for c, d in loops)]
+    spans = [[j for j in instrs if a <= j.addr <= b] for a, b in inner]
+    return max(spans, key=len, default=[])
 
 
 def main() -> int:
@@ -100,7 +101,7 @@ def main() -> int:
             loop = largest_loop(*functions[name])
             if loop:
                 ops = collections.Counter(i.base for i in loop)
-                print(f"  largest loop: {len(loop)} instructions; " + " ".join(f"{op}={ops[op]}" for op in SHOWN if ops[op]))
+                print(f"  largest innermost loop: {len(loop)} instructions; " + " ".join(f"{op}={ops[op]}" for op in SHOWN if ops[op]))
     if nvdisasm is None:
         print("no nvdisasm: no SASS counts")
     return 0

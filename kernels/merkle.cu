@@ -1,8 +1,9 @@
 /*
- * Sentry's CUDA Merkle kernels (RFC 9162, SHA-256): one leaf launch per window of segments, one
- * launch per tree level, one launch for the roots, all with blocks of 256 threads (the leaf
- * kernel's shared memory is sized for 8 warps). Grid-stride loops over 64-bit indices: threads
- * (levels, roots) or warps of 32 leaves (leaves). The per-thread work is in merkle.cuh, shared
+ * Sentry's CUDA Merkle kernels (RFC 9162, SHA-256): per window of segments one launch for the
+ * leaves and the 8 tree levels above them (inside each block of 256 slots), one launch per higher
+ * level, one launch for the roots, all with blocks of 256 threads (the leaf kernel's shared memory
+ * is sized for 8 warps). Grid-stride loops over 64-bit indices: threads (levels, roots) or blocks
+ * of 256 slots (leaves). The per-thread work is in merkle.cuh, shared
  * with the CPU tests; the warp-cooperative leaf hashing in merkle_leaves.cuh. Compiled at run time
  * by sentry/hashing/cuda.py (NVRTC, for the running GPU); tests compile it with nvcc for sm_90.
  * __launch_bounds__ asks for 4 blocks per SM (at most 64 registers per thread).
@@ -13,15 +14,18 @@
 #define SENTRY_GRID_STRIDE(t, total) \
     for (uint64_t t = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; t < (total); t += (uint64_t)gridDim.x * blockDim.x)
 
+/* Leaves, then tree levels 1 .. 8, of each block of 256 slots of the window's node array. */
 extern "C" __global__ void __launch_bounds__(SENTRY_THREADS, 4)
-merkle_leaves(const int64_t *__restrict__ seg, uint32_t nseg, uint32_t leaf_size, uint64_t nleaves,
+merkle_leaves(const int64_t *__restrict__ seg, uint32_t nseg, uint32_t leaf_size, uint64_t nslots,
               uint32_t *__restrict__ nodes, uint32_t *__restrict__ grains)
 {
     __shared__ uint4 slabs[LEAF_WARPS][LEAF_STAGES * SLAB];
     uint32_t warp = threadIdx.x >> 5;
-    for (uint64_t first = ((uint64_t)blockIdx.x * LEAF_WARPS + warp) * 32; first < nleaves;
-         first += (uint64_t)gridDim.x * LEAF_WARPS * 32)
-        sentry_warp_leaves(seg, nseg, leaf_size, nleaves, first, slabs[warp], nodes, grains);
+    for (uint64_t base = (uint64_t)blockIdx.x * SENTRY_THREADS; base < nslots; base += (uint64_t)gridDim.x * SENTRY_THREADS) {
+        if (base + 32 * warp < nslots)
+            sentry_warp_leaves(seg, nseg, leaf_size, nslots, base + 32 * warp, slabs[warp], nodes, grains);
+        sentry_block_levels(seg, nseg, nslots, base, nodes, grains);
+    }
 }
 
 extern "C" __global__ void __launch_bounds__(SENTRY_THREADS, 4)

@@ -52,7 +52,7 @@ SENTRY_HD uint32_t sentry_find(const int64_t *base, uint32_t stride, uint32_t n,
     return lo;
 }
 
-/* The row of the segment that owns window leaf t. */
+/* The row of the segment whose slots hold window slot t (t may also be a gap after its leaves). */
 SENTRY_HD const int64_t *sentry_leaf_row(const int64_t *seg, uint32_t nseg, uint64_t t)
 {
     return seg + (uint64_t)sentry_find(seg + SEG_LEAF, SEG_COLS, nseg, t) * SEG_COLS;
@@ -65,17 +65,21 @@ SENTRY_HD uint64_t sentry_level_threads(uint64_t leaves, uint32_t level)
     return m >= 2 ? (m + 1) / 2 : 0;
 }
 
+/* Node j of level+1 of the segment in row: the pair (2j, 2j+1) of level, or the lone 2j carried. */
+SENTRY_HD void sentry_level_node(const int64_t *row, uint32_t level, uint64_t j, uint32_t *nodes, uint32_t *grains)
+{
+    uint64_t m = (((uint64_t)row[SEG_LEAVES] - 1) >> level) + 1; /* level-l nodes */
+    uint32_t *left = nodes + 8 * ((uint64_t)row[SEG_LEAF] + ((2 * j) << level));
+    if (2 * j + 1 < m) sha256_node(left, left + 8 * ((uint64_t)1 << level), left);
+    if ((uint64_t)row[SEG_GRAIN] == level + 1) sentry_copy_hash(left, grains + 8 * ((uint64_t)row[SEG_OUT] + j));
+}
+
 /* Thread t of the launch that makes level+1 from level; first[s] = the segment's first thread. */
 SENTRY_HD void sentry_level_thread(const int64_t *seg, uint32_t nseg, const int64_t *first, uint32_t level,
                                    uint64_t t, uint32_t *nodes, uint32_t *grains)
 {
     uint32_t s = sentry_find(first, 1, nseg, t);
-    const int64_t *row = seg + (uint64_t)s * SEG_COLS;
-    uint64_t j = t - (uint64_t)first[s];
-    uint64_t m = (((uint64_t)row[SEG_LEAVES] - 1) >> level) + 1; /* level-l nodes */
-    uint32_t *left = nodes + 8 * ((uint64_t)row[SEG_LEAF] + ((2 * j) << level));
-    if (2 * j + 1 < m) sha256_node(left, left + 8 * ((uint64_t)1 << level), left);
-    if ((uint64_t)row[SEG_GRAIN] == level + 1) sentry_copy_hash(left, grains + 8 * ((uint64_t)row[SEG_OUT] + j));
+    sentry_level_node(seg + (uint64_t)s * SEG_COLS, level, t - (uint64_t)first[s], nodes, grains);
 }
 
 /* Thread s of the roots launch, after the last level: segment s's root. */

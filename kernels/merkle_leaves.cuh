@@ -27,6 +27,7 @@
 #define LEAF_STAGES 2  /* data blocks in flight per leaf */
 #define SLAB_WORDS 5   /* 16-byte words that cover 64 bytes at any alignment */
 #define SLAB (32 * SLAB_WORDS)
+#define FUSED_LEVELS 8 /* tree levels the leaf kernel makes in its blocks of 256 slots */
 
 /* --- the async copy: cp.async on sm_80+, a plain copy before, the pipeline primitives off the GPU
  * (the CPU emulator defers those copies to the wait, so a missing wait shows there). --- */
@@ -156,18 +157,19 @@ SENTRY_HD uint32_t sentry_warp_max(uint32_t v)
     return v;
 }
 
-/* The warp's leaves first .. first + 31 (those below nleaves) into nodes, and grains where the
- * segment's grain roots are its leaves. slab: the warp's LEAF_STAGES x SLAB staging words. */
+/* The leaves in the warp's slots first .. first + 31 (those below nslots) into nodes, and grains
+ * where the segment's grain roots are its leaves. slab: the warp's LEAF_STAGES x SLAB words. */
 SENTRY_HD void sentry_warp_leaves(const int64_t *__restrict__ seg, uint32_t nseg, uint32_t leaf_size,
-                                  uint64_t nleaves, uint64_t first, uint4 *slab, uint32_t *__restrict__ nodes,
+                                  uint64_t nslots, uint64_t first, uint4 *slab, uint32_t *__restrict__ nodes,
                                   uint32_t *__restrict__ grains)
 {
     uint32_t lane = threadIdx.x & 31;
     uint64_t t = first + lane, src = 0;
     uint32_t len = 0;
-    if (t < nleaves) {
-        const int64_t *row = sentry_leaf_row(seg, nseg, t);
-        uint64_t off = (t - (uint64_t)row[SEG_LEAF]) * leaf_size, size = (uint64_t)row[SEG_SIZE];
+    const int64_t *row = sentry_leaf_row(seg, nseg, t);
+    uint64_t k = t - (uint64_t)row[SEG_LEAF];
+    if (t < nslots && k < (uint64_t)row[SEG_LEAVES]) { /* else a gap between segments, or past the end */
+        uint64_t off = k * leaf_size, size = (uint64_t)row[SEG_SIZE];
         len = (uint32_t)(size - off < leaf_size ? size - off : leaf_size);
         src = (uint64_t)row[SEG_PTR] + off;
     }
@@ -191,8 +193,32 @@ SENTRY_HD void sentry_warp_leaves(const int64_t *__restrict__ seg, uint32_t nseg
         __syncwarp(); /* block m's slab is read before the next round refills it */
     }
     if (len) { /* the row is looked up again: fewer registers live through the loop */
-        const int64_t *row = sentry_leaf_row(seg, nseg, t);
+        row = sentry_leaf_row(seg, nseg, t);
         sha256_store(st, nodes + 8 * t);
         if (row[SEG_GRAIN] == 0) sha256_store(st, grains + 8 * ((uint64_t)row[SEG_OUT] + t - (uint64_t)row[SEG_LEAF]));
+    }
+}
+
+/*
+ * Levels 1 .. FUSED_LEVELS of the block's 256 slots from base (a multiple of 256), once their
+ * leaves are in nodes: step l has thread i pair the level-(l-1) nodes at slots base + i*2^l and
+ * base + i*2^l + 2^(l-1), as merkle_level would. sentry/hashing/gpu_plan.py lays the segments out
+ * so that this is their tree: a segment of n leaves starts at a multiple of min(2^ceil(log2 n),
+ * 256), so its level-l nodes (l <= 8) start on multiples of 2^l, and none of its subtrees of
+ * 256 or fewer leaves crosses a block; a slot that starts no level-l node of its segment is a gap
+ * after its leaves, or (when 2^l exceeds its alignment) lies outside it. Threads of a block see
+ * each other's global writes after __syncthreads; the level launches continue from FUSED_LEVELS.
+ */
+SENTRY_HD void sentry_block_levels(const int64_t *__restrict__ seg, uint32_t nseg, uint64_t nslots, uint64_t base,
+                                   uint32_t *__restrict__ nodes, uint32_t *__restrict__ grains)
+{
+    for (uint32_t l = 1; l <= FUSED_LEVELS; l++) {
+        __syncthreads(); /* level l - 1 is complete */
+        uint64_t p = base + ((uint64_t)threadIdx.x << l);
+        if (threadIdx.x < (LEAF_WARPS * 32u >> l) && p < nslots) {
+            const int64_t *row = sentry_leaf_row(seg, nseg, p);
+            uint64_t rel = p - (uint64_t)row[SEG_LEAF];
+            if (rel < (uint64_t)row[SEG_LEAVES]) sentry_level_node(row, l - 1, rel >> l, nodes, grains);
+        }
     }
 }

@@ -95,6 +95,7 @@ def test_grid_is_one_wave_from_the_occupancy_api(emu_cupy):
 @pytest.mark.parametrize("planted, why", [
     ("__pipeline_wait_prior(LEAF_STAGES - 1)", "__pipeline_wait_prior(LEAF_STAGES)"),  # reads before the copy lands
     ("(s + n + 15) >> 4", "(s + n + 3) >> 4"),  # drops the fifth word of unaligned blocks
+    ("__syncthreads(); /* level l - 1 is complete */", ""),  # a fused level reads nodes not made yet
 ])
 def test_planted_staging_bugs_are_caught(emu_cupy, monkeypatch, planted, why):
     from sentry.hashing import kernel_source
@@ -103,9 +104,26 @@ def test_planted_staging_bugs_are_caught(emu_cupy, monkeypatch, planted, why):
     assert planted in text
     monkeypatch.setattr(kernel_source, "source", lambda name: text.replace(planted, why))
     rng = random.Random(5)
-    datas = [rng.randbytes(n) for n in (100, 4096, 5000)]
+    datas = [rng.randbytes(n) for n in (100, 4096, 5000, 64 * 700)]
     with pytest.raises(AssertionError):
-        check(emu_cupy, datas, [3, 0, 9], HashParams())
+        check(emu_cupy, datas, [3, 0, 9, 0], HashParams(leaf_size=64))
+
+
+def test_fused_levels_need_the_aligned_layout(emu_cupy, monkeypatch):
+    """Packed back to back (as before the fusion), segments' subtrees cross the leaf kernel's blocks
+    of 256 slots and the fused levels pair the wrong nodes: the layout is what makes them right."""
+    from sentry.hashing import gpu_plan
+
+    def packed(counts, start=0):
+        firsts = (start + np.concatenate([[0], np.cumsum(counts[:-1])])).tolist() if len(counts) else []
+        return firsts, start + sum(counts)
+
+    rng = random.Random(9)
+    datas = [rng.randbytes(64 * n) for n in (3, 300, 5, 260)]
+    check(emu_cupy, datas, [0] * 4, HashParams(leaf_size=64))
+    monkeypatch.setattr(gpu_plan, "slots", packed)
+    with pytest.raises(AssertionError):
+        check(emu_cupy, datas, [0] * 4, HashParams(leaf_size=64))
 
 
 def test_split_rule_for_every_leaf_count_up_to_300(emu_cupy):

@@ -58,6 +58,7 @@ def test_level_thread_counts(lib):
         for level in range(8):
             m = -(-leaves // (1 << level))
             assert lib.host_level_threads(leaves, level) == (-(-m // 2) if m >= 2 else 0)
-    firsts, counts = gpu_plan.levels(np.array(range(1, 70), np.int64))
+    firsts, counts = gpu_plan.levels(np.array(range(1, 70), np.int64), start=0)
+    assert len(counts) == 7  # levels 0..6 make levels 1..7 of 69 leaves
     for level, n in enumerate(counts):
         assert n == sum(lib.host_level_threads(k, level) for k in range(1, 70))

@@ -154,7 +154,6 @@ class _Gpu:
 def _run(gpu: _Gpu, work: gpu_plan.Work, leaf_size: int, pointers, window_leaves: int) -> tuple:
     """Run the kernels over every window of ``work``: (grain roots, segment roots) as bytes."""
     u32, u64 = np.uint32, np.uint64
-    total = sum(merkle.leaf_count(s.size, leaf_size) for s in work.segments)
     keep = []  # owners of the device memory below, until the results are downloaded
 
     def alloc(nbytes: int) -> int:
@@ -168,14 +167,16 @@ def _run(gpu: _Gpu, work: gpu_plan.Work, leaf_size: int, pointers, window_leaves
         return ptr
 
     with gpu:
-        nodes, grains, roots = alloc(min(window_leaves, total) * H), alloc(work.grains * H), alloc(len(work.segments) * H)
-        for first, table, firsts, counts in gpu_plan.window_tables(work, leaf_size, window_leaves, pointers):
-            tab, fst = upload(table), upload(firsts)
-            nseg, nleaves = u32(len(table)), int(table[:, gpu_plan.LEAVES].sum())
-            gpu.launch("merkle_leaves", nleaves, u64(tab), nseg, u32(leaf_size), u64(nleaves), u64(nodes), u64(grains))
-            for level, n in enumerate(counts):
-                level_firsts = u64(fst + level * len(table) * 8)
-                gpu.launch("merkle_level", n, u64(tab), nseg, level_firsts, u32(level), u64(n), u64(nodes), u64(grains))
+        nodes = alloc(gpu_plan.node_slots(work, leaf_size, window_leaves) * H)
+        grains, roots = alloc(work.grains * H), alloc(len(work.segments) * H)
+        for first, table, slots, firsts, counts in gpu_plan.window_tables(work, leaf_size, window_leaves, pointers):
+            tab, fst, nseg = upload(table), upload(firsts), u32(len(table))
+            # leaves and the first FUSED_LEVELS levels, then one launch per level above
+            gpu.launch("merkle_leaves", slots, u64(tab), nseg, u32(leaf_size), u64(slots), u64(nodes), u64(grains))
+            for k, n in enumerate(counts):
+                level_firsts = u64(fst + k * len(table) * 8)
+                level = u32(gpu_plan.FUSED_LEVELS + k)
+                gpu.launch("merkle_level", n, u64(tab), nseg, level_firsts, level, u64(n), u64(nodes), u64(grains))
             gpu.launch("merkle_roots", len(table), u64(tab), nseg, u64(nodes), u64(roots + first * H))
         return gpu.download(grains, work.grains * H), gpu.download(roots, len(work.segments) * H)
 
