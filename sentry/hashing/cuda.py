@@ -3,11 +3,14 @@
 Kernels (``kernels/merkle.cu``) are compiled by NVRTC through CuPy on first use, for the running
 GPU's architecture (CuPy caches the binary on disk per architecture and in memory per device).
 Work tables come from :mod:`.gpu_plan`: all items of a call (every tensor of a model) go through
-one leaf launch and one launch per tree level per window of at most ``WINDOW_LEAVES`` leaves.
+one leaf launch (which also makes the 8 tree levels above the leaves) and one launch per higher
+tree level per window of at most ``WINDOW_LEAVES`` node slots; each grid is one wave of blocks,
+sized with the occupancy API.
 
-Memory: inputs are read in place (torch tensors by ``data_ptr()``, CuPy arrays by their pointer).
-The only scratch is the node array, 32 bytes per leaf of a window (0.78% of the bytes at 4 KiB
-leaves, never more than ``WINDOW_LEAVES * 32`` = 64 MiB), plus a few bytes per item. A strided
+Memory: inputs are read in place (torch tensors by ``data_ptr()``, CuPy arrays by their pointer),
+as the aligned 16-byte words that hold their bytes. The only scratch is the node array, 32 bytes
+per slot of a window (a leaf, or a gap that aligns the next item's tree: about 0.78% of the bytes
+at 4 KiB leaves, never more than ``WINDOW_LEAVES * 32`` = 64 MiB), plus a few bytes per item. A strided
 tensor (or a conjugate / negative view) is first copied to a C-contiguous tensor, one window's
 worth at a time: that costs the size of those tensors. For torch inputs the scratch comes from
 torch's caching allocator and the kernels run on torch's current stream, so they follow the
