@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import sys
 
+from sentry.hashing import cuda
+
 from . import build, fake_cupy
+
+_CACHED = (cuda._module, cuda.unavailable_reason)  # the real ones, even while a test patches them
 
 __all__ = ["install", "build", "fake_cupy"]
 
@@ -28,7 +32,5 @@ def install(monkeypatch, build_dir):
 
 def clear_caches() -> None:
     """Forget what the Merkle backend cached under the previous ``cupy`` (call after a test, too)."""
-    from sentry.hashing import cuda
-
-    cuda._module.cache_clear()
-    cuda.unavailable_reason.cache_clear()
+    for cached in _CACHED:
+        cached.cache_clear()

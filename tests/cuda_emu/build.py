@@ -2,9 +2,10 @@
 
 The text is compiled as it is, after ``#include "cuda_emu.h"`` (tests/native/cuda_emu.h) and
 followed by a registration line for every ``extern "C" __global__ void NAME(`` in it, which records
-each kernel's parameter sizes for the launcher. Libraries are cached under the build directory by
-a hash of the text, the header and the flags, and written atomically (reader threads may compile
-the same module at once).
+each kernel's parameter sizes for the launcher, and linked with the emulator's runtime
+(tests/native/cuda_emu_runtime.cpp, compiled once per set of flags). Objects and libraries are
+cached under the build directory by a hash of their sources and flags, and written atomically
+(reader threads may compile the same module at once).
 """
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ import threading
 from pathlib import Path
 
 NATIVE = Path(__file__).resolve().parents[1] / "native"
-HEADER = NATIVE / "cuda_emu.h"
-FLAGS = ("-O2", "-g0", "-std=c++17", "-fPIC", "-shared", "-fvisibility=hidden", "-fno-strict-aliasing",
+HEADER, RUNTIME = NATIVE / "cuda_emu.h", NATIVE / "cuda_emu_runtime.cpp"
+FLAGS = ("-O2", "-g0", "-std=c++17", "-fPIC", "-fvisibility=hidden", "-fno-strict-aliasing",
          "-Wall", "-Wno-unused-function", "-Wno-unused-variable", "-Werror")
 FLAGS_ENV = "SENTRY_EMU_FLAGS"  # extra g++ flags, e.g. -fsanitize=address,undefined (tests/test_emulator_sanitizers.py)
 _KERNEL = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\([^)]*\)\s+)?(\w+)\s*\(')
@@ -45,27 +46,35 @@ def load(code: str, build_dir: Path) -> ctypes.CDLL:
     """The library of ``code``, compiled once per text, header and flags."""
     text = f'#include "cuda_emu.h"\n#line 1 "kernel"\n{code}\n' + "".join(
         f"EMU_REGISTER({name})\n" for name in kernel_names(code))
-    key = hashlib.sha256("\0".join((text, HEADER.read_text(), *flags())).encode()).hexdigest()[:24]
+    build_dir = Path(build_dir)
     with _lock:
+        runtime = _compile(RUNTIME.read_text(), build_dir, ".o", ["-c"])
+        key = _key(text, runtime.name)
         if key not in _loaded:
-            _loaded[key] = _library(ctypes.CDLL(str(_compile(text, Path(build_dir) / f"emu-{key}.so"))))
+            _loaded[key] = _library(ctypes.CDLL(str(_compile(text, build_dir, ".so", ["-shared", str(runtime)]))))
         return _loaded[key]
 
 
-def _compile(text: str, out: Path) -> Path:
+def _key(text: str, *more: str) -> str:
+    return hashlib.sha256("\0".join((text, HEADER.read_text(), *flags(), *more)).encode()).hexdigest()[:24]
+
+
+def _compile(text: str, build_dir: Path, suffix: str, args: list) -> Path:
+    """``text`` compiled with ``args`` (and the flags) into build_dir, unless it is there already."""
+    out = build_dir / f"emu-{_key(text, *args)}{suffix}"
     if out.exists():
         return out
     gxx = compiler()
     if gxx is None:
         raise RuntimeError("the CUDA emulator needs g++")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        src, lib = Path(tmp) / "kernel.cpp", Path(tmp) / "kernel.so"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=build_dir) as tmp:
+        src, obj = Path(tmp) / "source.cpp", Path(tmp) / f"out{suffix}"
         src.write_text(text)
-        run = subprocess.run([gxx, *flags(), f"-I{NATIVE}", "-o", str(lib), str(src)], capture_output=True, text=True)
+        run = subprocess.run([gxx, *flags(), f"-I{NATIVE}", f"-I{NATIVE / 'emu_include'}", "-o", str(obj), str(src), *args], capture_output=True, text=True)
         if run.returncode:
-            raise RuntimeError(f"g++ failed on the kernel source:\n{run.stderr[-4000:]}")
-        os.replace(lib, out)
+            raise RuntimeError(f"g++ failed:\n{run.stderr[-4000:]}")
+        os.replace(obj, out)
     return out
 
 
