@@ -1,9 +1,9 @@
 """The Merkle kernels (kernels/merkle.cu) on the CPU launch emulator, launched by the CUDA backend's
-own driver (sentry/hashing/cuda.py: plan, windows, tables, launches, assembly), against hashlib,
-the shared vectors and the CPU engine. The warp-cooperative leaf kernel (merkle_leaves.cuh) gets
-every start alignment mod 16, lengths around message-block and leaf boundaries, leaf counts
-1-300, empty items, one-block grids and tiny windows; the staging's hazards, planted back into
-the source, are caught."""
+own driver (sentry/hashing/cuda.py), against hashlib, the shared vectors and the CPU engine: what
+the redesigned leaf kernel (merkle_leaves.cuh: warp-cooperative, staged, any alignment, levels 1-8
+fused) adds to tests/test_emulator_merkle.py. Every start alignment mod 16, lengths around
+message-block and leaf boundaries, leaf counts 1-300 with chunk levels below and above the fused
+ones, views into one buffer; the staging's and the fusion's hazards, planted back, are caught."""
 from __future__ import annotations
 
 import hashlib
@@ -12,21 +12,17 @@ import random
 import numpy as np
 import pytest
 
-from sentry.hashing import cpu, cuda, merkle
+from sentry.hashing import cpu, cuda
 from sentry.hashing.params import HashParams
 
+from test_emulator_merkle import device_copy
 from test_merkle import VECTORS, expected, vec_id, vector_data
 
 
 def device_items(cupy, datas, offsets):
     """Each item in its own allocation at the given byte offset, ending at the allocation's end
     (so the rounded-out 16-byte words of the kernel's reads meet the allocation's last granule)."""
-    out = []
-    for data, off in zip(datas, offsets):
-        buf = cupy.empty(off + len(data), cupy.uint8)
-        buf[off:].set(np.frombuffer(data, np.uint8))
-        out.append(buf[off:])
-    return out
+    return [device_copy(cupy, data, off) for data, off in zip(datas, offsets)]
 
 
 def gpu_digests(cupy, items, params, window_leaves=cuda.WINDOW_LEAVES):
@@ -84,20 +80,12 @@ def test_many_items_with_empty_ones_one_block_grid_and_tiny_windows(emu_cupy):
     assert {grid for name, grid, _ in emu_cupy.emu.launches if name == "merkle_leaves"} == {(1, 1, 1)}
 
 
-def test_grid_is_one_wave_from_the_occupancy_api(emu_cupy):
-    emu_cupy.emu.sms, emu_cupy.emu.blocks_per_sm = 3, 2
-    data = random.Random(4).randbytes(64 * 5000)
-    check(emu_cupy, [data], [5], HashParams(leaf_size=64))
-    grids = {grid[0] for name, grid, block in emu_cupy.emu.launches if name == "merkle_leaves"}
-    assert grids == {6}  # 5000 leaves want 20 blocks of 256; 3 SMs x 2 blocks hold 6
-
-
 @pytest.mark.parametrize("planted, why", [
     ("__pipeline_wait_prior(LEAF_STAGES - 1)", "__pipeline_wait_prior(LEAF_STAGES)"),  # reads before the copy lands
     ("(s + n + 15) >> 4", "(s + n + 3) >> 4"),  # drops the fifth word of unaligned blocks
     ("__syncthreads(); /* level l - 1 is complete */", ""),  # a fused level reads nodes not made yet
 ])
-def test_planted_staging_bugs_are_caught(emu_cupy, monkeypatch, planted, why):
+def test_planted_staging_and_fusion_bugs_are_caught(emu_cupy, monkeypatch, planted, why):
     from sentry.hashing import kernel_source
 
     text = kernel_source.source("merkle.cu")
@@ -126,16 +114,6 @@ def test_fused_levels_need_the_aligned_layout(emu_cupy, monkeypatch):
         check(emu_cupy, datas, [0] * 4, HashParams(leaf_size=64))
 
 
-def test_split_rule_for_every_leaf_count_up_to_300(emu_cupy):
-    """The level-by-level reduction is RFC 9162's MTH for n = 1..300 leaves (64-byte leaves, all
-    items in one window), against merkle.root_of_hashes."""
-    rng = random.Random(6)
-    datas = [rng.randbytes(64 * n - rng.randrange(64)) for n in range(1, 301)]
-    got = gpu_digests(emu_cupy, device_items(emu_cupy, datas, [0] * len(datas)), HashParams(leaf_size=64))
-    for data, d in zip(datas, got):
-        assert d.root == merkle.root_of_hashes([merkle.leaf_hash(data[i : i + 64]) for i in range(0, len(data), 64)])
-
-
 @pytest.mark.parametrize("vec", VECTORS, ids=vec_id)
 def test_vectors(emu_cupy, vec):
     params = HashParams(vec["leaf_size"], vec["max_chunks"])
@@ -152,17 +130,6 @@ def test_all_vectors_in_one_batch_and_tiny_windows(emu_cupy):
     for window in (1 << 21, 4, 1):
         got = gpu_digests(emu_cupy, items, HashParams(), window_leaves=window)
         assert [as_tuple(d) for d in got] == [expected(v) for v in vecs], window
-
-
-@pytest.mark.parametrize("leaf_size", [64, 4096])
-def test_sizes_around_powers_of_two_and_leaves(emu_cupy, leaf_size):
-    sizes = {1, 2, 63, 64, 65}
-    for k in range(0, 14):
-        for base in (1 << k, leaf_size << k):
-            sizes.update((base - 1, base, base + 1))
-    rng = random.Random(leaf_size)
-    datas = [rng.randbytes(n) for n in sorted(n for n in sizes if n <= 4 << 20)]
-    check(emu_cupy, datas, [rng.randrange(16) for _ in datas], HashParams(leaf_size=leaf_size))
 
 
 def test_random_batches_of_views_into_one_buffer(emu_cupy):

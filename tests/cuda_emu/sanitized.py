@@ -72,8 +72,8 @@ def ecdsa(cupy) -> int:
 def planted(cupy, name: str) -> int:
     module = cupy.RawModule(code=PLANTED)
     if name == "oob":
-        data = cupy.zeros(100, cupy.uint8)
-        module.get_function("past_the_end")((1,), (1,), (data, np.uint32(100), cupy.zeros(1, cupy.uint8)))
+        data = cupy.zeros(112, cupy.uint8)  # whole 16-byte words: the emulator's allocation granule
+        module.get_function("past_the_end")((1,), (1,), (data, np.uint32(112), cupy.zeros(1, cupy.uint8)))
     else:
         module.get_function("race")((64,), (32,), (cupy.zeros(1, cupy.uint32),))
     return 1
