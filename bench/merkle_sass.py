@@ -80,8 +80,8 @@ def main() -> int:
     for src in ("merkle.cu", "sha256_rate.cu"):
         with tempfile.TemporaryDirectory() as tmp:
             cubin = Path(tmp) / "k.cubin"
-            cmd = ["nvcc", "-arch=sm_90", "-cubin", "-Xptxas", "-v", f"-I{kernels}", "-o", str(cubin), str(kernels / src)]
-            run = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            run = subprocess.run(["nvcc", "-arch=sm_90", "-cubin", "-Xptxas", "-v", f"-I{kernels}", "-o", str(cubin),
+                                  str(kernels / src)], capture_output=True, text=True, check=True)
             print(f"\n$ nvcc -arch=sm_90 -cubin -Xptxas -v kernels/{src}")
             sass = subprocess.run([nvdisasm, "-c", str(cubin)], capture_output=True, text=True,
                                   check=True).stdout if nvdisasm else ""
@@ -101,7 +101,8 @@ def main() -> int:
             loop = largest_loop(*functions[name])
             if loop:
                 ops = collections.Counter(i.base for i in loop)
-                print(f"  largest innermost loop: {len(loop)} instructions; " + " ".join(f"{op}={ops[op]}" for op in SHOWN if ops[op]))
+                mix = " ".join(f"{op}={ops[op]}" for op in SHOWN if ops[op])
+                print(f"  largest innermost loop: {len(loop)} instructions; {mix}")
     if nvdisasm is None:
         print("no nvdisasm: no SASS counts")
     return 0

@@ -11,8 +11,9 @@
 #include "merkle_leaves.cuh"
 
 #define SENTRY_THREADS 256
-#define SENTRY_GRID_STRIDE(t, total) \
-    for (uint64_t t = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; t < (total); t += (uint64_t)gridDim.x * blockDim.x)
+#define SENTRY_GRID_STRIDE(t, total)                                                      \
+    for (uint64_t t = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; t < (total); \
+         t += (uint64_t)gridDim.x * blockDim.x)
 
 /* Leaves, then tree levels 1 .. 8, of each block of 256 slots of the window's node array. */
 extern "C" __global__ void __launch_bounds__(SENTRY_THREADS, 4)
@@ -21,7 +22,8 @@ merkle_leaves(const int64_t *__restrict__ seg, uint32_t nseg, uint32_t leaf_size
 {
     __shared__ uint4 slabs[LEAF_WARPS][LEAF_STAGES * SLAB];
     uint32_t warp = threadIdx.x >> 5;
-    for (uint64_t base = (uint64_t)blockIdx.x * SENTRY_THREADS; base < nslots; base += (uint64_t)gridDim.x * SENTRY_THREADS) {
+    uint64_t stride = (uint64_t)gridDim.x * SENTRY_THREADS;
+    for (uint64_t base = (uint64_t)blockIdx.x * SENTRY_THREADS; base < nslots; base += stride) {
         if (base + 32 * warp < nslots)
             sentry_warp_leaves(seg, nseg, leaf_size, nslots, base + 32 * warp, slabs[warp], nodes, grains);
         sentry_block_levels(seg, nseg, nslots, base, nodes, grains);

@@ -63,12 +63,6 @@ SENTRY_HD void sentry_copy_wait()
 #endif
 }
 
-SENTRY_HD uint64_t sentry_shfl64(uint64_t v, uint32_t lane)
-{
-    uint32_t lo = __shfl_sync(0xffffffffu, (uint32_t)v, lane), hi = __shfl_sync(0xffffffffu, (uint32_t)(v >> 32), lane);
-    return ((uint64_t)hi << 32) | lo;
-}
-
 /* The warp copies the next data block of its 32 leaves into slab. Each lane's leaf: `next`, the
  * aligned address of the 16-byte word holding its next block's first byte; `left`, its bytes not
  * staged yet; s = its address mod 16. Rounds 0-3 copy words 0-3 of 8 leaves each (4 lanes per
@@ -83,8 +77,8 @@ SENTRY_HD void sentry_stage(uint4 *slab, uint64_t &next, uint32_t &left, uint32_
     for (uint32_t r = 0; r < 4; r++) {
         uint32_t leaf = 8 * r + (lane >> 2), word = lane & 3;
         uint32_t l = __shfl_sync(0xffffffffu, lo, leaf), h = __shfl_sync(0xffffffffu, hi, leaf);
-        if (word < (l & 15))
-            sentry_copy16_async(slab, SLAB_WORDS * leaf + word, (const uint4 *)(((uint64_t)h << 32) | (l & ~15u)) + word);
+        const uint4 *src = (const uint4 *)(((uint64_t)h << 32) | (l & ~15u));
+        if (word < (l & 15)) sentry_copy16_async(slab, SLAB_WORDS * leaf + word, src + word);
     }
     if (words == SLAB_WORDS) sentry_copy16_async(slab, SLAB_WORDS * lane + 4, (const uint4 *)next + 4);
     sentry_copy_commit();

@@ -6,8 +6,9 @@ into *windows* of at most ``window_leaves`` node slots (one leaf launch each, so
 the kernels need is bounded whatever the item sizes), and each window gets the thread counts of
 its tree levels above the ``FUSED_LEVELS`` the leaf kernel makes itself. A segment's slots start
 at a multiple of its tree's size rounded up to a power of two, at most 256 (``slots``), so that
-the leaf kernel's blocks of 256 slots hold whole subtrees; the gaps cost idle slots, no hashing. The CUDA backend launches from these tables; the CPU tests run the same tables through
-the kernels' per-thread code built with g++, so the planning is tested where there is no GPU.
+the leaf kernel's blocks of 256 slots hold whole subtrees; the gaps cost idle slots, no hashing.
+The CUDA backend launches from these tables; the CPU tests run the same tables through the real
+kernels on the CPU launch emulator, so the planning is tested where there is no GPU.
 """
 from __future__ import annotations
 
