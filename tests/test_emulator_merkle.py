@@ -3,12 +3,16 @@ driven by the real launch code of sentry/hashing/cuda.py through the fake CuPy (
 roots and chunk roots against the CPU engine."""
 from __future__ import annotations
 
+import ctypes
+import mmap
+
 import numpy as np
 import pytest
 import torch
 
 from cuda_emu import fake_cupy, fake_torch
-from sentry.hashing import cpu, cuda, gpu_plan, merkle
+from sentry import hashing
+from sentry.hashing import cpu, cuda, gpu_plan
 from sentry.hashing.params import HashParams
 from test_cuda_files import BLOCK, ranges_of_every_size
 
@@ -82,6 +86,17 @@ def test_a_batch_of_400_items_with_empty_ones(emu_cupy):
     assert gpu_digests(emu_cupy, [b"", b"", b""]) == cpu_digests([b"", b"", b""])
 
 
+def test_a_model_of_400_tensors_with_empty_ones(emu_cupy, monkeypatch):
+    """digest_tensors over 400 tensors of one device, as a model's: one run of the kernels."""
+    fake_torch.install(monkeypatch, emu_cupy)
+    dtypes = (torch.float32, torch.bfloat16, torch.int8, torch.float64)
+    host = [torch.from_numpy(rng.integers(0, 256, int(n), np.uint8)).view(dtypes[i % 4])[i % 3 :] if i % 11 else
+            torch.empty(0, dtype=dtypes[i % 4]) for i, n in enumerate(rng.integers(8, 2 * LEAF, 400) // 8 * 8)]
+    got = cuda.digest_tensors([fake_torch.to_cuda(emu_cupy, t) for t in host])
+    assert got == [cpu.digest_bytes(fake_torch.host_bytes(t)) for t in host]
+    assert [name for name, _, _ in emu_cupy.emu.launches].count("merkle_leaves") == 1
+
+
 WINDOW_ITEMS = [1, 4096, 4097, 9 * LEAF + 1, 40 * LEAF - 3, 0, 2 * LEAF, 100 * LEAF + 5]
 
 
@@ -129,11 +144,32 @@ def test_files_through_pinned_buffers_and_the_real_kernels(emu_cupy, monkeypatch
     assert cuda.digest_ranges(ranges, params) == cpu.digest_ranges(ranges, params)
 
 
-def test_the_backend_is_chosen_and_reports_the_fake_device(emu_cupy):
-    assert cuda.available() and cuda.unavailable_reason() is None
-    data = random_items([5 * LEAF + 1])[0]
-    assert merkle.root_of_hashes is not None  # the reference the CPU engine folds with
-    assert cuda.digest_device_buffer(emu_cupy.asarray(np.frombuffer(data, np.uint8))) == cpu.digest_bytes(data)
+def test_an_item_past_4_gib(emu_cupy):
+    """Byte offsets past 2^32 inside one segment (a window holds 8 GiB of 4 KiB leaves): the item is
+    a sparse mapping, zero pages but for random first and last MiBs, so a leaf read at its offset
+    mod 2^32 hashes other bytes. Blocks run on 2 OS threads (about 10 s on 2 cores)."""
+    emu_cupy.emu.workers = 2
+    size = (4 << 30) + 5 * LEAF + 3
+    noreserve = getattr(mmap, "MAP_NORESERVE", 0x4000)  # Python 3.12 names Linux's flag
+    buf = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | noreserve)
+    buf[: 1 << 20], buf[-(1 << 20) :] = rng.bytes(1 << 20), rng.bytes(1 << 20)
+    address = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+    assert cuda._digest(cuda._Gpu(0), [size], lambda i: (buf, address), HashParams()) == [cpu.digest_bytes(buf)]
+
+
+def test_the_engine_front_picks_the_emulated_gpu_for_gpu_tensors(emu_cupy, monkeypatch, tmp_path):
+    """sentry.hashing's 'auto' finds CuPy and a device: GPU tensors go to the kernels, host tensors
+    to the CPU backend, files to the CUDA file path."""
+    fake_torch.install(monkeypatch, emu_cupy)
+    host = [torch.arange(n, dtype=torch.int32) for n in (3, 5000, 0)]
+    named = [("gpu0", fake_torch.to_cuda(emu_cupy, host[0])), ("cpu", host[1]), ("gpu2", fake_torch.to_cuda(emu_cupy, host[2]))]
+    assert hashing.resolve_device("auto") == "cuda"
+    assert hashing.digest_tensors(named, HashParams()) == [cpu.digest_bytes(fake_torch.host_bytes(t)) for t in host]
+    assert [name for name, _, _ in emu_cupy.emu.launches].count("merkle_leaves") == 1  # both GPU tensors, one run
+    f = tmp_path / "f.bin"
+    f.write_bytes(rng.bytes(3 * LEAF + 1))
+    assert hashing.digest_ranges([cpu.FileRange(f)], HashParams()) == cpu.digest_ranges([cpu.FileRange(f)], HashParams())
+    assert [name for name, _, _ in emu_cupy.emu.launches].count("merkle_leaves") == 2
 
 
 def test_a_planted_lone_node_error_changes_the_roots(emu_cupy, monkeypatch):

@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import sys
 
+import sentry.crypto
 from sentry.hashing import cuda
 
-from . import build, fake_cupy
+from . import fake_cupy
 
 _CACHED = (cuda._module, cuda.unavailable_reason)  # the real ones, even while a test patches them
 
-__all__ = ["install", "build", "fake_cupy"]
-
 
 def install(monkeypatch, build_dir):
-    import sentry.crypto
-
     cupy = fake_cupy.make(build_dir)
     monkeypatch.setitem(sys.modules, "cupy", cupy)
     monkeypatch.setitem(sys.modules, "kvikio", None)  # ImportError: the pinned-buffer file path

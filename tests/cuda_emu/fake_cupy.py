@@ -3,13 +3,15 @@
 It has the surface Sentry uses and no more, with CuPy's semantics where they matter: device arrays
 refuse implicit conversion to NumPy, kernel arguments become bytes the way CuPy's
 ``cupy/cuda/function.pyx`` makes them (None: a NULL pointer; an array or memory pointer: its
-address; a NumPy scalar: its own bytes; a Python int: int64; a float: float64), and launches run
-every block and thread. Streams are names only: every copy and launch completes before the call
-returns, so ordering between streams is not tested here.
+address; a NumPy scalar or one-element array: its own bytes; a Python int: int64; a float:
+float64), and launches run every block and thread. Streams are names only: every copy and launch
+completes before the call returns, so ordering between streams is not tested here. One fake is
+live at a time (``make`` replaces the settings of the previous one).
 """
 from __future__ import annotations
 
 import ctypes
+import importlib.machinery
 import threading
 import types
 import weakref
@@ -237,6 +239,10 @@ def _arg_bytes(x) -> bytes:
         return x.data.ptr.to_bytes(8, "little")
     if isinstance(x, MemoryPointer):
         return x.ptr.to_bytes(8, "little")
+    if isinstance(x, np.ndarray):  # by value, and only one element (CuPy refuses bigger ones too)
+        if x.size != 1:
+            raise TypeError("a NumPy array kernel argument must have exactly one element")
+        return x.tobytes()
     if type(x) not in _SCALARS:
         if isinstance(x, int):
             x = np.int64(x)
@@ -304,6 +310,7 @@ def make(build_dir: Path) -> types.ModuleType:
     _config = _Config()
     _config.build_dir = Path(build_dir)
     cupy = types.ModuleType("cupy")
+    cupy.__spec__ = importlib.machinery.ModuleSpec("cupy", None)  # importlib.util.find_spec("cupy") finds it
     for name in ("uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64", "float32", "float64"):
         setattr(cupy, name, getattr(np, name))
     for f in (ndarray, empty, zeros, asarray, ascontiguousarray, asnumpy, RawModule):

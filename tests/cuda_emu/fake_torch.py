@@ -17,6 +17,8 @@ STREAM = 0x7E57  # the stream handle torch reports (not 0: the backend then wrap
 class Tensor:
     """A view (sizes, strides and offset in elements) over device bytes ``storage`` (a fake CuPy array)."""
 
+    layout, is_quantized = torch.strided, False
+
     def __init__(self, cupy, storage, dtype, shape, stride, offset: int, index: int = 0):
         self.cupy, self.storage, self.dtype = cupy, storage, dtype
         self.shape, self._stride, self._offset = tuple(shape), tuple(stride), offset

@@ -153,7 +153,7 @@ void fiber_main() {
 #endif
     try {
         now->kernel->call(now->kernel->fn, now->args);
-    } catch (const failure &e) {
+    } catch (const std::exception &e) {  // unwound here: an exception cannot cross a fiber's first frame
         now->error = e.what();
     }
     fiber_exit();
@@ -229,6 +229,12 @@ unsigned source_lane(const Fiber &f, unsigned lane) {
     }
 }
 
+std::string hex(unsigned v) {
+    char out[16];
+    snprintf(out, sizeof out, "0x%08x", v);
+    return out;
+}
+
 // Completes the group of lanes waiting with `lead`'s mask in warp `w`; any disagreement aborts.
 void complete_warp_op(size_t w, Fiber &lead) {
     Fiber *fs = now->fibers.data();
@@ -242,7 +248,9 @@ void complete_warp_op(size_t w, Fiber &lead) {
         Fiber &f = fs[i];
         if (f.state == State::done) fail(where(lead) + " waits in " + op + " for lane " + std::to_string(lane) + ", which has exited");
         if (f.state == State::barrier) fail(where(lead) + " waits in " + op + " for lane " + std::to_string(lane) + ", which waits at __syncthreads");
-        if (f.mask != mask || f.op != lead.op) fail("lanes of warp " + std::to_string(w) + " disagree: " + where(lead) + " in " + op + " mask " + std::to_string(mask) + ", " + where(f) + " in " + op_name(f.op) + " mask " + std::to_string(f.mask));
+        if (f.mask != mask || f.op != lead.op)
+            fail("lanes of warp " + std::to_string(w) + " disagree: " + where(lead) + " in " + op + " with mask " + hex(mask) +
+                 ", " + where(f) + " in " + op_name(f.op) + " with mask " + hex(f.mask));
     }
     uint32_t votes = 0;
     for (unsigned lane = 0; lane < 32; lane++)
