@@ -20,12 +20,12 @@ extern "C" __global__ void __launch_bounds__(SENTRY_THREADS, 4)
 merkle_leaves(const int64_t *__restrict__ seg, uint32_t nseg, uint32_t leaf_size, uint64_t nslots,
               uint32_t *__restrict__ nodes, uint32_t *__restrict__ grains)
 {
-    __shared__ uint4 slabs[LEAF_WARPS][LEAF_STAGES * SLAB];
+    __shared__ sentry_staging staging[LEAF_WARPS];
     uint32_t warp = threadIdx.x >> 5;
     uint64_t stride = (uint64_t)gridDim.x * SENTRY_THREADS;
     for (uint64_t base = (uint64_t)blockIdx.x * SENTRY_THREADS; base < nslots; base += stride) {
         if (base + 32 * warp < nslots)
-            sentry_warp_leaves(seg, nseg, leaf_size, nslots, base + 32 * warp, slabs[warp], nodes, grains);
+            sentry_warp_leaves(seg, nseg, leaf_size, nslots, base + 32 * warp, staging + warp, nodes, grains);
         sentry_block_levels(seg, nseg, nslots, base, nodes, grains);
     }
 }

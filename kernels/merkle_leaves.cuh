@@ -15,16 +15,18 @@
  * align allocations to at least 256 bytes), so those bytes exist wherever the item's bytes do; the
  * bytes outside the leaf are masked to zero and never reach a hash.
  *
- * Shared memory: per warp and stage, 32 leaves x 5 words; leaf j's words at [5j, 5j+5). A 16-byte
- * shared access is served a quarter-warp at a time, and lanes 8 apart in the odd 80-byte stride land
- * on 8 distinct groups of 4 banks: the lane reads are conflict free without an XOR swizzle, and the
- * copies (consecutive words of 8 leaves per instruction) are contiguous.
+ * Shared memory (sentry_staging): per warp and stage, 32 leaves x 5 words, leaf j's at [5j, 5j+5),
+ * and each leaf's block descriptor. A 16-byte shared access is served a quarter-warp at a time,
+ * and lanes 8 apart in the odd 80-byte stride land on 8 distinct groups of 4 banks: the lane reads
+ * are conflict free without an XOR swizzle, and the copies (consecutive words of 8 leaves per
+ * instruction) are contiguous. Two __syncwarp per block order it all (and cost the CPU emulator
+ * two fiber rendezvous per block, where a shuffle per leaf address would cost eight more).
  */
 #pragma once
 #include "merkle.cuh"
 
 #define LEAF_WARPS 8   /* warps per block of merkle_leaves: 256 threads */
-#define LEAF_STAGES 2  /* data blocks in flight per leaf */
+#define LEAF_STAGES 2  /* data blocks in flight per leaf: double buffering (the code indexes stages mod 2) */
 #define SLAB_WORDS 5   /* 16-byte words that cover 64 bytes at any alignment */
 #define SLAB (32 * SLAB_WORDS)
 #define FUSED_LEVELS 8 /* tree levels the leaf kernel makes in its blocks of 256 slots */
@@ -63,27 +65,35 @@ SENTRY_HD void sentry_copy_wait()
 #endif
 }
 
-/* The warp copies the next data block of its 32 leaves into slab. Each lane's leaf: `next`, the
- * aligned address of the 16-byte word holding its next block's first byte; `left`, its bytes not
- * staged yet; s = its address mod 16. Rounds 0-3 copy words 0-3 of 8 leaves each (4 lanes per
- * leaf, 64 contiguous bytes), round 4 the fifth word of each lane's own leaf. Only words holding a
- * byte of the block are copied; a lane passes its block's address and word count (in the low 4
- * bits, free since the address is aligned) through the shuffles. */
-SENTRY_HD void sentry_stage(uint4 *slab, uint64_t &next, uint32_t &left, uint32_t s, uint32_t lane)
+/* A lane's leaf, for the stager: `next` is the aligned address of the 16-byte word that holds the
+ * leaf's next data block's first byte, `left` its bytes not staged yet, s its address mod 16.
+ * Returns that block's descriptor (the address, and in its free low 4 bits how many words hold
+ * the block's bytes), and moves on to the block after. */
+SENTRY_HD uint64_t sentry_next_block(uint64_t &next, uint32_t &left, uint32_t s)
 {
-    uint32_t n = left < 64 ? left : 64u, words = n ? (s + n + 15) >> 4 : 0u;
-    uint32_t lo = (uint32_t)next | words, hi = (uint32_t)(next >> 32);
+    uint32_t n = left < 64 ? left : 64u;
+    uint64_t desc = next | (n ? (s + n + 15) >> 4 : 0u);
+    next += 64;
+    left -= n;
+    return desc;
+}
+
+/* The warp copies a data block of each of its 32 leaves into slab, from their descriptors: rounds
+ * 0-3 copy words 0-3 of 8 leaves each (4 lanes per leaf, 64 contiguous bytes), round 4 the fifth
+ * word of each lane's own leaf. Only words that hold a byte of the block are copied. */
+SENTRY_HD void sentry_stage(uint4 *slab, const uint64_t *desc, uint32_t lane)
+{
     SENTRY_UNROLL
     for (uint32_t r = 0; r < 4; r++) {
         uint32_t leaf = 8 * r + (lane >> 2), word = lane & 3;
-        uint32_t l = __shfl_sync(0xffffffffu, lo, leaf), h = __shfl_sync(0xffffffffu, hi, leaf);
-        const uint4 *src = (const uint4 *)(((uint64_t)h << 32) | (l & ~15u));
-        if (word < (l & 15)) sentry_copy16_async(slab, SLAB_WORDS * leaf + word, src + word);
+        uint64_t d = desc[leaf];
+        if (word < ((uint32_t)d & 15))
+            sentry_copy16_async(slab, SLAB_WORDS * leaf + word, (const uint4 *)(d & ~(uint64_t)15) + word);
     }
-    if (words == SLAB_WORDS) sentry_copy16_async(slab, SLAB_WORDS * lane + 4, (const uint4 *)next + 4);
+    uint64_t mine = desc[lane];
+    if (((uint32_t)mine & 15) == SLAB_WORDS)
+        sentry_copy16_async(slab, SLAB_WORDS * lane + 4, (const uint4 *)(mine & ~(uint64_t)15) + 4);
     sentry_copy_commit();
-    next += 64;
-    left -= n;
 }
 
 /* The 16 big-endian data words of a staged block whose first byte is at offset s (0..15) of its
@@ -151,10 +161,18 @@ SENTRY_HD uint32_t sentry_warp_max(uint32_t v)
     return v;
 }
 
+/* A warp's shared memory: the staged data blocks, and the descriptors the lanes publish for the
+ * stages to come (through shared memory: one __syncwarp per block, which the staging needs anyway,
+ * instead of a shuffle per leaf address). */
+struct sentry_staging {
+    uint4 slab[LEAF_STAGES][SLAB];
+    uint64_t desc[LEAF_STAGES][32];
+};
+
 /* The leaves in the warp's slots first .. first + 31 (those below nslots) into nodes, and grains
- * where the segment's grain roots are its leaves. slab: the warp's LEAF_STAGES x SLAB words. */
+ * where the segment's grain roots are its leaves. */
 SENTRY_HD void sentry_warp_leaves(const int64_t *__restrict__ seg, uint32_t nseg, uint32_t leaf_size,
-                                  uint64_t nslots, uint64_t first, uint4 *slab, uint32_t *__restrict__ nodes,
+                                  uint64_t nslots, uint64_t first, sentry_staging *sh, uint32_t *__restrict__ nodes,
                                   uint32_t *__restrict__ grains)
 {
     uint32_t lane = threadIdx.x & 31;
@@ -172,14 +190,19 @@ SENTRY_HD void sentry_warp_leaves(const int64_t *__restrict__ seg, uint32_t nseg
     uint32_t st[8], w[16], d[16], s = (uint32_t)src & 15, left = len;
     uint64_t next = src & ~(uint64_t)15;
     sha256_init(st);
-    sentry_stage(slab, next, left, s, lane);
+    sh->desc[0][lane] = sentry_next_block(next, left, s);
+    sh->desc[1][lane] = sentry_next_block(next, left, s);
+    __syncwarp();
+    sentry_stage(sh->slab[0], sh->desc[0], lane);
+    __syncwarp(); /* desc[0] is read before block 2's descriptors replace it */
     for (uint32_t m = 0; m < most; m++) {
-        sentry_stage(slab + SLAB * ((m + 1) % LEAF_STAGES), next, left, s, lane);
+        sentry_stage(sh->slab[(m + 1) % 2], sh->desc[(m + 1) % 2], lane);
+        sh->desc[m % 2][lane] = sentry_next_block(next, left, s); /* block m + 2's, read after the next __syncwarp */
         sentry_copy_wait(); /* this lane's copies of block m are done, */
-        __syncwarp();       /* and every lane's are visible */
+        __syncwarp();       /* and every lane's are visible, and so are the descriptors */
         int rem = (int)len - 64 * (int)m;
         if (len && rem >= -9) { /* block m is one of this leaf's */
-            sentry_realign(slab + SLAB * (m % LEAF_STAGES) + SLAB_WORDS * lane, s, d);
+            sentry_realign(sh->slab[m % 2] + SLAB_WORDS * lane, s, d);
             sentry_message(d, rem, carry, len, w);
             carry = d[15] & 0xffu;
             sha256_compress(st, w);
