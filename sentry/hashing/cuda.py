@@ -38,7 +38,7 @@ from ..io.posix import FileSource
 from . import cpu, gpu_plan, merkle
 from .params import HashParams
 
-WINDOW_LEAVES = 1 << 21  # leaves per launch window: a node array of 64 MiB at most
+WINDOW_LEAVES = 1 << 21  # node slots per launch window (also its largest segment): a node array of 64 MiB at most
 FILE_BLOCK_BYTES = kvikio_io.BLOCK_BYTES  # one device buffer (and pinned buffer without kvikio) per reader thread
 FILE_WORKERS = 4  # reader threads; at least 2, so that one block is read while another hashes
 THREADS = 256  # per block (kernels/merkle.cu sizes the leaf kernel's shared memory for 8 warps)
