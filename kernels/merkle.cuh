@@ -1,6 +1,7 @@
 /*
- * RFC 9162 Merkle trees of many items at once: the per-thread work of merkle.cu's kernels, shared
- * with the g++ host harness of the tests (which runs every "thread" in a loop).
+ * RFC 9162 Merkle trees of many items at once: the per-thread work of merkle.cu's level and root
+ * kernels, and the segment table the leaf kernel (merkle_leaves.cuh) reads; node hashes and the
+ * level plan are also built with g++ by the tests (tests/host/kernels_host.cpp).
  *
  * A launch hashes a window of *segments* (an item, or an aligned block of a large item), described
  * by a table of int64 rows (SEG_*). All leaf hashes of the window sit in one node array, segment s
@@ -51,17 +52,10 @@ SENTRY_HD uint32_t sentry_find(const int64_t *base, uint32_t stride, uint32_t n,
     return lo;
 }
 
-/* Thread t of the leaf launch: the window's leaf t. */
-SENTRY_HD void sentry_leaf_thread(const int64_t *seg, uint32_t nseg, uint32_t leaf_size, uint64_t t,
-                                  uint32_t *nodes, uint32_t *grains)
+/* The row of the segment whose slots hold window slot t (t may also be a gap after its leaves). */
+SENTRY_HD const int64_t *sentry_leaf_row(const int64_t *seg, uint32_t nseg, uint64_t t)
 {
-    const int64_t *row = seg + (uint64_t)sentry_find(seg + SEG_LEAF, SEG_COLS, nseg, t) * SEG_COLS;
-    uint64_t k = t - (uint64_t)row[SEG_LEAF];
-    uint64_t off = k * leaf_size, size = (uint64_t)row[SEG_SIZE];
-    uint64_t len = size - off < leaf_size ? size - off : leaf_size;
-    uint32_t *node = nodes + 8 * t;
-    sha256_prefixed(0x00u, (const uint8_t *)(uint64_t)row[SEG_PTR] + off, len, node);
-    if (row[SEG_GRAIN] == 0) sentry_copy_hash(node, grains + 8 * ((uint64_t)row[SEG_OUT] + k));
+    return seg + (uint64_t)sentry_find(seg + SEG_LEAF, SEG_COLS, nseg, t) * SEG_COLS;
 }
 
 /* Level-l threads of a segment with m level-l nodes: ceil(m/2) when m >= 2, else none. */
@@ -71,17 +65,21 @@ SENTRY_HD uint64_t sentry_level_threads(uint64_t leaves, uint32_t level)
     return m >= 2 ? (m + 1) / 2 : 0;
 }
 
+/* Node j of level+1 of the segment in row: the pair (2j, 2j+1) of level, or the lone 2j carried. */
+SENTRY_HD void sentry_level_node(const int64_t *row, uint32_t level, uint64_t j, uint32_t *nodes, uint32_t *grains)
+{
+    uint64_t m = (((uint64_t)row[SEG_LEAVES] - 1) >> level) + 1; /* level-l nodes */
+    uint32_t *left = nodes + 8 * ((uint64_t)row[SEG_LEAF] + ((2 * j) << level));
+    if (2 * j + 1 < m) sha256_node(left, left + 8 * ((uint64_t)1 << level), left);
+    if ((uint64_t)row[SEG_GRAIN] == level + 1) sentry_copy_hash(left, grains + 8 * ((uint64_t)row[SEG_OUT] + j));
+}
+
 /* Thread t of the launch that makes level+1 from level; first[s] = the segment's first thread. */
 SENTRY_HD void sentry_level_thread(const int64_t *seg, uint32_t nseg, const int64_t *first, uint32_t level,
                                    uint64_t t, uint32_t *nodes, uint32_t *grains)
 {
     uint32_t s = sentry_find(first, 1, nseg, t);
-    const int64_t *row = seg + (uint64_t)s * SEG_COLS;
-    uint64_t j = t - (uint64_t)first[s];
-    uint64_t m = (((uint64_t)row[SEG_LEAVES] - 1) >> level) + 1; /* level-l nodes */
-    uint32_t *left = nodes + 8 * ((uint64_t)row[SEG_LEAF] + ((2 * j) << level));
-    if (2 * j + 1 < m) sha256_node(left, left + 8 * ((uint64_t)1 << level), left);
-    if ((uint64_t)row[SEG_GRAIN] == level + 1) sentry_copy_hash(left, grains + 8 * ((uint64_t)row[SEG_OUT] + j));
+    sentry_level_node(seg + (uint64_t)s * SEG_COLS, level, t - (uint64_t)first[s], nodes, grains);
 }
 
 /* Thread s of the roots launch, after the last level: segment s's root. */

@@ -7,9 +7,8 @@
  *
  * Hashes live in memory as their 32 digest bytes (big-endian words), so Python reads them as they
  * are. RFC 9162 hashes one prefix byte before the data (0x00 leaf, 0x01 node): message byte q is
- * data byte q-1, so each message word is a funnel shift of two consecutive big-endian data words,
- * and the data is read in aligned 16-byte or 4-byte words when the pointer allows, bytes otherwise
- * (a bf16 tensor view may start at any even address).
+ * data byte q-1, so each message word is a funnel shift of two consecutive big-endian data words.
+ * Leaves are hashed by merkle_leaves.cuh (warp-cooperative); nodes here.
  */
 #pragma once
 
@@ -168,56 +167,6 @@ SENTRY_HD void sentry_load_block(const uint8_t *p, uint32_t d[16])
             d[i] = ((uint32_t)p[4 * i] << 24) | ((uint32_t)p[4 * i + 1] << 16) |
                    ((uint32_t)p[4 * i + 2] << 8) | (uint32_t)p[4 * i + 3];
     }
-}
-
-/* Message byte q of the tail: `first`, then the r bytes at t, then 0x80, then zeros. */
-SENTRY_HD uint32_t sentry_tail_byte(const uint8_t *t, uint32_t r, uint32_t first, uint32_t q)
-{
-    if (q == 0) return first;
-    if (q <= r) return t[q - 1];
-    return q == r + 1 ? 0x80u : 0u;
-}
-
-SENTRY_HD uint32_t sentry_tail_word(const uint8_t *t, uint32_t r, uint32_t first, uint32_t q)
-{
-    return (sentry_tail_byte(t, r, first, q) << 24) | (sentry_tail_byte(t, r, first, q + 1) << 16) |
-           (sentry_tail_byte(t, r, first, q + 2) << 8) | sentry_tail_byte(t, r, first, q + 3);
-}
-
-/*
- * SHA-256(prefix || p[0..len)) into out (32 digest bytes): the leaf hash with prefix 0x00.
- * Whole 64-byte data blocks are read wide; message block b then holds the prefix/previous data
- * byte and data bytes 64b .. 64b+62, and byte 64b+63 carries over. The tail (under 64 data bytes,
- * the carried byte, padding and length) is built word by word without a byte array.
- */
-SENTRY_HD void sha256_prefixed(uint32_t prefix, const uint8_t *p, uint64_t len, uint32_t *out)
-{
-    uint32_t st[8], w[16], d[16];
-    uint32_t prev = prefix; /* its low byte is the message byte before the next data block */
-    uint64_t full = len / 64;
-    sha256_init(st);
-    for (uint64_t b = 0; b < full; b++) {
-        sentry_load_block(p + 64 * b, d);
-        w[0] = (prev << 24) | (d[0] >> 8);
-        SENTRY_UNROLL
-        for (int i = 1; i < 16; i++) w[i] = (d[i - 1] << 24) | (d[i] >> 8);
-        prev = d[15];
-        sha256_compress(st, w);
-    }
-    const uint8_t *t = p + 64 * full;
-    uint32_t r = (uint32_t)(len - 64 * full), first = prev & 0xffu;
-    uint64_t bits = (len + 1) * 8;
-    SENTRY_UNROLL
-    for (int i = 0; i < 16; i++) w[i] = sentry_tail_word(t, r, first, 4 * i);
-    if (r + 1 + 1 + 8 > 64) { /* no room for the length: one more block */
-        sha256_compress(st, w);
-        SENTRY_UNROLL
-        for (int i = 0; i < 16; i++) w[i] = sentry_tail_word(t, r, first, 64 + 4 * i);
-    }
-    w[14] = (uint32_t)(bits >> 32);
-    w[15] = (uint32_t)bits;
-    sha256_compress(st, w);
-    sha256_store(st, out);
 }
 
 /* RFC 9162 interior node: SHA-256(0x01 || left || right), each side 32 digest bytes.

@@ -12,7 +12,7 @@ import torch
 
 from cuda_emu import fake_cupy, fake_torch
 from sentry import hashing
-from sentry.hashing import cpu, cuda
+from sentry.hashing import cpu, cuda, gpu_plan
 from sentry.hashing.params import HashParams
 from test_cuda_files import BLOCK, ranges_of_every_size
 
@@ -68,15 +68,15 @@ def test_every_leaf_count_from_1_to_300(emu_cupy):
 
 @pytest.mark.parametrize("blocks_per_sm, sms", [(1, 1), (2, 1), (3, 1), (1, 7), (16, 1), (16, 132)],
                          ids=lambda v: str(v))
-def test_grid_caps(emu_cupy, monkeypatch, blocks_per_sm, sms):
-    monkeypatch.setattr(cuda, "BLOCKS_PER_SM", blocks_per_sm)
-    emu_cupy.emu.sms = sms
+def test_grid_caps(emu_cupy, blocks_per_sm, sms):
+    emu_cupy.emu.sms, emu_cupy.emu.blocks_per_sm = sms, blocks_per_sm  # the grid cap: one wave
     params = HashParams(leaf_size=64)
     items = random_items([3000 * 64 - 1, 100, 64 * 513])
     assert gpu_digests(emu_cupy, items, params) == cpu_digests(items, params)
     cap = blocks_per_sm * sms
     grids = [grid[0] for _, grid, _ in emu_cupy.emu.launches]
-    assert max(grids) == min(cap, -(-3528 // cuda.THREADS))  # the leaf launch: 3528 leaves
+    slots = gpu_plan.slots([3000, 2, 513])[1]  # the leaf launch: 3515 leaves in 3585 aligned slots
+    assert max(grids) == min(cap, -(-slots // cuda.THREADS))
 
 
 def test_a_batch_of_400_items_with_empty_ones(emu_cupy):
@@ -196,9 +196,8 @@ def test_a_u32_where_the_kernel_takes_a_u64_is_refused(emu_cupy):
 
 
 @pytest.mark.parametrize("order, workers", [(0, 1), (99, 1), (12345, 3)], ids=["in-order", "shuffled", "3-os-threads"])
-def test_block_and_thread_order_do_not_matter(emu_cupy, monkeypatch, order, workers):
-    monkeypatch.setattr(cuda, "BLOCKS_PER_SM", 1)
-    emu_cupy.emu.sms, emu_cupy.emu.order, emu_cupy.emu.workers = 5, order, workers
+def test_block_and_thread_order_do_not_matter(emu_cupy, order, workers):
+    emu_cupy.emu.sms, emu_cupy.emu.blocks_per_sm, emu_cupy.emu.order, emu_cupy.emu.workers = 5, 1, order, workers
     params = HashParams(leaf_size=64)
     items = random_items([5000 * 64 - 3, 1, 64 * 700, 0, 333])
     assert gpu_digests(emu_cupy, items, params, offset=1) == cpu_digests(items, params)

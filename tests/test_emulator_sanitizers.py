@@ -63,6 +63,14 @@ def test_asan_reports_a_read_past_an_allocation(emu_build_dir):
     assert "AddressSanitizer: heap-buffer-overflow" in out.stderr and "past_the_end" in out.stderr, out.stderr[-3000:]
 
 
+def test_asan_reports_the_leaf_kernel_reading_a_word_past_an_item(emu_build_dir):
+    """The leaf kernel reads only the aligned 16-byte words that hold an item's bytes (clean above,
+    items ending anywhere in their allocations' last word); one word more and ASan reports it."""
+    out = run("asan", "overread", emu_build_dir)
+    assert out.returncode != 0
+    assert "AddressSanitizer: heap-buffer-overflow" in out.stderr, out.stdout + out.stderr[-3000:]
+
+
 def test_tsan_is_clean_over_merkle_blocks_on_four_os_threads(emu_build_dir):
     out = run("tsan", "merkle", emu_build_dir)
     assert out.returncode == 0 and "all equal" in out.stdout, out.stdout + out.stderr[-3000:]

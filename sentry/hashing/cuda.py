@@ -3,11 +3,14 @@
 Kernels (``kernels/merkle.cu``) are compiled by NVRTC through CuPy on first use, for the running
 GPU's architecture (CuPy caches the binary on disk per architecture and in memory per device).
 Work tables come from :mod:`.gpu_plan`: all items of a call (every tensor of a model) go through
-one leaf launch and one launch per tree level per window of at most ``WINDOW_LEAVES`` leaves.
+one leaf launch (which also makes the 8 tree levels above the leaves) and one launch per higher
+tree level per window of at most ``WINDOW_LEAVES`` node slots; each grid is one wave of blocks,
+sized with the occupancy API.
 
-Memory: inputs are read in place (torch tensors by ``data_ptr()``, CuPy arrays by their pointer).
-The only scratch is the node array, 32 bytes per leaf of a window (0.78% of the bytes at 4 KiB
-leaves, never more than ``WINDOW_LEAVES * 32`` = 64 MiB), plus a few bytes per item. A strided
+Memory: inputs are read in place (torch tensors by ``data_ptr()``, CuPy arrays by their pointer),
+as the aligned 16-byte words that hold their bytes. The only scratch is the node array, 32 bytes
+per slot of a window (a leaf, or a gap that aligns the next item's tree: about 0.78% of the bytes
+at 4 KiB leaves, never more than ``WINDOW_LEAVES * 32`` = 64 MiB), plus a few bytes per item. A strided
 tensor (or a conjugate / negative view) is first copied to a C-contiguous tensor, one window's
 worth at a time: that costs the size of those tensors. For torch inputs the scratch comes from
 torch's caching allocator and the kernels run on torch's current stream, so they follow the
@@ -35,11 +38,10 @@ from ..io.posix import FileSource
 from . import cpu, gpu_plan, merkle
 from .params import HashParams
 
-WINDOW_LEAVES = 1 << 21  # leaves per launch window: a node array of 64 MiB at most
+WINDOW_LEAVES = 1 << 21  # node slots per launch window (also its largest segment): a node array of 64 MiB at most
 FILE_BLOCK_BYTES = kvikio_io.BLOCK_BYTES  # one device buffer (and pinned buffer without kvikio) per reader thread
 FILE_WORKERS = 4  # reader threads; at least 2, so that one block is read while another hashes
-THREADS = 256  # per block
-BLOCKS_PER_SM = 16  # grid cap for the grid-stride loops
+THREADS = 256  # per block (kernels/merkle.cu sizes the leaf kernel's shared memory for 8 warps)
 H = gpu_plan.HASH_LEN
 
 
@@ -99,8 +101,8 @@ class _Gpu:
                 self.stream = cupy.cuda.Stream.from_external(_StreamRef(stream_ptr))
             else:  # CuPy < 14
                 self.stream = cupy.cuda.ExternalStream(stream_ptr, device_id)
-        self.grid_cap = self.device.attributes["MultiProcessorCount"] * BLOCKS_PER_SM
-        self.kernels: dict = {}
+        self.sms = self.device.attributes["MultiProcessorCount"]
+        self.kernels: dict = {}  # name -> (function, grid cap)
 
     def __enter__(self):
         self.device.__enter__()
@@ -136,17 +138,25 @@ class _Gpu:
         return out.tobytes()
 
     def launch(self, name: str, threads: int, *args) -> None:
+        """Run kernel ``name`` over ``threads`` items (leaves for merkle_leaves: 256 per block, a
+        warp per 32), in at most one wave of blocks: the kernels loop over whatever is left."""
         if threads:
-            grid = min(-(-threads // THREADS), self.grid_cap)
-            if name not in self.kernels:
-                self.kernels[name] = _module().get_function(name)
-            self.kernels[name]((grid,), (THREADS,), args)
+            fn, cap = self.kernel(name)
+            fn((min(-(-threads // THREADS), cap),), (THREADS,), args)
+
+    def kernel(self, name: str) -> tuple:
+        """(function, grid cap): the cap is as many blocks as the GPU holds at once, from the
+        occupancy API (registers and shared memory per block)."""
+        if name not in self.kernels:
+            fn = _module().get_function(name)
+            per_sm = self.cupy.cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor(fn.kernel.ptr, THREADS, 0)
+            self.kernels[name] = fn, self.sms * max(per_sm, 1)
+        return self.kernels[name]
 
 
 def _run(gpu: _Gpu, work: gpu_plan.Work, leaf_size: int, pointers, window_leaves: int) -> tuple:
     """Run the kernels over every window of ``work``: (grain roots, segment roots) as bytes."""
     u32, u64 = np.uint32, np.uint64
-    total = sum(merkle.leaf_count(s.size, leaf_size) for s in work.segments)
     keep = []  # owners of the device memory below, until the results are downloaded
 
     def alloc(nbytes: int) -> int:
@@ -160,14 +170,16 @@ def _run(gpu: _Gpu, work: gpu_plan.Work, leaf_size: int, pointers, window_leaves
         return ptr
 
     with gpu:
-        nodes, grains, roots = alloc(min(window_leaves, total) * H), alloc(work.grains * H), alloc(len(work.segments) * H)
-        for first, table, firsts, counts in gpu_plan.window_tables(work, leaf_size, window_leaves, pointers):
-            tab, fst = upload(table), upload(firsts)
-            nseg, nleaves = u32(len(table)), int(table[:, gpu_plan.LEAVES].sum())
-            gpu.launch("merkle_leaves", nleaves, u64(tab), nseg, u32(leaf_size), u64(nleaves), u64(nodes), u64(grains))
-            for level, n in enumerate(counts):
-                level_firsts = u64(fst + level * len(table) * 8)
-                gpu.launch("merkle_level", n, u64(tab), nseg, level_firsts, u32(level), u64(n), u64(nodes), u64(grains))
+        nodes = alloc(gpu_plan.node_slots(work, leaf_size, window_leaves) * H)
+        grains, roots = alloc(work.grains * H), alloc(len(work.segments) * H)
+        for first, table, slots, firsts, counts in gpu_plan.window_tables(work, leaf_size, window_leaves, pointers):
+            tab, fst, nseg = upload(table), upload(firsts), u32(len(table))
+            # leaves and the first FUSED_LEVELS levels, then one launch per level above
+            gpu.launch("merkle_leaves", slots, u64(tab), nseg, u32(leaf_size), u64(slots), u64(nodes), u64(grains))
+            for k, n in enumerate(counts):
+                level_firsts = u64(fst + k * len(table) * 8)
+                level = u32(gpu_plan.FUSED_LEVELS + k)
+                gpu.launch("merkle_level", n, u64(tab), nseg, level_firsts, level, u64(n), u64(nodes), u64(grains))
             gpu.launch("merkle_roots", len(table), u64(tab), nseg, u64(nodes), u64(roots + first * H))
         return gpu.download(grains, work.grains * H), gpu.download(roots, len(work.segments) * H)
 

@@ -2,10 +2,13 @@
 
 Items are cut into *segments* with the CPU backend's block plan (``cpu._plan``: aligned blocks of
 at most ``block_leaves`` leaves, each returning its roots at the grain level), segments are packed
-into *windows* of at most ``window_leaves`` leaves (one leaf launch each, so the node array the
-kernels need is bounded whatever the item sizes), and each window gets the thread counts of its
-tree levels. The CUDA backend launches from these tables; the CPU tests run the same tables through
-the kernels' per-thread code built with g++, so the planning is tested where there is no GPU.
+into *windows* of at most ``window_leaves`` node slots (one leaf launch each, so the node array
+the kernels need is bounded whatever the item sizes), and each window gets the thread counts of
+its tree levels above the ``FUSED_LEVELS`` the leaf kernel makes itself. A segment's slots start
+at a multiple of its tree's size rounded up to a power of two, at most 256 (``slots``), so that
+the leaf kernel's blocks of 256 slots hold whole subtrees; the gaps cost idle slots, no hashing.
+The CUDA backend launches from these tables; the CPU tests run the same tables through the real
+kernels on the CPU launch emulator, so the planning is tested where there is no GPU.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from .params import HashParams
 # Columns of a segment table row (kernels/merkle.cuh SEG_*).
 PTR, SIZE, LEAF, LEAVES, OUT, GRAIN, SEG_COLS = range(7)
 HASH_LEN = cpu.HASH_LEN
+FUSED_LEVELS = 8  # tree levels merkle_leaves makes inside its blocks of 2^8 slots (kernels/merkle_leaves.cuh)
 
 
 class Segment(NamedTuple):
@@ -47,17 +51,31 @@ def plan(sizes: Sequence[int], params: HashParams, block_leaves: int) -> Work:
     return Work(plans, segments, out)
 
 
-def windows(segments: Sequence[Segment], leaf_size: int, window_leaves: int) -> Iterator[range]:
-    """Consecutive runs of segments holding at most ``window_leaves`` leaves (each segment fits)."""
-    lo, leaves = 0, 0
+def slots(counts: Sequence[int], start: int = 0) -> tuple:
+    """(first slot of each segment of these leaf counts, end slot), laid out from ``start``: each
+    aligned to min(next power of two >= its count, 2^FUSED_LEVELS)."""
+    firsts, at = [], start
+    for n in counts:
+        align = min(1 << (n - 1).bit_length(), 1 << FUSED_LEVELS)
+        at = -(-at // align) * align
+        firsts.append(at)
+        at += n
+    return firsts, at
+
+
+def windows(segments: Sequence[Segment], leaf_size: int, window_leaves: int) -> Iterator[tuple]:
+    """(range, slots): consecutive runs of segments whose slots fit in ``window_leaves`` (each
+    segment fits alone, at slot 0), and the slots each run spans."""
+    lo, end = 0, 0
     for i, seg in enumerate(segments):
         n = merkle.leaf_count(seg.size, leaf_size)
-        if leaves + n > window_leaves and i > lo:
-            yield range(lo, i)
-            lo, leaves = i, 0
-        leaves += n
+        after = slots([n], end)[1]
+        if after > window_leaves and i > lo:
+            yield range(lo, i), end
+            lo, after = i, n  # it opens the next window, at slot 0
+        end = after
     if lo < len(segments):
-        yield range(lo, len(segments))
+        yield range(lo, len(segments)), end
 
 
 def table(segments: Sequence[Segment], pointers: Sequence[int], leaf_size: int) -> np.ndarray:
@@ -66,7 +84,7 @@ def table(segments: Sequence[Segment], pointers: Sequence[int], leaf_size: int) 
     t[:, PTR] = np.array(pointers, np.uint64).view(np.int64)
     t[:, SIZE] = [s.size for s in segments]
     t[:, LEAVES] = (t[:, SIZE] + leaf_size - 1) // leaf_size
-    t[1:, LEAF] = np.cumsum(t[:-1, LEAVES])
+    t[:, LEAF] = slots(t[:, LEAVES].tolist())[0]
     t[:, OUT] = [s.out for s in segments]
     # A short last block may hold fewer leaves than a grain: its one grain root is its root, made
     # at its top level, ceil(log2 leaves).
@@ -79,28 +97,33 @@ def _bit_length(values) -> np.ndarray:
     return np.frexp(np.asarray(values, np.float64))[1]
 
 
-def levels(leaves: np.ndarray) -> tuple:
-    """(firsts, counts): for each level l from 0 up to the tallest tree, row l of ``firsts`` is the
-    first thread of every segment in the launch making level l+1 (``sentry_level_threads``), and
-    ``counts[l]`` that launch's thread count."""
+def levels(leaves: np.ndarray, start: int = FUSED_LEVELS) -> tuple:
+    """(firsts, counts): for each level l from ``start`` up to the tallest tree, row l - start of
+    ``firsts`` is the first thread of every segment in the launch making level l+1
+    (``sentry_level_threads``), and ``counts[l - start]`` that launch's thread count."""
     top = int(leaves.max() - 1).bit_length() if len(leaves) else 0  # ceil(log2(max leaves))
-    nodes = ((leaves - 1) >> np.arange(top)[:, None]) + 1  # row l: each segment's nodes at level l
+    nodes = ((leaves - 1) >> np.arange(start, max(top, start))[:, None]) + 1  # row: each segment's nodes
     threads = np.where(nodes >= 2, (nodes + 1) // 2, 0)
-    firsts = np.zeros((top, len(leaves)), np.int64)
+    firsts = np.zeros((len(threads), len(leaves)), np.int64)
     firsts[:, 1:] = np.cumsum(threads[:, :-1], axis=1)
     return firsts, threads.sum(axis=1).tolist()
 
 
 def window_tables(work: Work, leaf_size: int, window_leaves: int, pointers) -> Iterator[tuple]:
-    """(first segment, table, firsts, counts) per window: what one run of the kernels needs.
+    """(first segment, table, slots, firsts, counts) per window: what one run of the kernels needs.
 
     ``pointers(segments)`` gives the device addresses of a window's segments; whatever it creates
     for them (a contiguous copy of a strided tensor, say) must live until the window is launched.
     """
-    for segs in windows(work.segments, leaf_size, window_leaves):
+    for segs, end in windows(work.segments, leaf_size, window_leaves):
         chosen = work.segments[segs.start : segs.stop]
         t = table(chosen, pointers(chosen), leaf_size)
-        yield (segs.start, t) + levels(t[:, LEAVES])
+        yield (segs.start, t, end) + levels(t[:, LEAVES])
+
+
+def node_slots(work: Work, leaf_size: int, window_leaves: int) -> int:
+    """Slots of the node array that every window of ``work`` fits in."""
+    return max((end for _, end in windows(work.segments, leaf_size, window_leaves)), default=0)
 
 
 def assemble(work: Work, grains: bytes, roots: bytes) -> list:

@@ -256,6 +256,7 @@ def _arg_bytes(x) -> bytes:
 class Function:
     def __init__(self, module: "RawModule", name: str):
         self.module, self.name = module, name
+        self.kernel = types.SimpleNamespace(ptr=id(self))  # CuPy's RawKernel.kernel: the CUfunction
 
     def __call__(self, grid, block, args, shared_mem: int = 0, stream=None) -> None:
         if shared_mem:
@@ -293,6 +294,7 @@ class _Config:
     def __init__(self):
         self.build_dir = Path(".")
         self.sms = 132  # an H100 SXM's multiprocessors
+        self.blocks_per_sm = 4  # what the occupancy API answers for every kernel
         self.devices = 1
         self.order = 1  # blocks and threads: 0 in order, 1 reversed, else shuffled with this seed
         self.workers = 1  # OS threads running blocks
@@ -318,7 +320,9 @@ def make(build_dir: Path) -> types.ModuleType:
         memcpy=lambda dst, src, size, kind: _memcpy(dst, src, size, kind),
         memcpyAsync=lambda dst, src, size, kind, stream: _memcpy(dst, src, size, kind),
         hostAlloc=lambda size, flags=0: memory.host_alloc(size), freeHost=memory.host_free, **MEMCPY_KINDS)
-    cupy.cuda = types.SimpleNamespace(runtime=runtime, Device=Device, Stream=Stream, ExternalStream=ExternalStream,
+    driver = types.SimpleNamespace(
+        occupancyMaxActiveBlocksPerMultiprocessor=lambda func, block_size, dynamic_smem: _config.blocks_per_sm)
+    cupy.cuda = types.SimpleNamespace(runtime=runtime, driver=driver, Device=Device, Stream=Stream, ExternalStream=ExternalStream,
                                       get_current_stream=get_current_stream, alloc=alloc,
                                       alloc_pinned_memory=alloc_pinned_memory, MemoryPointer=MemoryPointer)
     cupy.emu = _config

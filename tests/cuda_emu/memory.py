@@ -1,4 +1,9 @@
-"""'Device' memory of the emulator: host memory from libc's malloc, exact size, poisoned.
+"""'Device' memory of the emulator: host memory from libc's allocator, poisoned, sized as a GPU's.
+
+An allocation starts 256-byte aligned (as cudaMalloc's) and is rounded up to a whole 16-byte word:
+a GPU has no smaller granule, and the Merkle leaf kernel reads the aligned 16-byte words that
+cover an item's bytes (kernels/merkle_leaves.cuh), so the last word may hold bytes past the item.
+Beyond that word nothing is there.
 
 Every allocation is filled with ``POISON`` when made and again when freed, so a kernel reading bytes
 nobody wrote (or a freed buffer) sees 0xA5 rather than plausible zeros; under ASan (the sanitizer
@@ -16,6 +21,8 @@ POISON = 0xA5
 _libc = ctypes.CDLL(None)  # the process's malloc: ASan's when it is preloaded
 _libc.malloc.restype = ctypes.c_void_p
 _libc.malloc.argtypes = [ctypes.c_size_t]
+_libc.posix_memalign.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_size_t, ctypes.c_size_t]
+ALIGN, WORD = 256, 16
 _libc.free.argtypes = [ctypes.c_void_p]
 _lock = threading.Lock()
 _starts: list = []  # sorted addresses of live device allocations
@@ -27,10 +34,12 @@ class Allocation:
 
     def __init__(self, nbytes: int):
         self.size = nbytes
-        self.ptr = _libc.malloc(max(nbytes, 1))
-        if not self.ptr:
+        self.granule = -(-max(nbytes, 1) // WORD) * WORD
+        ptr = ctypes.c_void_p()
+        if _libc.posix_memalign(ctypes.byref(ptr), ALIGN, self.granule) or not ptr.value:
             raise MemoryError(f"cannot allocate {nbytes} bytes of emulated device memory")
-        ctypes.memset(self.ptr, POISON, nbytes)
+        self.ptr = ptr.value
+        ctypes.memset(self.ptr, POISON, self.granule)
         with _lock:
             bisect.insort(_starts, self.ptr)
             _sizes[self.ptr] = nbytes
@@ -39,7 +48,7 @@ class Allocation:
         with _lock:
             _starts.pop(bisect.bisect_left(_starts, self.ptr))
             del _sizes[self.ptr]
-        ctypes.memset(self.ptr, POISON, self.size)
+        ctypes.memset(self.ptr, POISON, self.granule)
         _libc.free(self.ptr)
 
 

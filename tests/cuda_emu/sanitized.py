@@ -5,7 +5,8 @@
 (tests/test_emulator_sanitizers.py sets the environment). Prints what it compared; exits 1 on a
 mismatch, and the sanitizer itself reports and exits non-zero on what it finds.
 Cases: ``merkle`` and ``ecdsa`` (the real kernels against the CPU engine and backend), and the planted
-bugs ``oob`` (a read one byte past an allocation) and ``race`` (blocks writing one word unsynchronized).
+bugs ``oob`` (a read one byte past an allocation), ``overread`` (the leaf kernel staging one 16-byte
+word too many) and ``race`` (blocks writing one word unsynchronized).
 """
 from __future__ import annotations
 
@@ -50,6 +51,21 @@ def merkle(cupy) -> int:
     return compared
 
 
+def overread(cupy) -> int:
+    """The leaf kernel planted to stage one 16-byte word more than a block's bytes need: for a
+    16-byte-aligned item of 4096 bytes that word lies past its allocation, which ASan reports."""
+    from sentry.hashing import cpu, cuda, kernel_source
+
+    text = kernel_source.source("merkle.cu").replace("(s + n + 15) >> 4", "(s + n + 16) >> 4")
+    module = cupy.RawModule(code=text)
+    data = np.random.default_rng(8).integers(0, 256, 4096, np.uint8)
+    buf = cupy.empty(4096, cupy.uint8)
+    buf.set(data)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cuda, "_module", lambda: module)
+        return int(cuda.digest_device_buffer(buf) == cpu.digest_bytes(data.tobytes()))
+
+
 def ecdsa(cupy) -> int:
     from sentry.crypto import batch_sign, batch_verify
 
@@ -72,8 +88,8 @@ def ecdsa(cupy) -> int:
 def planted(cupy, name: str) -> int:
     module = cupy.RawModule(code=PLANTED)
     if name == "oob":
-        data = cupy.zeros(100, cupy.uint8)
-        module.get_function("past_the_end")((1,), (1,), (data, np.uint32(100), cupy.zeros(1, cupy.uint8)))
+        data = cupy.zeros(112, cupy.uint8)  # whole 16-byte words: the emulator's allocation granule
+        module.get_function("past_the_end")((1,), (1,), (data, np.uint32(112), cupy.zeros(1, cupy.uint8)))
     else:
         module.get_function("race")((64,), (32,), (cupy.zeros(1, cupy.uint32),))
     return 1
@@ -84,7 +100,7 @@ def main(case: str) -> int:
         cupy = cuda_emu.install(mp, os.environ["SENTRY_EMU_CACHE"])
         cupy.emu.workers = int(os.environ.get(WORKERS_ENV, "1"))
         cupy.emu.order = 12345  # shuffled
-        compared = {"merkle": merkle, "ecdsa": ecdsa}.get(case, lambda c: planted(c, case))(cupy)
+        compared = {"merkle": merkle, "ecdsa": ecdsa, "overread": overread}.get(case, lambda c: planted(c, case))(cupy)
     print(f"{case}: {compared} compared, all equal" if compared else f"{case}: MISMATCH")
     return 0 if compared else 1
 
