@@ -14,10 +14,13 @@ torch's caching allocator and the kernels run on torch's current stream, so they
 writes that made the tensors and use memory torch already holds.
 
 Files (``digest_ranges``) are read by ``FILE_WORKERS`` threads, each into its own device buffer of
-``FILE_BLOCK_BYTES``, and hashed there while the other threads read: with kvikio's CuFile
-(:mod:`sentry.io.kvikio`: GPUDirect Storage, or kvikio's compatibility mode) when kvikio is
+``FILE_BATCH_BYTES``, and hashed there while the other threads read: many blocks of
+``FILE_BLOCK_BYTES`` (of one large file or several) or many small files per buffer, each on a leaf
+boundary, hashed by one run of the kernels over a segment per block. The reads go through kvikio's
+CuFile (:mod:`sentry.io.kvikio`: GPUDirect Storage, or kvikio's compatibility mode) when kvikio is
 installed, else through a pinned host buffer per thread. ``file_reader()`` says which. The
-file-range logic (blocks, bounded memory, short reads, changed-file checks) is the CPU backend's.
+file-range logic (blocks, what goes together, bounded memory, short reads, changed-file checks) is
+the CPU backend's.
 
 CuPy is imported only here and only when used: ``import sentry`` needs neither CuPy nor torch.
 """
