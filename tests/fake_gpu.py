@@ -1,10 +1,11 @@
 """Stand-ins for kvikio and CuPy, backed by numpy and POSIX reads, to run the GPU file paths here.
 
 ``install(monkeypatch)`` puts them in ``sys.modules`` and replaces the two pieces of the CUDA
-backend that need a real GPU (the stream handle and the Merkle kernels) with the CPU backend, so
-that everything between (reader choice, kvikio opens and reads, device buffers, the file driver)
-runs as it would on a GPU. The fake kvikio counts reads issued and finished, and can hold each read
-back until the next one is issued (``gate``), come up short (``short``) or fail (``error``).
+backend that need a real GPU (the stream handle and ``_run``, the kernels' launches) with the CPU
+backend, so that everything between (reader choice, kvikio opens and reads, device buffers and
+where blocks go in them, the work tables, the file driver) runs as it would on a GPU. The fake
+kvikio counts reads issued and finished, and can hold each read back until the next one is issued
+(``gate``), come up short (``short``) or fail (``error``).
 """
 from __future__ import annotations
 
@@ -16,17 +17,21 @@ import types
 
 import numpy as np
 
-from sentry.hashing import cpu, cuda
+from sentry.hashing import cpu, cuda, gpu_plan, merkle
 from sentry.io import kvikio as kio
 
 GATE_TIMEOUT = 2.0  # seconds a gated read waits for the next one before giving up
 
 
 class DeviceArray(np.ndarray):
-    """'Device' memory: numpy's, with CuPy's host-to-device ``set``."""
+    """'Device' memory: numpy's, with CuPy's host-to-device ``set`` and ``data.ptr``."""
 
     def set(self, arr, stream=None):
         self[...] = arr
+
+    @property
+    def data(self):
+        return _Pointer(self)
 
 
 class FakeCupy(types.ModuleType):
@@ -34,14 +39,25 @@ class FakeCupy(types.ModuleType):
         super().__init__("cupy")
         self.uint8 = np.uint8
         self.allocations = []  # bytes of each device buffer
+        self.buffers = []  # the device buffers themselves
         self.pinned = []  # bytes of each pinned host buffer
-        self.hashed = []  # see install()
+        self.runs = []  # see install()
         self.cuda = types.SimpleNamespace(Device=_Device, Stream=lambda non_blocking=False: types.SimpleNamespace(ptr=0),
                                           alloc_pinned_memory=self._pinned)
 
     def empty(self, n, dtype):
         self.allocations.append(n)
-        return np.empty(n, dtype).view(DeviceArray)
+        self.buffers.append(np.empty(n, dtype).view(DeviceArray))
+        return self.buffers[-1]
+
+    def at(self, ptr: int, size: int) -> tuple:
+        """(buffer, offset) of the ``size`` device bytes at address ``ptr``; AssertionError if they
+        do not lie inside one buffer."""
+        for buf in self.buffers:
+            offset = ptr - buf.ctypes.data
+            if 0 <= offset and offset + size <= buf.nbytes:
+                return buf, offset
+        raise AssertionError(f"{size} bytes at {ptr:#x} are outside every device buffer")
 
     def _pinned(self, n):
         self.pinned.append(n)
@@ -121,20 +137,31 @@ class _Future:
 def install(monkeypatch, *, with_kvikio: bool = True):
     """Fake CuPy, and fake kvikio or none (its import then fails); returns (cupy, kvikio or None).
 
-    ``cupy.hashed`` gets (reads in flight, bytes) for each block handed to the kernels' stand-in.
+    ``cupy.runs`` gets, for each run of the kernels' stand-in, (reads in flight, [(buffer offset,
+    bytes) of each segment]).
     """
     fake_cupy, fake_kvikio = FakeCupy(), FakeKvikio() if with_kvikio else None
     monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
     monkeypatch.setitem(sys.modules, "kvikio", fake_kvikio)  # None: ImportError on import
     monkeypatch.setenv(kio.CONFIG_ENV, str(kio.DEFAULT_CONFIG))  # configure_cufile() sets it; undone after
 
-    def hash_block(gpu, block, leaf_size, grain):
-        assert isinstance(block, DeviceArray), "hashed from device memory"
-        fake_cupy.hashed.append((fake_kvikio.in_flight() if fake_kvikio else 0, block.nbytes))
-        return cpu._chunk_roots(block, leaf_size, grain)
+    def run(gpu, work, leaf_size, pointers, window_leaves):
+        """The kernels' stand-in: each segment's grain roots and root from the CPU backend, over
+        the device bytes at the address ``pointers`` gives."""
+        grains, roots, placed = [], [], []
+        for window in gpu_plan.windows(work.segments, leaf_size, window_leaves):
+            segs = work.segments[window.start : window.stop]
+            for seg, ptr in zip(segs, pointers(segs)):
+                buf, offset = fake_cupy.at(ptr, seg.size)
+                data = buf[offset : offset + seg.size]
+                placed.append((offset, seg.size))
+                grains.append(cpu._chunk_roots(data, leaf_size, seg.grain))
+                roots.append(merkle.root_of_hashes(merkle.split_hashes(grains[-1])))  # grains are aligned subtrees
+        fake_cupy.runs.append((fake_kvikio.in_flight() if fake_kvikio else 0, placed))
+        return b"".join(grains), b"".join(roots)
 
     monkeypatch.setattr(cuda, "_Gpu", lambda device_id, stream_ptr: None)
-    monkeypatch.setattr(cuda, "_hash_on_device", hash_block)
+    monkeypatch.setattr(cuda, "_run", run)
     return fake_cupy, fake_kvikio
 
 
@@ -149,16 +176,14 @@ class StagedArray(DeviceArray):
         self.staged.append(bytearray(np.ascontiguousarray(arr).tobytes()))
         self[...] = arr
 
-    @property
-    def data(self):
-        return _Pointer(self)
-
     def get(self):
         return np.array(self)
 
 
 class _Pointer:
-    def __init__(self, array: StagedArray):
+    """CuPy's ``array.data``: the address, and (for a StagedArray) copies from the host."""
+
+    def __init__(self, array: DeviceArray):
         self.array, self.ptr = array, array.ctypes.data
 
     def copy_from_host_async(self, src: int, size: int, stream=None):

@@ -186,7 +186,8 @@ def file_reader(request, monkeypatch):
 def test_files_on_cuda_match_cpu(tmp_path, monkeypatch, file_reader):
     import sentry.hashing as hashing
 
-    monkeypatch.setattr(cuda, "FILE_BLOCK_BYTES", MiB)  # several blocks per file, every reader thread busy
+    monkeypatch.setattr(cuda, "FILE_BLOCK_BYTES", MiB)  # several blocks per file,
+    monkeypatch.setattr(cuda, "FILE_BATCH_BYTES", 4 * MiB)  # several to a run, every reader thread busy
     rng = np.random.default_rng(10)
     ranges = []
     for i, n in enumerate([0, 1, 4095, 4096, 4097, 3 * MiB + 17, 10 * MiB]):
@@ -214,7 +215,7 @@ def test_cli_on_cuda_reads_files_to_the_cpu_roots(tmp_path, keys):
     rng = np.random.default_rng(11)
     m = tmp_path / "m"
     (m / "shards").mkdir(parents=True)
-    for n in (0, 1, 4095, 4096, 4097, 40 * MiB + 3):  # the last spans several 16 MiB device buffers
+    for n in (0, 1, 4095, 4096, 4097, 40 * MiB + 3):  # the last: three 16 MiB blocks in one run
         (m / f"{n}.bin").write_bytes(rng.integers(0, 256, n, np.uint8).tobytes())
     for k in range(300):
         (m / "shards" / f"{k}.bin").write_bytes(rng.integers(0, 256, int(rng.integers(1, 9000)), np.uint8).tobytes())

@@ -63,13 +63,13 @@ def test_file_driver_with_another_block_hasher_and_block_size(tmp_path):
     f.write_bytes(data)
     calls = []
 
-    def hash_block(src, offset, length, leaf_size, grain):
-        calls.append(length)
-        return cpu._hash_file_block(src, offset, length, leaf_size, grain)
+    def hash_blocks(blocks, leaf_size):
+        calls.extend(length for _, _, length, _ in blocks)
+        return cpu._hash_file_blocks(blocks, leaf_size)
 
     ranges = [cpu.FileRange(f), cpu.FileRange(f, 10, 70_000), cpu.FileRange(f, 5, 0)]
     want = cpu.digest_ranges(ranges, HashParams())
-    assert cpu.digest_ranges(ranges, HashParams(), hash_block=hash_block, block_bytes=16384) == want
+    assert cpu.digest_ranges(ranges, HashParams(), hash_blocks=hash_blocks, block_bytes=16384) == want
     assert max(calls) == 16384
 
 
@@ -81,10 +81,43 @@ def test_small_files_go_through_another_block_hasher(tmp_path):
         files[-1].write_bytes(bytes([k]) * (k * 1000))
     calls = []
 
-    def hash_block(src, offset, length, leaf_size, grain):
-        calls.append(src.path)
-        return cpu._hash_file_block(src, offset, length, leaf_size, grain)
+    def hash_blocks(blocks, leaf_size):
+        calls.extend(src.path for src, _, _, _ in blocks)
+        return cpu._hash_file_blocks(blocks, leaf_size)
 
     ranges = [cpu.FileRange(f) for f in files]
-    assert cpu.digest_ranges(ranges, HashParams(), hash_block=hash_block) == cpu.digest_ranges(ranges, HashParams())
+    want = cpu.digest_ranges(ranges, HashParams())
+    assert cpu.digest_ranges(ranges, HashParams(), hash_blocks=hash_blocks) == want
     assert sorted(calls) == sorted(str(f) for f in files[1:])  # the empty file needs no block
+
+
+def test_a_batching_block_hasher_gets_blocks_across_files_and_a_task_of_small_files_at_once(tmp_path):
+    """With ``batch_bytes`` the driver hands over consecutive blocks of the pipeline, across files,
+    up to that many bytes counted in whole leaves, and each task of small files in one call."""
+    leaf, block, batch = 4096, 16384, 4 * 16384
+    big = [tmp_path / f"big{k}.bin" for k in range(3)]
+    for k, f in enumerate(big):
+        f.write_bytes(bytes([k + 1]) * (5 * block + 100 * k + 1))
+    small = [tmp_path / f"small{k}.bin" for k in range(40)]
+    for k, f in enumerate(small):
+        f.write_bytes(bytes([k]) * (100 * k + 1))
+    # big files with their sizes given go straight to the pipeline; the small ones are tasks of 5
+    ranges = [cpu.FileRange(f, 0, f.stat().st_size) for f in big] + [cpu.FileRange(f) for f in small]
+    ranges.append(cpu.FileRange(big[0], 7, 3 * block))
+    calls = []
+
+    def hash_blocks(blocks, leaf_size):
+        calls.append([(src.path, length) for src, _, length, _ in blocks])
+        return cpu._hash_file_blocks(blocks, leaf_size)
+
+    seen = []
+    got = cpu.digest_ranges(ranges, HashParams(), seen.append, 2, hash_blocks=hash_blocks, block_bytes=block,
+                            batch_bytes=batch)
+    assert got == cpu.digest_ranges(ranges, HashParams())
+    assert sum(seen) == sum(d.size for d in got)
+    small_calls = [c for c in calls if all("small" in p for p, _ in c)]
+    per_task = -(-len(small) // (4 * 2))  # SMALL_FILES_PER_TASK or fewer, so that all workers get some
+    assert [len(c) for c in small_calls] == [per_task] * (len(small) // per_task)
+    pipeline = [c for c in calls if c not in small_calls]
+    assert all(sum(-(-n // leaf) * leaf for _, n in c) <= batch for c in pipeline)
+    assert len(pipeline) < sum(map(len, pipeline)) and any(len({p for p, _ in c}) > 1 for c in pipeline)

@@ -20,6 +20,7 @@ into the item root, and aligned sub-chunk block roots fold into a chunk root.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -166,8 +167,9 @@ def digest_bytes(buf, params: HashParams = HashParams(), *, workers: Optional[in
 
 
 # -- files ----------------------------------------------------------------------------------------------
-def _hash_file_block(src: FileSource, offset: int, length: int, leaf_size: int, grain: int) -> bytes:
-    return _chunk_roots(src.read(offset, length), leaf_size, grain)
+def _hash_file_blocks(blocks, leaf_size: int) -> list:
+    """Grain roots of each ``(src, offset, length, grain)``, one block read and hashed at a time."""
+    return [_chunk_roots(src.read(offset, length), leaf_size, grain) for src, offset, length, grain in blocks]
 
 
 def _range_sizes(src: FileSource, ranges: list) -> list:
@@ -181,6 +183,25 @@ def _range_sizes(src: FileSource, ranges: list) -> list:
             )
         sizes.append(size)
     return sizes
+
+
+def _grouped(items, size, limit: Optional[int]):
+    """Consecutive items in lists whose ``size`` adds up to at most ``limit`` (an item over it goes
+    alone); ``limit`` None: one item per list, handed on as soon as it comes."""
+    if limit is None:
+        for item in items:
+            yield [item]
+        return
+    group, used = [], 0
+    for item in items:
+        n = size(item)
+        if group and used + n > limit:
+            yield group
+            group, used = [], 0
+        group.append(item)
+        used += n
+    if group:
+        yield group
 
 
 def _run_bounded(pool, tasks, fn, on_done, limit: int) -> None:
@@ -209,7 +230,8 @@ def _run_bounded(pool, tasks, fn, on_done, limit: int) -> None:
 
 
 # Small files are hashed whole by one worker, this many at most per task: per-file work in the
-# calling thread (open, stat, a future, a wait) used to cost more than hashing a 4 KiB file.
+# calling thread (open, stat, a future, a wait) used to cost more than hashing a 4 KiB file. A hasher
+# taking a task's files at once (``batch_bytes``) holds them open: this bounds the descriptors too.
 SMALL_FILES_PER_TASK = 64
 
 
@@ -220,27 +242,32 @@ def digest_ranges(
     workers: Optional[int] = None,
     *,
     follow_symlinks: bool = False,
-    hash_block: Callable[..., bytes] = _hash_file_block,
+    hash_blocks: Callable[..., list] = _hash_file_blocks,
     block_bytes: Optional[int] = None,
+    batch_bytes: Optional[int] = None,
     open_file: Callable[..., FileSource] = FileSource,
 ) -> list:
     """Digests of file byte ranges, in the order given (one :class:`ItemDigest` per range).
 
     Work is cut into aligned blocks of leaves, hashed by ``workers`` threads (default: the CPU
-    count) across and inside files; at most ``2 * workers`` blocks are read and not yet hashed at
-    any time, so memory stays bounded whatever the file sizes. Each file is opened once (refusing
-    symlinks unless ``follow_symlinks``), every range must lie inside it, and after its last block
-    is hashed the file must be unchanged, or SentryError. ``progress(nbytes)`` is called from the
-    calling thread as work completes.
+    count) across and inside files; at most ``2 * workers`` blocks (or batches, see
+    ``batch_bytes``) are in flight at any time, so memory stays bounded whatever the file sizes.
+    Each file is opened once (refusing symlinks unless ``follow_symlinks``), every range must lie
+    inside it, and after its last block is hashed the file must be unchanged, or SentryError.
+    ``progress(nbytes)`` is called from the calling thread as work completes.
 
     Files whose ranges each fit in one block are hashed first, whole, in tasks of several files
     (open, read, hash, check and close all in a worker); the others, and files found too large
     once opened (then opened again), go through the block pipeline.
 
-    ``hash_block(src, offset, length, leaf_size, grain)`` hashes one block (the CUDA backend passes
-    its own), ``block_bytes`` sets the block size (default ``BLOCK_BYTES``), and
-    ``open_file(path, follow_symlinks=...)`` opens each file (a FileSource, or a subclass that can
-    also read into GPU memory).
+    ``hash_blocks(blocks, leaf_size)`` returns the grain roots of each ``(src, offset, length,
+    grain)`` block, in order (the CUDA backend passes its own), ``block_bytes`` sets the block size
+    (default ``BLOCK_BYTES``), and ``open_file(path, follow_symlinks=...)`` opens each file (a
+    FileSource, or a subclass that can also read into GPU memory). Without ``batch_bytes`` each call
+    gets one block, or one small file's ranges; with it, a call gets a whole task of small files
+    (all open until it returns), or consecutive blocks of the pipeline, across files, of at most
+    ``batch_bytes`` counted in whole leaves (so that a hasher placing each block on a leaf boundary
+    of a buffer of ``batch_bytes`` fits them all).
     """
     _check_params(params)
     ranges = [r if isinstance(r, FileRange) else FileRange(*r) for r in ranges]
@@ -271,28 +298,40 @@ def digest_ranges(
     def indices_of(entry) -> list:
         return [entry] if type(entry) is int else entry
 
-    # -- small files: a whole file per step of a task, nothing of it left open in between --------
-    def small_file(path, indices):
-        """The file's digests, or None if a range is found to need several blocks."""
-        with open_file(path, follow_symlinks=follow_symlinks) as src:
-            sizes = _range_sizes(src, [ranges[i] for i in indices])
-            if max(sizes) > step:
-                return None
-            out = [
-                _assemble_one(size, hash_block(src, ranges[i].offset, size, ls, _one_block_grain(size, params)))
-                if size else _EMPTY_DIGEST
-                for i, size in zip(indices, sizes)
-            ]
-            src.check_unchanged()
+    # -- small files: whole files per step of a task, nothing of them left open in between -------
+    def small_group(files) -> list:
+        """Each file's digests (None for one with a range found to need several blocks), from one
+        ``hash_blocks`` call; each file is checked unchanged after it."""
+        with contextlib.ExitStack() as opened:
+            found, todo = [], []
+            for path, indices in files:
+                src = opened.enter_context(open_file(path, follow_symlinks=follow_symlinks))
+                sizes = _range_sizes(src, [ranges[i] for i in indices])
+                if max(sizes) > step:
+                    found.append((None, None))
+                    continue
+                found.append((src, sizes))
+                todo += [(src, ranges[i].offset, size, _one_block_grain(size, params))
+                         for i, size in zip(indices, sizes) if size]
+            roots = iter(hash_blocks(todo, ls) if todo else ())
+            out = []
+            for src, sizes in found:
+                if src is None:
+                    out.append(None)
+                    continue
+                out.append([_assemble_one(size, next(roots)) if size else _EMPTY_DIGEST for size in sizes])
+                src.check_unchanged()
         return out
 
     # Whole files hashed by the CPU go through _cmerkle.hash_files, which does all of it with the
-    # GIL released; a file it could not open as a plain one (None) is left to small_file, which
+    # GIL released; a file it could not open as a plain one (None) is left to small_group, which
     # says why. Files are answered in order, so the first error in a task is its first file's.
-    in_c = (_cmerkle is not None and _chunk_roots is _cmerkle.chunk_roots and hash_block is _hash_file_block
+    in_c = (_cmerkle is not None and _chunk_roots is _cmerkle.chunk_roots and hash_blocks is _hash_file_blocks
             and open_file is FileSource)
 
     def small_files(batch):
+        if batch_bytes is not None:  # the hasher takes the task's files at once
+            return small_group(batch)
         got = [None] * len(batch)
         if in_c:
             whole = [k for k, (_, ix) in enumerate(batch) if len(ix) == 1 and ranges[ix[0]][1:] == (0, None)]
@@ -301,7 +340,7 @@ def digest_ranges(
         out = []
         for answer, (path, indices) in zip(got, batch):
             if answer is None:
-                out.append(small_file(path, indices))
+                out.append(small_group([(path, indices)])[0])
             elif answer[0] == "short":
                 raise short_read_error(path, 0, answer[2], answer[1])
             elif answer[0] == "read":
@@ -377,25 +416,24 @@ def digest_ranges(
                 for j, (start, length) in enumerate(plans[i].blocks):
                     yield src, path, i, j, ranges[i].offset + start, length
 
-    def block(task):
-        src, _, i, _, offset, length = task
-        return hash_block(src, offset, length, ls, plans[i].grain)
+    def group(tasks):
+        return hash_blocks([(src, offset, length, plans[i].grain) for src, _, i, _, offset, length in tasks], ls)
 
-    def block_done(task, result):
-        _, path, i, j, _, length = task
-        results[i][j] = result
-        if progress is not None:
-            progress(length)
-        entry = open_files[path]
-        entry[1] -= 1
-        if entry[1] == 0:
-            finish(path)
+    def group_done(tasks, roots):
+        for (_, path, i, j, _, length), result in zip(tasks, roots):
+            results[i][j] = result
+            if progress is not None:
+                progress(length)
+            entry = open_files[path]
+            entry[1] -= 1
+            if entry[1] == 0:
+                finish(path)
 
     with ThreadPoolExecutor(workers, thread_name_prefix="sentry-hash") as pool:
         _run_bounded(pool, batches, small_files, small_done, 2 * workers)
-        todo = blocks()
+        todo = _grouped(blocks(), lambda task: merkle.leaf_count(task[5], ls) * ls, batch_bytes)
         try:
-            _run_bounded(pool, todo, block, block_done, 2 * workers)
+            _run_bounded(pool, todo, group, group_done, 2 * workers)
         except BaseException:
             # Running blocks have finished (a closed fd number could be reused by another open
             # and read from); now close what they were reading.

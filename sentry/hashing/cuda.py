@@ -17,15 +17,19 @@ torch's caching allocator and the kernels run on torch's current stream, so they
 writes that made the tensors and use memory torch already holds.
 
 Files (``digest_ranges``) are read by ``FILE_WORKERS`` threads, each into its own device buffer of
-``FILE_BLOCK_BYTES``, and hashed there while the other threads read: with kvikio's CuFile
-(:mod:`sentry.io.kvikio`: GPUDirect Storage, or kvikio's compatibility mode) when kvikio is
+``FILE_BATCH_BYTES``, and hashed there while the other threads read: many blocks of
+``FILE_BLOCK_BYTES`` (of one large file or several) or many small files per buffer, each on a leaf
+boundary, hashed by one run of the kernels over a segment per block. The reads go through kvikio's
+CuFile (:mod:`sentry.io.kvikio`: GPUDirect Storage, or kvikio's compatibility mode) when kvikio is
 installed, else through a pinned host buffer per thread. ``file_reader()`` says which. The
-file-range logic (blocks, bounded memory, short reads, changed-file checks) is the CPU backend's.
+file-range logic (blocks, what goes together, bounded memory, short reads, changed-file checks) is
+the CPU backend's.
 
 CuPy is imported only here and only when used: ``import sentry`` needs neither CuPy nor torch.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import queue
 from typing import Optional
@@ -39,8 +43,13 @@ from . import cpu, gpu_plan, merkle
 from .params import HashParams
 
 WINDOW_LEAVES = 1 << 21  # node slots per launch window (also its largest segment): a node array of 64 MiB at most
-FILE_BLOCK_BYTES = kvikio_io.BLOCK_BYTES  # one device buffer (and pinned buffer without kvikio) per reader thread
-FILE_WORKERS = 4  # reader threads; at least 2, so that one block is read while another hashes
+FILE_BLOCK_BYTES = kvikio_io.BLOCK_BYTES  # bytes per block: one read request, one segment of a run
+# One device buffer (and pinned host buffer without kvikio) per reader thread, hashed in one run:
+# 32768 leaves of 4 KiB, 128 blocks of THREADS for merkle_leaves, about one per SM of an H100/H200
+# (16 MiB gave 16), and up to four per SM with FILE_WORKERS streams hashing at once, the leaf
+# kernel's occupancy; a bigger buffer would add memory (FILE_WORKERS of them), not parallelism.
+FILE_BATCH_BYTES = 128 << 20
+FILE_WORKERS = 4  # reader threads; at least 2, so that one buffer is read while another hashes
 THREADS = 256  # per block (kernels/merkle.cu sizes the leaf kernel's shared memory for 8 warps)
 H = gpu_plan.HASH_LEN
 
@@ -252,8 +261,8 @@ def file_reader() -> str:
 
 
 class _Reader:
-    """One reader thread's stream and device buffer: ``_fill`` puts a file block there, then it is
-    hashed in place."""
+    """One reader thread's stream and device buffer: ``_fill`` reads file blocks into it, each on a
+    leaf boundary, then one run of the kernels hashes them all there."""
 
     def __init__(self, device_id: int, nbytes: int):
         import cupy
@@ -263,14 +272,37 @@ class _Reader:
             self.dev = cupy.empty(nbytes, dtype=cupy.uint8)
         self.gpu = _Gpu(device_id, self.cuda_stream.ptr)
 
-    def hash_block(self, src, offset: int, length: int, leaf_size: int, grain: int) -> bytes:
-        block = self.dev[:length]
-        self._fill(src, offset, block)
-        return _hash_on_device(self.gpu, block, leaf_size, grain)  # synchronized: the buffers are free again
+    def hash_blocks(self, blocks, leaf_size: int) -> list:
+        """Grain roots of each ``(src, offset, length, grain)`` (none longer than the buffer), in
+        as few runs as the buffer allows."""
+        out = []
+        for run in cpu._grouped(blocks, lambda b: _placed(b[2], leaf_size), self.dev.nbytes):
+            out += self._hash_run(run, leaf_size)
+        return out
+
+    def _hash_run(self, blocks, leaf_size: int) -> list:
+        segments, start, out = [], 0, 0
+        for _, _, length, grain in blocks:  # the buffer is the item, each block a segment of it
+            segments.append(gpu_plan.Segment(0, start, length, grain, out))
+            start += _placed(length, leaf_size)
+            out += -(-merkle.leaf_count(length, leaf_size) // grain)
+        self._fill([(src, offset, seg.start, seg.size) for (src, offset, _, _), seg in zip(blocks, segments)])
+        work = gpu_plan.Work([None], segments, out)
+        base = self.dev.data.ptr
+        grains, _ = _run(self.gpu, work, leaf_size, lambda segs: [base + s.start for s in segs],
+                         start // leaf_size)
+        bounds = [seg.out * H for seg in segments] + [out * H]
+        return [grains[a:b] for a, b in zip(bounds, bounds[1:])]  # synchronized: the buffers are free again
+
+
+def _placed(length: int, leaf_size: int) -> int:
+    """Bytes a block takes in a reader's buffer: whole leaves, so that every block starts on a leaf
+    boundary (aligned loads for the kernels, aligned device addresses for GPUDirect Storage)."""
+    return merkle.leaf_count(length, leaf_size) * leaf_size
 
 
 class _PinnedReader(_Reader):
-    """pread into a pinned host buffer, then an asynchronous copy to the device on the thread's stream."""
+    """pread into a pinned host buffer, then one asynchronous copy to the device on the thread's stream."""
 
     def __init__(self, device_id: int, nbytes: int):
         import cupy
@@ -278,34 +310,40 @@ class _PinnedReader(_Reader):
         super().__init__(device_id, nbytes)
         self.host = np.frombuffer(cupy.cuda.alloc_pinned_memory(nbytes), np.uint8, nbytes)
 
-    def _fill(self, src, offset: int, block) -> None:
-        host = self.host[: block.nbytes]
-        src.read_into(offset, host)
-        block.set(host, stream=self.cuda_stream)
+    def _fill(self, reads) -> None:
+        end = 0
+        for src, offset, start, length in reads:
+            src.read_into(offset, self.host[start : start + length])
+            end = start + length
+        self.dev[:end].set(self.host[:end], stream=self.cuda_stream)
 
 
 class _KvikioReader(_Reader):
-    """kvikio reads straight into the device buffer (``src`` is a DeviceFileSource)."""
+    """kvikio reads straight into the device buffer (each ``src`` is a DeviceFileSource), all of a
+    run's reads in flight at once."""
 
-    def _fill(self, src, offset: int, block) -> None:
-        src.read_device(offset, block)  # returns once the bytes are in device memory
-
-
-def _hash_on_device(gpu: _Gpu, block, leaf_size: int, grain: int) -> bytes:
-    """Grain roots of one block of a file, a CuPy array of bytes."""
-    n = merkle.leaf_count(block.nbytes, leaf_size)
-    work = gpu_plan.Work([None], [gpu_plan.Segment(0, 0, block.nbytes, grain, 0)], -(-n // grain))
-    grains, _ = _run(gpu, work, leaf_size, lambda segs: [block.data.ptr], n)
-    return grains
+    def _fill(self, reads) -> None:
+        pending = []
+        try:
+            for src, offset, start, length in reads:
+                pending.append(src.start_read(offset, self.dev[start : start + length]))
+            while pending:
+                pending.pop(0).wait()  # returns once the bytes are in device memory
+        finally:  # stopped by an error: no read may still write into the buffer or use its file
+            for read in pending:
+                with contextlib.suppress(SentryError):
+                    read.wait()
 
 
 def digest_ranges(ranges, params: HashParams = HashParams(), progress=None, *, follow_symlinks: bool = False) -> list:
     """Digests of file byte ranges (``cpu.FileRange``), in order, hashed on the current GPU.
 
     The CPU backend's driver cuts the ranges into aligned blocks of ``FILE_BLOCK_BYTES``, opens and
-    checks every file; ``FILE_WORKERS`` threads each read a block into their own device buffer and
-    hash it there, so that while one block hashes the others are being read. The reads go through
-    kvikio or pinned host buffers, as ``file_reader()`` says.
+    checks every file, and hands over consecutive blocks (across files) of up to
+    ``FILE_BATCH_BYTES``, or a task of up to ``cpu.SMALL_FILES_PER_TASK`` small files, at a time.
+    ``FILE_WORKERS`` threads each read those into their own device buffer and hash them there in
+    one run, so that while one buffer hashes the others are being read. The reads go through kvikio
+    or pinned host buffers, as ``file_reader()`` says.
     """
     import cupy
 
@@ -314,17 +352,20 @@ def digest_ranges(ranges, params: HashParams = HashParams(), progress=None, *, f
         reader, open_file = _KvikioReader, kvikio_io.DeviceFileSource
     else:
         reader, open_file = _PinnedReader, FileSource
+    # a block is at least one leaf, maybe more than FILE_BLOCK_BYTES: every block fits the buffer
+    batch = max(FILE_BATCH_BYTES, cpu._block_leaves(params, FILE_BLOCK_BYTES) * params.leaf_size)
     free: queue.SimpleQueue = queue.SimpleQueue()  # readers not in use; at most one per thread
 
-    def hash_block(src, offset, length, leaf_size, grain):
+    def hash_blocks(blocks, leaf_size):
         try:
             r = free.get_nowait()
         except queue.Empty:
-            r = reader(device_id, FILE_BLOCK_BYTES)
+            r = reader(device_id, batch)
         try:
-            return r.hash_block(src, offset, length, leaf_size, grain)
+            return r.hash_blocks(blocks, leaf_size)
         finally:
             free.put(r)
 
     return cpu.digest_ranges(ranges, params, progress, FILE_WORKERS, follow_symlinks=follow_symlinks,
-                             hash_block=hash_block, block_bytes=FILE_BLOCK_BYTES, open_file=open_file)
+                             hash_blocks=hash_blocks, block_bytes=FILE_BLOCK_BYTES, batch_bytes=batch,
+                             open_file=open_file)

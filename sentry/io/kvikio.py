@@ -29,7 +29,8 @@ from .posix import FileSource, read_error, short_read_error
 CONFIG_ENV = "CUFILE_ENV_PATH_JSON"
 # The repository's documented settings; used unless the environment already names a file.
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "cufile.json"
-# Bytes per device buffer; cufile.json's max_direct_io_size_kb is sized for it.
+# Bytes per device buffer of DeviceFileReader, and per read of the CUDA backend's file path
+# (several such reads fill one of its buffers); cufile.json's max_direct_io_size_kb is sized for it.
 BLOCK_BYTES = 16 << 20
 MIN_DEPTH = 2
 
