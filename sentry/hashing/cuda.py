@@ -1,7 +1,8 @@
 """The CUDA Merkle backend: the same roots as the CPU backend, computed on the GPU where the bytes are.
 
-Kernels (``kernels/merkle.cu``) are compiled by NVRTC through CuPy on first use, for the running
-GPU's architecture (CuPy caches the binary on disk per architecture and in memory per device).
+Kernels (``kernels/merkle.cu``) are compiled by NVRTC through CuPy on first use, once per device
+under a lock (the file reader threads start at once), for the running GPU's architecture (CuPy
+also caches the binary on disk per architecture).
 Work tables come from :mod:`.gpu_plan`: all items of a call (every tensor of a model) go through
 one leaf launch and one launch per tree level per window of at most ``WINDOW_LEAVES`` leaves.
 
@@ -33,6 +34,7 @@ from ..errors import SentryError
 from ..io import kvikio as kvikio_io
 from ..io.posix import FileSource
 from . import cpu, gpu_plan, merkle
+from .kernel_source import NVRTC_OPTIONS, PerDevice, source
 from .params import HashParams
 
 WINDOW_LEAVES = 1 << 21  # leaves per launch window: a node array of 64 MiB at most
@@ -41,6 +43,7 @@ FILE_WORKERS = 4  # reader threads; at least 2, so that one block is read while 
 THREADS = 256  # per block
 BLOCKS_PER_SM = 16  # grid cap for the grid-stride loops
 H = gpu_plan.HASH_LEN
+KERNELS = ("merkle_leaves", "merkle_level", "merkle_roots")
 
 
 @functools.lru_cache(maxsize=None)
@@ -62,13 +65,16 @@ def available() -> bool:
     return unavailable_reason() is None
 
 
-@functools.lru_cache(maxsize=None)
-def _module():
+def _compile(device_id: int) -> dict:
+    """The kernels of merkle.cu, compiled by NVRTC and loaded on ``device_id``."""
     import cupy
 
-    from .kernel_source import NVRTC_OPTIONS, source
+    with cupy.cuda.Device(device_id):
+        module = cupy.RawModule(code=source("merkle.cu"), options=NVRTC_OPTIONS)
+        return {name: module.get_function(name) for name in KERNELS}
 
-    return cupy.RawModule(code=source("merkle.cu"), options=NVRTC_OPTIONS)
+
+_kernels = PerDevice(_compile)
 
 
 class _StreamRef:
@@ -100,7 +106,6 @@ class _Gpu:
             else:  # CuPy < 14
                 self.stream = cupy.cuda.ExternalStream(stream_ptr, device_id)
         self.grid_cap = self.device.attributes["MultiProcessorCount"] * BLOCKS_PER_SM
-        self.kernels: dict = {}
 
     def __enter__(self):
         self.device.__enter__()
@@ -138,9 +143,7 @@ class _Gpu:
     def launch(self, name: str, threads: int, *args) -> None:
         if threads:
             grid = min(-(-threads // THREADS), self.grid_cap)
-            if name not in self.kernels:
-                self.kernels[name] = _module().get_function(name)
-            self.kernels[name]((grid,), (THREADS,), args)
+            _kernels.get(self.device.id)[name]((grid,), (THREADS,), args)
 
 
 def _run(gpu: _Gpu, work: gpu_plan.Work, leaf_size: int, pointers, window_leaves: int) -> tuple:
