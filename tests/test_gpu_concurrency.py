@@ -135,6 +135,20 @@ def test_ecdsa_kernels_and_table_are_built_once_per_device_under_threads(monkeyp
     assert [e for e in fake.log if e[0] == "launch"] == [("launch", "p256_build_table", 0, "first")]
 
 
+def test_the_ecdsa_table_is_complete_before_another_stream_reads_it(monkeypatch):
+    """The table is built on whichever stream is current at first use; a launch on another stream
+    must not start before that build has finished."""
+    fake = fake_gpu.load_crypto_cuda(monkeypatch, CountingCupy(0))
+    from sentry.crypto import cuda as ecdsa
+
+    ecdsa._module()  # first use, on stream "first"
+    with _Stream(fake, "other"):
+        ecdsa.verify([b"\x04" + bytes(64)], None, bytes(32), bytes(64))
+    build = fake.log.index(("launch", "p256_build_table", 0, "first"))
+    use = fake.log.index(("launch", "p256_verify_batch", 0, "other"))
+    assert ("sync", "first") in fake.log[build:use]
+
+
 @pytest.mark.parametrize("device_ids", [[0] * THREADS, [i % 3 for i in range(THREADS)]])
 def test_per_device_builds_once_per_device_and_hands_everyone_the_same_value(device_ids):
     calls = []

@@ -34,6 +34,9 @@ def _build(device: int) -> tuple[cp.RawModule, cp.ndarray]:
         module = cp.RawModule(code=source("ecdsa.cu"), options=NVRTC_OPTIONS)
         table = cp.empty(TABLE_BYTES, dtype=cp.uint8)
         module.get_function("p256_build_table")((1,), (65,), (table,))
+        # Built on the caller's current stream, then read from any thread's stream: finish it
+        # here, once, rather than make every later stream wait on this one.
+        cp.cuda.get_current_stream().synchronize()
         return module, table
 
 
