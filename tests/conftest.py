@@ -1,4 +1,6 @@
-"""Fixtures shared by the test modules."""
+"""Fixtures and hooks shared by the test modules."""
+import os
+
 import pytest
 
 from support import make_keys
@@ -8,3 +10,14 @@ from support import make_keys
 def keys(tmp_path):
     """A fresh P-256 key pair (private, public) as PEM files in the test's directory."""
     return make_keys(tmp_path)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """With SENTRY_REQUIRE_GPU=1 (scripts/gpu-check.sh sets it), a ``gpu`` test that skips (no GPU,
+    no kvikio, torch without CUDA) fails instead: on the GPU machine a skip would hide a gap."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get("SENTRY_REQUIRE_GPU") == "1" and item.get_closest_marker("gpu"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome, report.longrepr = "failed", f"gpu test skipped under SENTRY_REQUIRE_GPU=1: {reason}"

@@ -75,7 +75,7 @@ class DeviceFileSource(FileSource):
     ``gds`` says whether kvikio reads this file through GPUDirect Storage: its default is GDS and
     the file opens with O_DIRECT, which cuFile needs (kvikio falls back to compatibility mode for a
     file that does not, e.g. on tmpfs). kvikio's Python API (26.10) does not report its one other
-    per-file fallback, cuFile refusing to register the file; that shows only in kvikio's logs."""
+    per-file fallback, cuFile refusing to register the file."""
 
     def __init__(self, path, *, follow_symlinks: bool = False):
         kvikio, _ = _kvikio()
