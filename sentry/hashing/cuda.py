@@ -238,7 +238,8 @@ def digest_device_buffer(buf, params: HashParams = HashParams()) -> cpu.ItemDige
 def file_reader() -> str:
     """How ``digest_ranges`` reads files: ``"kvikio"`` when kvikio imports (CuFile straight into
     device buffers, through GPUDirect Storage or kvikio's compatibility mode, whichever kvikio picks
-    under Sentry's cufile.json), else ``"pinned"`` (pread into pinned host buffers, then copied)."""
+    for each file under Sentry's cufile.json: ``DeviceFileSource.gds``), else ``"pinned"`` (pread
+    into pinned host buffers, then copied)."""
     return "kvikio" if kvikio_io.available() else "pinned"
 
 
