@@ -1,6 +1,6 @@
 """Batch ECDSA P-256 throughput: the GPU kernels vs OpenSSL on one CPU core, same run.
 
-    .venv/bin/python bench/ecdsa.py [--max-log2 22] [--repeats 5] [--out FILE] [--cpu-only]
+    .venv/bin/python bench/ecdsa.py [--max-log2 22] [--repeats 5] [--quick] [--out FILE] [--cpu-only]
 
 GPU: kernels/ecdsa.cu through sentry.crypto.cuda, inputs already on the device, timed with CUDA
 events around the launch (median of --repeats, after a warm-up); batches of 1, 4, 16, ... up to
@@ -8,7 +8,8 @@ events around the launch (median of --repeats, after a warm-up); batches of 1, 4
 `sentry.crypto.batch_verify` call (packing, copies, kernel) for batches up to 2^16.
 CPU: `cryptography` (OpenSSL) sign and verify of prehashed SHA-256 digests in one thread, for
 about --cpu-seconds each. The ratio column is GPU rate / one-core OpenSSL rate.
-Targets on an H100: >= 20 M signs/s and >= 5 M verifies/s.
+--quick (scripts/gpu-check.sh) is --max-log2 20 --repeats 3 --cpu-seconds 1.
+Targets on an H100/H200: >= 20 M signs/s and >= 5 M verifies/s.
 """
 from __future__ import annotations
 
@@ -122,8 +123,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--cpu-seconds", type=float, default=3.0)
     ap.add_argument("--cpu-only", action="store_true", help="only the OpenSSL one-core figures")
+    ap.add_argument("--quick", action="store_true", help="--max-log2 20 --repeats 3 --cpu-seconds 1")
     ap.add_argument("--out", help="also write the results as JSON here")
     args = ap.parse_args()
+    if args.quick:
+        args.max_log2, args.repeats, args.cpu_seconds = 20, 3, 1.0
 
     from cryptography.hazmat.backends.openssl import backend
 

@@ -1,17 +1,20 @@
 """GPU Merkle hashing throughput, with the GPU's own ceilings measured in the same run.
 
-    python bench/gpu_merkle.py [--max-gib 16] [--repeats 5] [--out FILE]
+    python bench/gpu_merkle.py [--max-gib 16] [--repeats 5] [--tensors 10000] [--quick] [--out FILE]
 
 Measures, on the current CUDA device:
   1. one buffer of 64 MiB .. --max-gib GiB, hashed in place (``cuda.digest_tensors``, end to end:
-     planning, launches, results back on the host);
-  2. a model-shaped set: 10,000 tensors of 4 KiB .. 64 MiB (log-uniform), views into one arena,
+     planning, launches, results back on the host), aligned and as a bf16 view at an odd element
+     (2 bytes past a 4-byte boundary: the kernel's unaligned load path);
+  2. a model-shaped set: --tensors tensors of 4 KiB .. 64 MiB (log-uniform), views into one arena,
      hashed in one call;
   3. the SHA-256 compression rate (kernels/sha256_rate.cu, no memory traffic): the compute ceiling;
   4. device-to-device copy bandwidth (bytes read + written): the memory ceiling;
   5. ``sentry.verify_model`` of a 7B-shaped bf16 state_dict (~13.5 GB) already on the GPU, end to end.
-Each figure is the median of --repeats timed runs after one warm-up. Targets on an H100:
->= 500 GB/s for inputs >= 1 GiB, verify_model of ~14 GB under 40 ms.
+Each figure is the median of --repeats timed runs after one warm-up, and is printed as one JSON
+line as soon as it is measured. --quick (scripts/gpu-check.sh) is --max-gib 4 --repeats 3
+--tensors 2000. Targets on an H100/H200: >= 500 GB/s for inputs >= 1 GiB, aligned and unaligned;
+verify_model of ~14 GB under 40 ms.
 """
 from __future__ import annotations
 
@@ -50,19 +53,26 @@ def random_bytes(n: int) -> torch.Tensor:
     return torch.randint(0, 256, (n,), dtype=torch.uint8, device="cuda")
 
 
+def measured(name: str, value):
+    """Print a figure as soon as it exists: a run cut short by a timeout keeps what it measured."""
+    print(json.dumps({name: value}), flush=True)
+    return value
+
+
 def single_buffers(max_gib: float, repeats: int) -> list:
     rows, size = [], 64 * MiB
     while size <= max_gib * GiB:
-        t = random_bytes(size)
-        s = timed(lambda: cuda.digest_tensors([t]), repeats)
-        rows.append({"bytes": size, "seconds": s, "GBps": size / s / 1e9})
-        del t
+        buf = random_bytes(size + 2)
+        for offset, t in ((0, buf[:size]), (2, buf[2:].view(torch.bfloat16))):
+            s = timed(lambda: cuda.digest_tensors([t]), repeats)
+            rows.append(measured("single", {"bytes": size, "offset": offset, "seconds": s, "GBps": size / s / 1e9}))
+        del buf, t
         torch.cuda.empty_cache()
         size *= 4
     return rows
 
 
-def model_shaped(repeats: int, count: int = 10_000) -> dict:
+def model_shaped(repeats: int, count: int) -> dict:
     rng = np.random.default_rng(0)
     sizes = np.exp(rng.uniform(np.log(4096), np.log(64 * MiB), count)).astype(np.int64)
     arena_bytes = min(int(sizes.sum()), 16 * GiB)
@@ -135,8 +145,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--max-gib", type=float, default=16)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--tensors", type=int, default=10_000, help="tensors in the model-shaped set")
+    ap.add_argument("--quick", action="store_true", help="--max-gib 4 --repeats 3 --tensors 2000")
     ap.add_argument("--out", help="write the results as JSON here")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.max_gib, args.repeats, args.tensors = 4, 3, 2000
     if not cuda.available():
         print(f"no GPU backend: {cuda.unavailable_reason()}", file=sys.stderr)
         return 2
@@ -144,19 +158,19 @@ def main(argv=None) -> int:
     print(f"device: {props.name}, {props.multi_processor_count} SMs, {props.total_memory / GiB:.0f} GiB; torch {torch.__version__}")
 
     res = {"device": props.name, "date": time.strftime("%Y-%m-%d")}
-    res["compression"] = compression_rate(args.repeats)
-    res["copy"] = copy_bandwidth(args.repeats)
+    res["compression"] = measured("compression", compression_rate(args.repeats))
+    res["copy"] = measured("copy", copy_bandwidth(args.repeats))
     torch.cuda.empty_cache()
     res["single"] = single_buffers(args.max_gib, args.repeats)
-    res["model_shaped"] = model_shaped(args.repeats)
+    res["model_shaped"] = measured("model_shaped", model_shaped(args.repeats, args.tensors))
     torch.cuda.empty_cache()
-    res["verify_model"] = verify_model_time(args.repeats)
+    res["verify_model"] = measured("verify_model", verify_model_time(args.repeats))
 
     ceiling, copy = res["compression"]["GBps"], res["copy"]["GBps"]
     print(f"\nSHA-256 compression ceiling: {ceiling:8.1f} GB/s of message blocks")
     print(f"device-to-device copy:       {copy:8.1f} GB/s (bytes read + written)")
     print(f"\n{'input':>34} {'ms':>9} {'GB/s':>8} {'of SHA ceiling':>15} {'of copy':>8}")
-    rows = [(f"one buffer {r['bytes'] / MiB:,.0f} MiB", r) for r in res["single"]]
+    rows = [(f"one buffer {r['bytes'] / MiB:,.0f} MiB{' +2 B bf16' if r['offset'] else ''}", r) for r in res["single"]]
     m = res["model_shaped"]
     rows.append((f"{m['tensors']:,} tensors, {m['bytes'] / GiB:.1f} GiB", m))
     v = res["verify_model"]

@@ -1,4 +1,6 @@
-"""Fixtures shared by the test modules."""
+"""Fixtures and hooks shared by the test modules."""
+import os
+
 import pytest
 
 from support import make_keys
@@ -14,8 +16,6 @@ def keys(tmp_path):
 def emu_build_dir(tmp_path_factory):
     """Where the CUDA emulator's kernel libraries are built: $SENTRY_EMU_CACHE (kept between runs) or
     a directory of this session."""
-    import os
-
     from cuda_emu import build
 
     if build.compiler() is None:
@@ -30,3 +30,14 @@ def emu_cupy(monkeypatch, emu_build_dir):
 
     yield cuda_emu.install(monkeypatch, emu_build_dir)
     cuda_emu.clear_caches()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """With SENTRY_REQUIRE_GPU=1 (scripts/gpu-check.sh sets it), a ``gpu`` test that skips (no GPU,
+    no kvikio, torch without CUDA) fails instead: on the GPU machine a skip would hide a gap."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get("SENTRY_REQUIRE_GPU") == "1" and item.get_closest_marker("gpu"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome, report.longrepr = "failed", f"gpu test skipped under SENTRY_REQUIRE_GPU=1: {reason}"

@@ -257,11 +257,15 @@ class _SignerModule:
 
 def install_signer(monkeypatch):
     """A FakeSignerCupy, and ``sentry.crypto.cuda`` loaded against it (undone after the test)."""
+    return load_crypto_cuda(monkeypatch, FakeSignerCupy())
+
+
+def load_crypto_cuda(monkeypatch, fake):
+    """``sentry.crypto.cuda`` loaded afresh against the fake CuPy ``fake`` (undone after the test)."""
     import importlib.util
 
     import sentry.crypto
 
-    fake = FakeSignerCupy()
     monkeypatch.setitem(sys.modules, "cupy", fake)
     spec = importlib.util.find_spec("sentry.crypto.cuda")
     module = importlib.util.module_from_spec(spec)

@@ -175,13 +175,12 @@ def test_the_engine_front_picks_the_emulated_gpu_for_gpu_tensors(emu_cupy, monke
 def test_a_planted_lone_node_error_changes_the_roots(emu_cupy, monkeypatch):
     """The level kernel carries a segment's lone last node up unchanged; hashing it with the slot
     after it instead must give roots that differ from the CPU engine's."""
-    from sentry.hashing.kernel_source import NVRTC_OPTIONS, source
+    from sentry.hashing import kernel_source
 
-    text = source("merkle.cu")
+    text = kernel_source.source("merkle.cu")
     carry = "if (2 * j + 1 < m) sha256_node("
     assert carry in text, "merkle.cu's lone-node carry changed: plant the bug in the new code"
-    broken = emu_cupy.RawModule(code=text.replace(carry, "if (2 * j + 1 <= m) sha256_node("), options=NVRTC_OPTIONS)
-    monkeypatch.setattr(cuda, "_module", lambda: broken)
+    monkeypatch.setattr(kernel_source, "source", lambda name: text.replace(carry, "if (2 * j + 1 <= m) sha256_node("))
     items = random_items([3 * LEAF, 4 * LEAF, 5 * LEAF + 1])
     got, want = gpu_digests(emu_cupy, items), cpu_digests(items)
     assert got[1] == want[1]  # a power of two: no lone node anywhere
@@ -189,7 +188,7 @@ def test_a_planted_lone_node_error_changes_the_roots(emu_cupy, monkeypatch):
 
 
 def test_a_u32_where_the_kernel_takes_a_u64_is_refused(emu_cupy):
-    kernel = cuda._module().get_function("merkle_roots")
+    kernel, _ = cuda._kernels.get(0)["merkle_roots"]
     nodes, roots = emu_cupy.zeros(64, emu_cupy.uint8), emu_cupy.zeros(32, emu_cupy.uint8)
     with pytest.raises(fake_cupy.EmulatorError, match="merkle_roots refused: argument 2 is 4 bytes, the parameter 8"):
         kernel((1,), (32,), (None, np.uint32(0), np.uint32(nodes.data.ptr & 0xFFFFFFFF), roots))

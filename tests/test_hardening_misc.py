@@ -194,7 +194,6 @@ def test_gpu_batch_sign_leaves_no_key_bytes_in_host_staging_buffers(monkeypatch)
     from sentry.crypto import batch_sign
 
     fake = fake_gpu.install_signer(monkeypatch)
-    monkeypatch.setattr(sys.modules["sentry.crypto.cuda"], "_modules", {})
     rng = random.Random(13)
     keys = [rng.randrange(1, N).to_bytes(32, "big") for _ in range(3)]
     digests = [rng.randbytes(32) for _ in range(5)]
@@ -205,5 +204,5 @@ def test_gpu_batch_sign_leaves_no_key_bytes_in_host_staging_buffers(monkeypatch)
     for buffer in fake.staged:
         assert not any(key in buffer for key in keys)
     assert fake.freed == 1 and not fake.pinned_ours  # one page-locked buffer of its own, zeroed, freed
-    module, _ = sys.modules["sentry.crypto.cuda"]._modules[0]
+    module, _ = sys.modules["sentry.crypto.cuda"]._module()
     assert not module.keys.any()  # the device buffer was zeroed after the kernel

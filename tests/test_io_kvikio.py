@@ -145,3 +145,28 @@ def test_device_blocks_match_pread_with_two_buffers_in_flight(tmp_path, size):
     if size >= 2:  # an inner range, three buffers
         with kio.DeviceFileReader(path, block_bytes=1 << 20, depth=3) as reader:
             assert b"".join(cupy.asnumpy(b).tobytes() for _, b in reader.blocks(1, size - 2)) == data[1:-1]
+
+
+@pytest.mark.parametrize("default_compat, opens_direct, gds", [(True, True, False), (False, False, False), (False, True, True)],
+                         ids=["compat-by-default", "file-without-o_direct", "gds"])
+def test_each_file_says_whether_kvikio_reads_it_through_gds(fakes, monkeypatch, tmp_path, default_compat, opens_direct, gds):
+    """kvikio's default is not the answer for every file: one that cannot be opened with O_DIRECT
+    (tmpfs, some overlay file systems) is read in compatibility mode even when the default is GDS."""
+    _, kv = fakes
+    kv.defaults.is_compat_mode_preferred = lambda: default_compat
+    real_open = os.open
+
+    def open_(path, flags, *args):
+        if flags & os.O_DIRECT:
+            if not opens_direct:
+                raise OSError(22, "Invalid argument")
+            flags &= ~os.O_DIRECT  # whatever this machine's file system allows
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", open_)
+    (tmp_path / "f").write_bytes(b"x" * 10)
+    before = open_fds()
+    with kio.DeviceFileSource(tmp_path / "f") as src:
+        assert src.gds is gds
+    assert open_fds() == before  # the O_DIRECT probe's descriptor too
+    assert kio.gds_enabled() is not default_compat

@@ -13,11 +13,10 @@ from collections.abc import Sequence
 import cupy as cp
 import numpy as np
 
-from sentry.hashing.kernel_source import NVRTC_OPTIONS, source
+from sentry.hashing.kernel_source import NVRTC_OPTIONS, PerDevice, source
 
 THREADS = 128  # per block; each block also holds the 33 KB table in shared memory
 TABLE_BYTES = 65 * 8 * 64
-_modules: dict[int, tuple[cp.RawModule, cp.ndarray]] = {}
 
 
 def available() -> bool:
@@ -27,17 +26,26 @@ def available() -> bool:
         return False
 
 
-def _module() -> tuple[cp.RawModule, cp.ndarray]:
-    """The compiled kernels and the fixed-base table, once per device."""
-    device = cp.cuda.Device().id
-    if device not in _modules:
+def _build(device: int) -> tuple[cp.RawModule, cp.ndarray]:
+    """The compiled kernels and the fixed-base table on ``device``."""
+    with cp.cuda.Device(device):
         # One text with the headers inlined, found in a checkout or an installed wheel alike;
         # CuPy's cache is keyed by it, so an edited header is never served a stale binary.
         module = cp.RawModule(code=source("ecdsa.cu"), options=NVRTC_OPTIONS)
         table = cp.empty(TABLE_BYTES, dtype=cp.uint8)
         module.get_function("p256_build_table")((1,), (65,), (table,))
-        _modules[device] = (module, table)
-    return _modules[device]
+        # Built on the caller's current stream, then read from any thread's stream: finish it
+        # here, once, rather than make every later stream wait on this one.
+        cp.cuda.get_current_stream().synchronize()
+        return module, table
+
+
+_modules = PerDevice(_build)
+
+
+def _module() -> tuple[cp.RawModule, cp.ndarray]:
+    """The compiled kernels and the fixed-base table of the current device, built once."""
+    return _modules.get(cp.cuda.Device().id)
 
 
 def _device_bytes(data) -> cp.ndarray:

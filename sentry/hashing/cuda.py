@@ -1,7 +1,8 @@
 """The CUDA Merkle backend: the same roots as the CPU backend, computed on the GPU where the bytes are.
 
-Kernels (``kernels/merkle.cu``) are compiled by NVRTC through CuPy on first use, for the running
-GPU's architecture (CuPy caches the binary on disk per architecture and in memory per device).
+Kernels (``kernels/merkle.cu``) are compiled by NVRTC through CuPy on first use, once per device
+under a lock (the file reader threads start at once), for the running GPU's architecture (CuPy
+also caches the binary on disk per architecture).
 Work tables come from :mod:`.gpu_plan`: all items of a call (every tensor of a model) go through
 one leaf launch (which also makes the 8 tree levels above the leaves) and one launch per higher
 tree level per window of at most ``WINDOW_LEAVES`` node slots; each grid is one wave of blocks,
@@ -40,6 +41,8 @@ from ..errors import SentryError
 from ..io import kvikio as kvikio_io
 from ..io.posix import FileSource
 from . import cpu, gpu_plan, merkle
+from . import kernel_source
+from .kernel_source import NVRTC_OPTIONS, PerDevice
 from .params import HashParams
 
 WINDOW_LEAVES = 1 << 21  # node slots per launch window (also its largest segment): a node array of 64 MiB at most
@@ -52,6 +55,7 @@ FILE_BATCH_BYTES = 128 << 20
 FILE_WORKERS = 4  # reader threads; at least 2, so that one buffer is read while another hashes
 THREADS = 256  # per block (kernels/merkle.cu sizes the leaf kernel's shared memory for 8 warps)
 H = gpu_plan.HASH_LEN
+KERNELS = ("merkle_leaves", "merkle_level", "merkle_roots")
 
 
 @functools.lru_cache(maxsize=None)
@@ -73,13 +77,23 @@ def available() -> bool:
     return unavailable_reason() is None
 
 
-@functools.lru_cache(maxsize=None)
-def _module():
+def _compile(device_id: int) -> dict:
+    """name -> (function, grid cap) for the kernels of merkle.cu, compiled by NVRTC and loaded on
+    ``device_id``; the cap is as many blocks as the GPU holds at once, from the occupancy API
+    (registers and shared memory per block)."""
     import cupy
 
-    from .kernel_source import NVRTC_OPTIONS, source
+    with cupy.cuda.Device(device_id) as device:
+        module = cupy.RawModule(code=kernel_source.source("merkle.cu"), options=NVRTC_OPTIONS)
+        sms, kernels = device.attributes["MultiProcessorCount"], {}
+        for name in KERNELS:
+            fn = module.get_function(name)
+            per_sm = cupy.cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor(fn.kernel.ptr, THREADS, 0)
+            kernels[name] = fn, sms * max(per_sm, 1)
+        return kernels
 
-    return cupy.RawModule(code=source("merkle.cu"), options=NVRTC_OPTIONS)
+
+_kernels = PerDevice(_compile)
 
 
 class _StreamRef:
@@ -110,8 +124,6 @@ class _Gpu:
                 self.stream = cupy.cuda.Stream.from_external(_StreamRef(stream_ptr))
             else:  # CuPy < 14
                 self.stream = cupy.cuda.ExternalStream(stream_ptr, device_id)
-        self.sms = self.device.attributes["MultiProcessorCount"]
-        self.kernels: dict = {}  # name -> (function, grid cap)
 
     def __enter__(self):
         self.device.__enter__()
@@ -150,17 +162,8 @@ class _Gpu:
         """Run kernel ``name`` over ``threads`` items (leaves for merkle_leaves: 256 per block, a
         warp per 32), in at most one wave of blocks: the kernels loop over whatever is left."""
         if threads:
-            fn, cap = self.kernel(name)
+            fn, cap = _kernels.get(self.device.id)[name]
             fn((min(-(-threads // THREADS), cap),), (THREADS,), args)
-
-    def kernel(self, name: str) -> tuple:
-        """(function, grid cap): the cap is as many blocks as the GPU holds at once, from the
-        occupancy API (registers and shared memory per block)."""
-        if name not in self.kernels:
-            fn = _module().get_function(name)
-            per_sm = self.cupy.cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor(fn.kernel.ptr, THREADS, 0)
-            self.kernels[name] = fn, self.sms * max(per_sm, 1)
-        return self.kernels[name]
 
 
 def _run(gpu: _Gpu, work: gpu_plan.Work, leaf_size: int, pointers, window_leaves: int) -> tuple:
@@ -256,7 +259,8 @@ def digest_device_buffer(buf, params: HashParams = HashParams()) -> cpu.ItemDige
 def file_reader() -> str:
     """How ``digest_ranges`` reads files: ``"kvikio"`` when kvikio imports (CuFile straight into
     device buffers, through GPUDirect Storage or kvikio's compatibility mode, whichever kvikio picks
-    under Sentry's cufile.json), else ``"pinned"`` (pread into pinned host buffers, then copied)."""
+    for each file under Sentry's cufile.json: ``DeviceFileSource.gds``), else ``"pinned"`` (pread
+    into pinned host buffers, then copied)."""
     return "kvikio" if kvikio_io.available() else "pinned"
 
 

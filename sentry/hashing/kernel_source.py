@@ -4,11 +4,12 @@ They are found inside the package (``sentry/hashing/kernels/``, copied there whe
 built: see setup.py) or, in a source checkout or editable install, in ``kernels/`` at the top of
 the repository. Local ``#include "x.cuh"`` lines are inlined, so the text handed to NVRTC is
 the whole program: CuPy's on-disk cache is keyed by that text, and a changed header can never
-reuse a stale binary.
+reuse a stale binary. :class:`PerDevice` keeps what is built from them once per GPU.
 """
 from __future__ import annotations
 
 import re
+import threading
 from pathlib import Path
 
 from ..errors import SentryError
@@ -40,3 +41,26 @@ def source(name: str) -> str:
         return _INCLUDE.sub(lambda m: expand(m.group(1)), text)
 
     return expand(name)
+
+
+class PerDevice:
+    """``build(device_id)`` done once per device, however many threads ask at once: the file
+    reader threads all want the kernels at their first block, and neither a dict nor
+    ``functools.lru_cache`` stops two first calls from compiling (and loading) twice."""
+
+    def __init__(self, build):
+        self._build, self._lock, self._built = build, threading.Lock(), {}
+
+    def get(self, device_id: int):
+        try:
+            return self._built[device_id]
+        except KeyError:
+            with self._lock:  # one build at a time; later callers find it done
+                if device_id not in self._built:
+                    self._built[device_id] = self._build(device_id)
+                return self._built[device_id]
+
+    def clear(self) -> None:
+        """Forget every build (tests that swap CuPy or the kernel source)."""
+        with self._lock:
+            self._built.clear()

@@ -62,14 +62,21 @@ def available() -> bool:
 
 
 def gds_enabled() -> bool:
-    """True when reads go through GPUDirect Storage, False in kvikio's compatibility mode."""
+    """kvikio's process-wide default: True when it tries GPUDirect Storage for each file, False
+    when every file is read in its compatibility mode. A file can still fall back to
+    compatibility mode on its own: ``DeviceFileSource.gds`` says, per file."""
     kvikio, _ = _kvikio()
     return not kvikio.defaults.is_compat_mode_preferred()
 
 
 class DeviceFileSource(FileSource):
     """A FileSource whose byte ranges kvikio can also read into device memory (``read_device``,
-    ``start_read``); closing it closes both."""
+    ``start_read``); closing it closes both.
+
+    ``gds`` says whether kvikio reads this file through GPUDirect Storage: its default is GDS and
+    the file opens with O_DIRECT, which cuFile needs (kvikio falls back to compatibility mode for a
+    file that does not, e.g. on tmpfs). kvikio's Python API (26.10) does not report its one other
+    per-file fallback, cuFile refusing to register the file."""
 
     def __init__(self, path, *, follow_symlinks: bool = False):
         kvikio, _ = _kvikio()
@@ -85,6 +92,15 @@ class DeviceFileSource(FileSource):
         if (st.st_dev, st.st_ino) != (self.dev, self.ino):
             self.close()
             raise SentryError(f"{self.path} was opened for GPU reads as another file")
+        self.gds = not kvikio.defaults.is_compat_mode_preferred() and self._opens_direct()
+
+    def _opens_direct(self) -> bool:
+        try:
+            fd = os.open(f"/proc/self/fd/{self.fileno()}", os.O_RDONLY | os.O_DIRECT)
+        except OSError:  # EINVAL where the file system has no direct I/O
+            return False
+        os.close(fd)
+        return True
 
     def start_read(self, offset: int, buf) -> "PendingRead":
         """Begin reading ``buf.nbytes`` bytes at ``offset`` into the device array ``buf``."""

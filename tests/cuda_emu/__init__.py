@@ -14,7 +14,7 @@ from sentry.hashing import cuda
 
 from . import fake_cupy
 
-_CACHED = (cuda._module, cuda.unavailable_reason)  # the real ones, even while a test patches them
+_KERNELS, _PROBE = cuda._kernels, cuda.unavailable_reason  # the real ones, even while a test patches them
 
 
 def install(monkeypatch, build_dir):
@@ -29,5 +29,5 @@ def install(monkeypatch, build_dir):
 
 def clear_caches() -> None:
     """Forget what the Merkle backend cached under the previous ``cupy`` (call after a test, too)."""
-    for cached in _CACHED:
-        cached.cache_clear()
+    _KERNELS.clear()
+    _PROBE.cache_clear()
