@@ -149,7 +149,7 @@ def install(monkeypatch, *, with_kvikio: bool = True):
         """The kernels' stand-in: each segment's grain roots and root from the CPU backend, over
         the device bytes at the address ``pointers`` gives."""
         grains, roots, placed = [], [], []
-        for window in gpu_plan.windows(work.segments, leaf_size, window_leaves):
+        for window, _ in gpu_plan.windows(work.segments, leaf_size, window_leaves):
             segs = work.segments[window.start : window.stop]
             for seg, ptr in zip(segs, pointers(segs)):
                 buf, offset = fake_cupy.at(ptr, seg.size)
