@@ -123,9 +123,10 @@ def test_it_installs_only_under_tmp_and_writes_what_the_device_tool_brings_back(
 
 
 def test_a_site_outside_tmp_is_refused(tmp_path):
-    r = run_check(tmp_path, SENTRY_GPU_CHECK_SITE=str(ROOT / "site"), SENTRY_GPU_CHECK_DRY="1")
+    outside = "/var/lib/sentry-gpu-check-site"  # not ROOT / "site": a checkout may itself lie under /tmp
+    r = run_check(tmp_path, SENTRY_GPU_CHECK_SITE=outside, SENTRY_GPU_CHECK_DRY="1")
     assert r.returncode == 2 and "must be under /tmp" in r.stderr
-    assert not (ROOT / "site").exists() and not (tmp_path / "out").exists()
+    assert not Path(outside).exists() and not (tmp_path / "out").exists()
 
 
 def test_the_steps_cover_every_gpu_test_file_emulator_gaps_first_in_the_budget(dry_run):
