@@ -20,6 +20,7 @@ a GPU path asks for them.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from pathlib import Path
 
@@ -92,9 +93,13 @@ class DeviceFileSource(FileSource):
         if (st.st_dev, st.st_ino) != (self.dev, self.ino):
             self.close()
             raise SentryError(f"{self.path} was opened for GPU reads as another file")
-        self.gds = not kvikio.defaults.is_compat_mode_preferred() and self._opens_direct()
 
-    def _opens_direct(self) -> bool:
+    @functools.cached_property
+    def gds(self) -> bool:
+        """Asked while the file is open; probed once, on demand: hashing never pays the extra open."""
+        kvikio, _ = _kvikio()
+        if kvikio.defaults.is_compat_mode_preferred():
+            return False
         try:
             fd = os.open(f"/proc/self/fd/{self.fileno()}", os.O_RDONLY | os.O_DIRECT)
         except OSError:  # EINVAL where the file system has no direct I/O
