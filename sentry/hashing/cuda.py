@@ -293,8 +293,9 @@ class _Reader:
         self._fill([(src, offset, seg.start, seg.size) for (src, offset, _, _), seg in zip(blocks, segments)])
         work = gpu_plan.Work([None], segments, out)
         base = self.dev.data.ptr
-        grains, _ = _run(self.gpu, work, leaf_size, lambda segs: [base + s.start for s in segs],
-                         start // leaf_size)
+        # WINDOW_LEAVES, not the buffer's leaves: aligning each block's tree may need more slots than
+        # leaves, and a buffer then still goes through one run of launches
+        grains, _ = _run(self.gpu, work, leaf_size, lambda segs: [base + s.start for s in segs], WINDOW_LEAVES)
         bounds = [seg.out * H for seg in segments] + [out * H]
         return [grains[a:b] for a, b in zip(bounds, bounds[1:])]  # synchronized: the buffers are free again
 
