@@ -18,7 +18,8 @@ from pathlib import Path
 from sentry import SentryError
 from sentry.errors import reason
 
-from .common import EXIT_CODES, Parser, add_signing_options, add_trust_config_option, log, run, signing
+from .common import (EXIT_CODES, Parser, add_signing_options, add_trust_config_option, log, run, signature_beside,
+                     signing)
 
 AGENT = "sentry_dataset"
 FORMATS = ("png", "npy")
@@ -178,7 +179,8 @@ def write_dataset(out: Path, files) -> int:
 
 def build_parser() -> Parser:
     p = Parser(prog="python -m agents.dataset", description=__doc__, epilog=EXIT_CODES)
-    p.add_argument("--out", required=True, type=Path, help="the dataset directory to build and sign")
+    p.add_argument("--out", required=True, type=Path, help="the dataset directory to build and sign: new, empty, or one this agent built "
+                                                      "before (its signature beside it)")
     p.add_argument("--source", nargs="+", default=["digits"], metavar="SOURCE",
                    help="'digits' (scikit-learn's, no network; the default), a local directory of class "
                         "folders (copied as it is), a Hugging Face save_to_disk directory, or .parquet/.arrow "
@@ -204,6 +206,11 @@ def main(argv=None) -> int:
     out = args.out
     if out.exists() and not out.is_dir():
         raise SentryError(f"--out {out} exists and is not a directory")
+    sig_path = signature_beside(out, args.signature)
+    if out.is_dir() and any(out.iterdir()) and not sig_path.is_file():
+        # only a directory this agent built (its signature beside it) is built again in place
+        raise SentryError(f"--out {out} is a directory with files in it and no signature {sig_path}: "
+                          f"choose a new or empty directory")
     out.mkdir(parents=True, exist_ok=True)
     source = " ".join(args.source)
     try:
@@ -211,7 +218,7 @@ def main(argv=None) -> int:
     except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:  # unreadable files, tables, images
         raise SentryError(f"cannot build {out} from {source}: {reason(exc)}") from None
     log(AGENT, f"built {out} from {source}: {count} samples")
-    sig = sentry.sign_dataset(out, key=signs.signer, signature=args.signature, key_files=signs.files)
+    sig = sentry.sign_dataset(out, key=signs.signer, signature=sig_path, key_files=signs.files)
     link = sentry.dataset_link(sig, signs.verifier)  # reads back and verifies what was signed
     log(AGENT, f"signed dataset {out} ({count} samples, root {link.root}) with {signs.who}: {sig}")
     if args.source_key:

@@ -278,6 +278,19 @@ def test_dataset_agent_npy_rerun_and_stray_file(tmp_path):
     assert code == 2 and "stray.txt, which the source does not produce" in err
 
 
+def test_dataset_agent_never_builds_into_a_directory_of_other_files(tmp_path):
+    """A directory it did not build (no signature beside it) is refused before a sample is written."""
+    owner, _ = make_keys(tmp_path, "owner")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "id_rsa").write_text("secret")
+    code, _, err = call(dataset_agent, "--out", home, "--key", owner)
+    assert code == 2 and "is a directory with files in it and no signature" in err
+    assert [p.name for p in home.rglob("*")] == ["id_rsa"] and not (tmp_path / "home.sig").exists()
+    (tmp_path / "empty").mkdir()
+    assert call(dataset_agent, "--out", tmp_path / "empty", "--key", owner)[0] == 0
+
+
 def test_dataset_agent_reads_parquet(tmp_path):
     """A Hugging Face style table (Image feature structs + labels) as Parquet."""
     pa = pytest.importorskip("pyarrow")
