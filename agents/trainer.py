@@ -63,6 +63,22 @@ def check_args(args) -> None:
     for given in (args.key, args.dataset_public_key, args.dataset_signature, args.password_file, args.trust_config):
         if given and same_file(args.out, given):
             raise SentryError(f"--out {args.out} is {given}, an input of the trainer")
+    if (args.out.exists() or args.out.is_symlink()) and not _written_by_trainer(args.out):
+        raise SentryError(f"--out {args.out} exists and is not a checkpoint this trainer wrote: "
+                          f"choose another --out or remove it")
+
+
+def _written_by_trainer(path: Path) -> bool:
+    """Whether ``path`` is a plain .safetensors file whose metadata names this agent (a rerun's)."""
+    from safetensors import safe_open
+
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return (f.metadata() or {}).get("sentry.agent") == AGENT
+    except Exception:  # not a safetensors file at all: never written over
+        return False
 
 
 def split(count: int, limit):

@@ -278,6 +278,24 @@ def test_dataset_agent_npy_rerun_and_stray_file(tmp_path):
     assert code == 2 and "stray.txt, which the source does not produce" in err
 
 
+def test_trainer_writes_over_its_own_checkpoint_only(pipeline, tmp_path):
+    """Another file at --out (another model, anything) is refused before training; a checkpoint
+    this trainer wrote is what a rerun replaces."""
+    other = tmp_path / "other.safetensors"
+    other.write_bytes(b"not a checkpoint of the trainer")
+    from safetensors.numpy import save_file
+
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"w": np.zeros(2, np.float32)}, str(foreign), metadata={"sentry.agent": "someone else"})
+    for out in (other, foreign):
+        before = out.read_bytes()
+        code, _, err = call(trainer_agent, "--dataset", pipeline["data"], "--out", out, "--key", pipeline["trainer"],
+                            "--dataset-public-key", pipeline["owner_pub"], "--epochs", 1)
+        assert code == 2 and "exists and is not a checkpoint this trainer wrote" in err
+        assert out.read_bytes() == before
+    assert trainer_agent._written_by_trainer(pipeline["ckpt"])
+
+
 def test_dataset_agent_never_builds_into_a_directory_of_other_files(tmp_path):
     """A directory it did not build (no signature beside it) is refused before a sample is written."""
     owner, _ = make_keys(tmp_path, "owner")
