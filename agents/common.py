@@ -112,10 +112,16 @@ def signing(args) -> Signing:
     if args.sigstore:
         if args.key:
             raise SentryError("--sigstore signs without a key: leave out --key (and SENTRY_KEY_FILE)")
-        from sentry.signing.sigstore import SigstoreSigner, SigstoreVerifier
+        from sentry.signing.sigstore import NO_IDENTITY, SigstoreSigner, SigstoreVerifier
 
-        signer = SigstoreSigner(identity_token=os.environ.get("SIGSTORE_IDENTITY_TOKEN") or None,
-                                trust_config=args.trust_config, interactive=False)
+        try:
+            signer = SigstoreSigner(identity_token=os.environ.get("SIGSTORE_IDENTITY_TOKEN") or None,
+                                    trust_config=args.trust_config, interactive=False)
+        except SentryError as exc:  # the library's advice names the CLI's option; an agent reads the environment
+            if str(exc) != NO_IDENTITY:
+                raise
+            raise SentryError("--sigstore needs an OIDC identity: set SIGSTORE_IDENTITY_TOKEN, or run in CI with "
+                              "ambient credentials (GitHub Actions: permissions id-token: write)") from None
         identity, issuer = signer.identity
         return Signing(signer, SigstoreVerifier(identity, issuer, trust_config=args.trust_config),
                        f"Sigstore identity {identity} (issuer {issuer})", [f for f in [args.trust_config] if f])

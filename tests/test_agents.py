@@ -372,6 +372,9 @@ def test_dataset_agent_signs_keyless_up_to_fulcio(tmp_path, keyless_env):
 def test_keyless_signing_options_are_checked_first(pipeline, tmp_path, keyless_env):
     code, _, err = call(dataset_agent, "--out", tmp_path / "d", "--sigstore", "--key", pipeline["owner"], env=keyless_env)
     assert code == 2 and "--sigstore signs without a key: leave out --key" in err
+    code, _, err = call(dataset_agent, "--out", tmp_path / "d", "--sigstore",
+                        env=dict(keyless_env, SIGSTORE_IDENTITY_TOKEN="", GITHUB_ACTIONS=""))
+    assert code == 2 and "--sigstore needs an OIDC identity: set SIGSTORE_IDENTITY_TOKEN" in err
     expired = dict(keyless_env, SIGSTORE_IDENTITY_TOKEN="not-a-jwt")
     code, _, err = call(trainer_agent, "--dataset", pipeline["data"], "--out", tmp_path / "m.safetensors",
                         "--sigstore", "--dataset-public-key", pipeline["owner_pub"], env=expired)
