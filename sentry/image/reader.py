@@ -37,7 +37,7 @@ class VerifiedImage:
         if not _chains_to(levels, p.salt, root_hash):
             self.close()
             raise VerificationError(f"{self.path}: the stored hash tree does not match root hash {root_hash.hex()}")
-        self.params, self._level0, self.size = p, levels[0], p.hash_offset
+        self.params, self._level0, self.size = p, verity.level0_of(levels, root_hash), p.hash_offset
         self.fs = Erofs(self.read, self.size)
 
     def _pread(self, offset: int, size: int) -> bytes:

@@ -54,13 +54,7 @@ def _params(image, size: int, hash_offset, salt, superblock: bool) -> Params:
 
 def _stored_levels(image, p: Params) -> list:
     """The stored tree's levels, bottom first, as :class:`verity.Tree` lays them out."""
-    sizes, n = [], p.data_blocks
-    while True:
-        blocks = -(-n // verity.PER_BLOCK)
-        sizes.append(blocks * verity.BLOCK)
-        if blocks == 1:
-            break
-        n = blocks
+    sizes = verity.level_sizes(p.data_blocks)
     end = p.tree_offset + sum(sizes)
     if end > len(image):
         raise VerificationError(f"the image ends inside its hash tree ({len(image)} of {end} bytes)")
@@ -98,7 +92,8 @@ def verify_image(path, root_hash: bytes, *, hash_offset=None, salt=None, superbl
         if tree.root == root_hash and all(a == b for a, b in zip(tree.levels, stored)):
             return summary
         if tree.root != root_hash:
-            bad = next((i for i in range(p.data_blocks) if level0[32 * i : 32 * i + 32] != stored[0][32 * i : 32 * i + 32]), None)
+            want = verity.level0_of(stored, root_hash)
+            bad = next((i for i in range(p.data_blocks) if level0[32 * i : 32 * i + 32] != want[32 * i : 32 * i + 32]), None)
             if bad is None or not _chains_to(stored, p.salt, root_hash):
                 raise VerificationError(f"{path} does not match root hash {root_hash.hex()} (nor does its stored "
                                         "hash tree: wrong salt, hash offset or root, or a damaged tree)")
@@ -113,6 +108,8 @@ def _chains_to(levels: list, salt: bytes, root_hash: bytes) -> bool:
     """Whether a stored tree is consistent from its top down to level 0 under ``root_hash``."""
     import hashlib
 
+    if not levels:  # one data block: its digest is the root, checked with the data
+        return True
     if hashlib.sha256(salt + levels[-1]).digest() != root_hash:
         return False
     for lower, upper in zip(levels, levels[1:]):

@@ -2,14 +2,13 @@
 
 Data blocks of 4 KiB: level 0 holds SHA-256(salt || block) of each (the last block zero-padded);
 each level is stored in 4 KiB hash blocks of 128 digests, the last one zero-padded, and the next
-level hashes those blocks the same way, until a level fits in one block. root = SHA-256(salt ||
-that block). On disk the hash area holds the levels top first (the one-block level, then down to
+level hashes those blocks the same way, until one digest is left: the root (= SHA-256(salt || the
+one-block top level); for a one-block image no level is stored and the root is the block's digest). On disk the hash area holds the levels top first (the one-block level, then down to
 level 0), after an optional 4 KiB superblock. Every byte is pinned against `veritysetup format`
 in tests/test_image_verity.py.
 """
 from __future__ import annotations
 
-import hashlib
 import struct
 import uuid as uuidlib
 from dataclasses import dataclass
@@ -52,11 +51,11 @@ def tree_from_level0(level0: bytes, salt: bytes, *, device: str = "cpu") -> Tree
     """The whole tree over data blocks whose level-0 digests are ``level0``."""
     if not level0:
         raise SentryError("a dm-verity tree needs at least one data block")
-    levels = [_pad(level0)]
-    while len(levels[-1]) > BLOCK:
-        levels.append(_pad(engine.level(levels[-1], salt, BLOCK, device=device)))
-    root = hashlib.sha256(salt + levels[-1]).digest()
-    return Tree(tuple(levels), root, len(level0) // DIGEST)
+    levels, digests = [], level0
+    while len(digests) > DIGEST:  # one data block: no stored level, the root is its digest
+        levels.append(_pad(digests))
+        digests = engine.level(levels[-1], salt, BLOCK, device=device)
+    return Tree(tuple(levels), digests, len(level0) // DIGEST)
 
 
 def build_tree(data, salt: bytes, *, device: str = "cpu") -> Tree:
@@ -95,10 +94,18 @@ def parse_superblock(raw: bytes) -> Superblock:
 
 def hash_area_size(data_blocks: int) -> int:
     """Bytes of the tree (no superblock) for ``data_blocks`` data blocks."""
-    total, n = 0, data_blocks
-    while True:
-        blocks = -(-n // PER_BLOCK)
-        total += blocks * BLOCK
-        if blocks == 1:
-            return total
-        n = blocks
+    return sum(level_sizes(data_blocks))
+
+
+def level_sizes(data_blocks: int) -> list:
+    """Bytes of each stored level, bottom first (none for one data block)."""
+    sizes, n = [], data_blocks
+    while n > 1:
+        n = -(-n // PER_BLOCK)
+        sizes.append(n * BLOCK)
+    return sizes
+
+
+def level0_of(levels, root: bytes) -> bytes:
+    """The level-0 digests a stored tree holds (the root itself for a one-block image)."""
+    return levels[0] if levels else root
