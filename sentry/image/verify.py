@@ -36,12 +36,18 @@ def _params(image, size: int, hash_offset, salt, superblock: bool) -> Params:
             raise SentryError("the image is too small to be an EROFS image; give --hash-offset")
         hash_offset = struct.unpack("<I", image[SB_OFFSET + 36 : SB_OFFSET + 40])[0] * verity.BLOCK
     if hash_offset <= 0 or hash_offset % verity.BLOCK or hash_offset >= size:
+        if from_image:  # the image's own size field is damaged: a failed verification, not a usage error
+            raise VerificationError(f"the EROFS superblock's size ({hash_offset} bytes) does not locate a hash "
+                                    f"tree in the {size}-byte image; damaged, or give --hash-offset")
         raise SentryError(f"the hash offset {hash_offset} is not a positive multiple of 4096 inside the "
                           f"{size}-byte image")
     blocks = hash_offset // verity.BLOCK
     tree_offset = hash_offset
     if superblock:
-        sb = verity.parse_superblock(image[hash_offset : hash_offset + verity.BLOCK])
+        raw = image[hash_offset : hash_offset + verity.BLOCK]
+        sb = verity.parse_superblock(raw)
+        if raw != verity.superblock(sb.uuid, sb.salt, sb.data_blocks):  # stricter than veritysetup
+            raise VerificationError("the verity superblock has bytes set where veritysetup writes zeros")
         if sb.data_blocks != blocks:
             raise VerificationError(f"the verity superblock says {sb.data_blocks} data blocks, the hash offset "
                                     f"{hash_offset} means {blocks}")
