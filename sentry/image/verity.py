@@ -79,14 +79,14 @@ class Superblock:
 
 def parse_superblock(raw: bytes) -> Superblock:
     """A verity superblock read from an untrusted image: only what Sentry writes is accepted
-    (format 1, sha256, 4 KiB blocks); anything else is refused in one sentence."""
+    (format 1, sha256, 4 KiB blocks); anything else fails verification, in one sentence."""
     if len(raw) < _SB.size or raw[:8] != SIGNATURE:
-        raise VerificationError("no dm-verity superblock at the hash offset (give the right --hash-offset, or --no-superblock "
-                          "with --salt)")
+        raise VerificationError("no dm-verity superblock at the hash offset (give the right --hash-offset, "
+                                "or --no-superblock with --salt)")
     sig, version, hash_type, uid, alg, dbs, hbs, blocks, salt_size, _, salt, _ = _SB.unpack_from(raw)
     if version != 1 or hash_type != 1 or alg.rstrip(b"\0") != b"sha256" or dbs != BLOCK or hbs != BLOCK:
         raise VerificationError("the dm-verity superblock is not format 1 with sha256 and 4096-byte blocks, "
-                          "the only kind Sentry checks")
+                                "the only kind Sentry checks")
     if salt_size > engine.MAX_SALT or blocks == 0:
         raise VerificationError("the dm-verity superblock is malformed (salt size or data block count)")
     return Superblock(uuidlib.UUID(bytes=uid), salt[:salt_size], blocks)
