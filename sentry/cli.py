@@ -425,7 +425,7 @@ def cmd_sign_samples(args) -> int:
 def _image_parser(sub) -> None:
     image = sub.add_parser("image", help="build or verify a model disk image (EROFS + dm-verity)",
                            description="Model disk images: a reproducible EROFS image of a model directory with "
-                                       "its dm-verity hash tree (docs/spec.md §9).", epilog=EXIT_CODES)
+                                       "its dm-verity hash tree (docs/spec.md §10).", epilog=EXIT_CODES)
     isub = image.add_subparsers(dest="image_command", required=True, metavar="ACTION")
     p = isub.add_parser("build", help="build the image and its verity tree", epilog=EXIT_CODES)
     p.add_argument("path", metavar="DIR", help="model directory")
