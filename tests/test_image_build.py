@@ -258,3 +258,27 @@ def test_hostile_erofs_loops_and_wild_pointers_are_refused(images):
         Erofs(lambda o, n: bytes(wild[o : o + n]), len(wild)).files()
     with pytest.raises(SentryError, match="not an EROFS"):
         Erofs(lambda o, n: bytes(n), 8192)
+
+
+def test_a_side_file_is_not_replaced_without_force(model, tmp_path, capsys):
+    (tmp_path / "m.info").write_text("keep")
+    argv = ["image", "build", str(model), "-o", str(tmp_path / "m.mpk"), "--layout", "modelwrap", "--model-id", MODEL_ID]
+    assert main(argv) == 2
+    assert "m.info exists" in capsys.readouterr().err and not (tmp_path / "m.mpk").exists()
+
+
+def test_a_source_file_changed_during_the_build_is_an_error(model, tmp_path, monkeypatch):
+    import sentry.image.build as build
+
+    src = tmp_path / "src"
+    shutil.copytree(model, src)
+    real = build.make_erofs
+
+    def changing(files, out, fs_uuid):
+        (src / "config.json").write_text('{"model_type": "other"}\n')
+        return real(files, out, fs_uuid)
+
+    monkeypatch.setattr(build, "make_erofs", changing)
+    with pytest.raises(SentryError, match="config.json (changed while the image was being built|differs)"):
+        build_image(src, tmp_path / "x.img")
+    assert not (tmp_path / "x.img").exists() and not list(tmp_path.glob(".x.img*"))

@@ -105,3 +105,11 @@ def test_superblock_and_appended_tree_equal_veritysetup_on_a_sparse_16385_block_
 def test_hostile_superblocks_are_refused_in_one_sentence(raw, match):
     with pytest.raises(SentryError, match=match):
         verity.parse_superblock(raw)
+
+
+def test_the_python_fallback_is_used_without_the_extension_and_agrees(monkeypatch):
+    data = os.urandom(200 * B + 7)  # two stored levels
+    with_c = verity.build_tree(data, b"\x09")
+    monkeypatch.setattr(engine, "_c_level", None)
+    assert engine.level(data[: 3 * B + 7], b"\x09") == reference_level(data[: 3 * B + 7], b"\x09")
+    assert verity.build_tree(data, b"\x09") == with_c

@@ -22,9 +22,10 @@ __all__ = ["IMAGE_PREDICATE_TYPE", "LAYOUTS", "ImageResult", "VerifiedImage", "b
            "verify_image"]
 
 
-def _outputs_ok(model: Path, out: Path, force: bool, signature) -> None:
+def _outputs_ok(model: Path, outputs: list, force: bool) -> None:
     real_model = os.path.realpath(model)
-    for p in [out, *([signature] if signature else [])]:
+    out = outputs[0]
+    for p in outputs:
         real = os.path.realpath(p)
         if real == real_model or real.startswith(real_model + os.sep):
             raise SentryError(f"{p} is inside the model directory {model}: write the image elsewhere")
@@ -49,7 +50,7 @@ def build_image(model, out, *, layout="plain", salt=None, uuid=None, model_id=No
     if not model.is_dir():
         raise SentryError(f"{model} is not a directory: an image is built from a model directory")
     sig = Path(signature) if signature else (out.with_name(out.name + ".sig") if signer else None)
-    _outputs_ok(model, out, force, sig)
+    _outputs_ok(model, [out, *lay.side_paths(out), *([sig] if sig else [])], force)
     _, files = files_of(model, IgnoreRules(ignore, _default_ignore_names(default_ignores)), allow_symlinks)
     stamps = {real: _stamp(os.stat(real)) for _, real in files}  # before hashing: any change after is caught
     manifest = hash_artifact(model, ignore=ignore, default_ignores=default_ignores, allow_symlinks=allow_symlinks,

@@ -37,15 +37,21 @@ class Layout:
     superblock: bool
     model_id: str | None = None
 
+    def side_paths(self, out: Path) -> list:
+        """The files written beside the image."""
+        suffix = {"modelwrap": ".info", "privatemode": ".repart.json"}.get(self.name)
+        return [out.with_suffix(suffix)] if suffix else []
+
     def side_outputs(self, out: Path, root_hex: str, hash_offset: int) -> dict:
         """Path -> bytes of the files written beside the image."""
         if self.name == "modelwrap":
-            return {out.with_suffix(".info"): self.reference(root_hex, hash_offset).encode()}
-        if self.name == "privatemode":
-            doc = [{"roothash": root_hex, "hash_offset": hash_offset, "salt": self.salt.hex(),
-                    "uuid": str(self.uuid), "superblock": False}]
-            return {out.with_suffix(".repart.json"): (json.dumps(doc, indent=2) + "\n").encode()}
-        return {}
+            data = self.reference(root_hex, hash_offset)
+        elif self.name == "privatemode":
+            data = json.dumps([{"roothash": root_hex, "hash_offset": hash_offset, "salt": self.salt.hex(),
+                                "uuid": str(self.uuid), "superblock": False}], indent=2) + "\n"
+        else:
+            return {}
+        return {self.side_paths(out)[0]: data.encode()}
 
     def reference(self, root_hex: str, hash_offset: int) -> str:
         """Modelwrap's compact reference string."""
