@@ -139,7 +139,7 @@ def tamper_offsets(r, model) -> dict:
     fs = Erofs(lambda o, n: data[o : o + n], r.hash_offset)
     nodes = dict(fs.files())
     st = nodes["model.safetensors"].extents[0][0] + tensor_offset(model / "model.safetensors", "embed")[0] + 5
-    places = {"tensor": st, "superblock of EROFS": 1024 + 36, "inline tail": nodes["config.json"].extents[-1][0],
+    places = {"tensor": st, "superblock of EROFS": 1024 + 36, "EROFS volume name": 1024 + 64, "inline tail": nodes["config.json"].extents[-1][0],
               "last data byte": r.hash_offset - 1, "last byte": len(data) - 1}
     if r.layout.superblock:
         places["verity salt"] = r.hash_offset + 88
@@ -159,8 +159,9 @@ def test_a_changed_byte_anywhere_is_refused_by_veritysetup_and_sentry(images, mo
         err = capsys.readouterr().err
         assert err.startswith("sentry: ") and err.count("\n") == 1, err
         if what == "tensor":
-            block = offset // B
-            assert f"data block {block} " in err and "model.safetensors" in err, err
+            assert f"data block {offset // B} " in err and "model.safetensors" in err, err
+        if what == "EROFS volume name":
+            assert "data block 0 " in err and "EROFS metadata" in err, err
 
 
 def test_sentry_verify_refuses_what_veritysetup_ignores_in_the_superblock_padding(images, tmp_path):

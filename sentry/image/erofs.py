@@ -130,11 +130,14 @@ class Erofs:
             stack.extend(reversed(children))
         return sorted(out, key=lambda f: f[0])
 
-    def block_owners(self) -> dict:
-        """Image block number -> the file whose bytes it holds (blocks not listed: metadata)."""
-        owners = {}
+    def owner(self, block: int) -> str:
+        """What image block ``block`` holds: a file's data, or EROFS metadata (superblock, inodes,
+        directories), with the names of files whose inline tails share the block."""
+        tails = []
         for name, node in self.files():
             for off, n in node.extents:
-                for b in range(off // BLOCK, (off + n - 1) // BLOCK + 1):
-                    owners.setdefault(b, name)
-        return owners
+                if off // BLOCK <= block <= (off + n - 1) // BLOCK:
+                    if off % BLOCK == 0:
+                        return name
+                    tails.append(name)
+        return "EROFS metadata" + (f" (with the inline tails of {', '.join(tails)})" if tails else "")

@@ -74,7 +74,7 @@ def _stored_levels(image, p: Params) -> list:
 def owner_of(image, size: int, block: int) -> str:
     """The file a data block belongs to, as the image's (possibly damaged) metadata says."""
     try:
-        return Erofs(lambda o, n: image[o : o + n], size).block_owners().get(block, "EROFS metadata")
+        return Erofs(lambda o, n: image[o : o + n], size).owner(block)
     except SentryError as exc:
         return f"unknown: {exc}"
 
