@@ -1,4 +1,4 @@
-"""`sentry` command line: keygen, hash, sign, verify, audit, sign-samples.
+"""`sentry` command line: keygen, hash, sign, verify, audit, sign-samples, image.
 
 Exit codes: 0 success, 1 verification failed, 2 usage or input error (and 141, as for SIGPIPE,
 when stdout is closed before the output is written). Errors are one sentence on stderr; results
@@ -214,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="for the signatures and the hashing (default: auto = CUDA when a GPU is usable, else CPU)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print one record per bundle as JSON")
+    _image_parser(sub)
     return parser
 
 
@@ -418,8 +419,86 @@ def cmd_sign_samples(args) -> int:
     return 0
 
 
+# -- sentry image: model disk images (EROFS + dm-verity), sentry/image ----------------------------------
+
+
+def _image_parser(sub) -> None:
+    image = sub.add_parser("image", help="build or verify a model disk image (EROFS + dm-verity)",
+                           description="Model disk images: a reproducible EROFS image of a model directory with "
+                                       "its dm-verity hash tree (docs/spec.md §10).", epilog=EXIT_CODES)
+    isub = image.add_subparsers(dest="image_command", required=True, metavar="ACTION")
+    p = isub.add_parser("build", help="build the image and its verity tree", epilog=EXIT_CODES)
+    p.add_argument("path", metavar="DIR", help="model directory")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.img", help="the image to write (tree appended)")
+    p.add_argument("--layout", choices=("plain", "modelwrap", "privatemode"), default="plain",
+                   help="plain (default), modelwrap (Tinfoil .mpk + .info) or privatemode (Edgeless, repart.json)")
+    p.add_argument("--model-id", metavar="ORG/NAME@REVISION", help="modelwrap: the model identity (salt and UUID)")
+    p.add_argument("--salt", metavar="HEX", help="plain: the verity salt (default 00)")
+    p.add_argument("--uuid", help="plain: the file system and verity UUID (default all zeros)")
+    _ignore_options(p)
+    p.add_argument("--allow-symlinks", action="store_true", help="copy what symbolic links point to (only inside DIR)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the verity tree is hashed")
+    p.add_argument("--key", metavar="KEY.pem", help="also sign a statement binding verity root, image digest and "
+                                                    "manifest root with this ECDSA P-256 key")
+    p.add_argument("--password-file", metavar="FILE", help="password of an encrypted --key")
+    p.add_argument("--signature", metavar="SIG", help="with --key: where to write the bundle (default OUT.img.sig)")
+    p.add_argument("--force", action="store_true", help="replace existing outputs")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p = isub.add_parser("verify", help="check an image against a dm-verity root hash", epilog=EXIT_CODES)
+    p.add_argument("image", metavar="IMAGE", help="the image with its tree")
+    p.add_argument("--root-hash", required=True, metavar="HEX", help="the trusted dm-verity root hash")
+    p.add_argument("--hash-offset", type=int, metavar="BYTES",
+                   help="where the tree (or its superblock) starts; default: the EROFS image's size")
+    p.add_argument("--salt", metavar="HEX", help="the salt (default: the verity superblock's)")
+    p.add_argument("--no-superblock", action="store_true", help="the tree starts at the hash offset (privatemode)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the tree is recomputed")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def cmd_image(args) -> int:
+    from . import image
+
+    if args.image_command == "verify":
+        try:
+            root = bytes.fromhex(args.root_hash)
+        except ValueError:
+            root = b""
+        if len(root) != 32:
+            raise SentryError("--root-hash must be 64 hex digits")
+        salt = None if args.salt is None else image.layouts.parse_salt(args.salt)
+        try:
+            out = image.verify_image(args.image, root, hash_offset=args.hash_offset, salt=salt,
+                                     superblock=not args.no_superblock, device=args.device)
+        except VerificationError as exc:
+            if args.json:
+                print(json.dumps({"ok": False, "error": str(exc)}, indent=2))
+            raise
+        print(json.dumps(out, indent=2) if args.json else f"OK: {args.image} matches root hash {args.root_hash}")
+        return 0
+    if args.password_file and not args.key:
+        raise SentryError("--password-file goes with --key")
+    signer = None
+    if args.key:
+        from .signing import KeySigner, load_private_key
+
+        signer = KeySigner(load_private_key(args.key, _password_for(args.key, args.password_file)))
+    with _progress(args) as bar:
+        result = image.build_image(args.path, args.output, layout=args.layout, salt=args.salt, uuid=args.uuid,
+                                   model_id=args.model_id, ignore=args.ignore, default_ignores=args.default_ignores,
+                                   allow_symlinks=args.allow_symlinks, device=args.device, force=args.force,
+                                   signer=signer, signature=args.signature, progress=bar)
+    j = result.to_json()
+    if args.json:
+        print(json.dumps(j, indent=2))
+    else:
+        print(f"wrote {', '.join(j['outputs'])}: root hash {j['root_hash']}, hash offset {j['hash_offset']}, "
+              f"salt {j['salt'] or '-'}" + (f"; reference {j['reference']}" if "reference" in j else ""))
+    return 0
+
+
 COMMANDS = {"keygen": cmd_keygen, "hash": cmd_hash, "sign": cmd_sign, "verify": cmd_verify, "audit": cmd_audit,
-            "sign-samples": cmd_sign_samples}
+            "sign-samples": cmd_sign_samples, "image": cmd_image}
 
 
 def main(argv=None) -> int:

@@ -76,6 +76,14 @@ def test_runtime_source_compiles(tmp_path):
     assert report.count("Compiling entry function") == 3, report
 
 
+@needs_nvcc
+def test_verity_runtime_source_compiles(tmp_path):
+    """kernels/verity.cu as NVRTC gets it (sha256_stream.cuh and sha256.cuh inlined): one kernel."""
+    src = tmp_path / "verity_rtc.cu"
+    src.write_text(kernel_source.source("verity.cu"))
+    report = nvcc_cubin(src, tmp_path / "verity_rtc.cubin")
+    assert re.findall(r"Compiling entry function '(\w+)'", report) == ["verity_level"], report
+
 def _nvrtc():
     import ctypes
     import ctypes.util

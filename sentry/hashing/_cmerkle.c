@@ -6,6 +6,8 @@
  *   chunk_roots(buffer, leaf_size, chunk_leaves) -> concatenated 32-byte roots of the aligned
  *       chunks of chunk_leaves leaves (a power of two; the last chunk may be shorter; b"" if empty)
  *   root_of_hashes(buffer) -> 32 bytes: the same tree over concatenated 32-byte subtree roots
+ *   verity_level(buffer, salt, block_size) -> concatenated SHA-256(salt || block) of each block
+ *       (the last one zero-padded): one level of a dm-verity tree (format 1), sentry.image.verity
  *
  * leaf = SHA-256(0x00 || leaf bytes), node = SHA-256(0x01 || left || right), empty = SHA-256("").
  * The tree is built with a compact stack: push each leaf hash, merge the top two entries while they
@@ -370,6 +372,75 @@ static PyObject *py_root_of_hashes(PyObject *self, PyObject *arg)
     return PyBytes_FromStringAndSize((const char *)out, HLEN);
 }
 
+/* -- one level of a dm-verity (format 1) hash tree ---------------------------------------------
+ * digest = SHA-256(salt || block) for every block, the last one zero-padded to block_size. With the
+ * one-byte salt 00 a full block's digest is exactly the RFC 9162 leaf hash of those 4 KiB, so the
+ * two-lane SHA-NI leaf code serves it (and one pass gives both trees: sentry/image/verity.py). */
+static void salted_block(const SHA256_CTX *salted, const unsigned char *p, size_t len, size_t block_size,
+                         unsigned char out[HLEN])
+{
+    static const unsigned char zeros[256] = {0};
+    SHA256_CTX c = *salted;
+    SHA256_Update(&c, p, len);
+    while (len < block_size) {
+        size_t k = block_size - len < sizeof zeros ? block_size - len : sizeof zeros;
+        SHA256_Update(&c, zeros, k);
+        len += k;
+    }
+    SHA256_Final(out, &c);
+}
+
+static void verity_level(const unsigned char *p, size_t n, const unsigned char *salt, size_t salt_len,
+                         size_t block_size, unsigned char *out)
+{
+    SHA256_CTX salted;
+    size_t off = 0;
+    SHA256_Init(&salted);
+    SHA256_Update(&salted, salt, salt_len);
+    while (off < n) {
+        size_t len = n - off < block_size ? n - off : block_size;
+#ifdef HAVE_SHA_NI_CODE
+        if (use_sha_ni && salt_len == 1 && salt[0] == 0x00 && n - off >= 2 * block_size) {
+            leaf_hash_x2(p + off, p + off + block_size, block_size, out, out + HLEN);
+            out += 2 * HLEN;
+            off += 2 * block_size;
+            continue;
+        }
+#endif
+        salted_block(&salted, p + off, len, block_size, out);
+        out += HLEN;
+        off += len;
+    }
+}
+
+static PyObject *py_verity_level(PyObject *self, PyObject *args)
+{
+    Py_buffer buf, salt;
+    Py_ssize_t block_size;
+    size_t n_blocks;
+    PyObject *result;
+
+    if (!PyArg_ParseTuple(args, "y*y*n:verity_level", &buf, &salt, &block_size))
+        return NULL;
+    if (block_size <= 0 || salt.len > 256) {
+        PyBuffer_Release(&buf);
+        PyBuffer_Release(&salt);
+        PyErr_SetString(PyExc_ValueError, "block_size must be positive and the salt at most 256 bytes");
+        return NULL;
+    }
+    n_blocks = (size_t)buf.len / (size_t)block_size + ((size_t)buf.len % (size_t)block_size != 0);
+    result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(n_blocks * HLEN));
+    if (result != NULL) {
+        unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
+        Py_BEGIN_ALLOW_THREADS
+        verity_level(buf.buf, (size_t)buf.len, salt.buf, (size_t)salt.len, (size_t)block_size, out);
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&buf);
+    PyBuffer_Release(&salt);
+    return result;
+}
+
 static PyObject *py_set_sha_ni(PyObject *self, PyObject *arg)
 {
     int want = PyObject_IsTrue(arg);
@@ -578,6 +649,10 @@ static PyMethodDef methods[] = {
      "root_of_hashes(buffer) -> bytes\n\n"
      "RFC 9162 Merkle Tree Hash over already-hashed subtrees, given as a buffer of concatenated\n"
      "32-byte hashes (sentry.hashing.merkle.root_of_hashes); SHA-256(\"\") for an empty buffer."},
+    {"verity_level", py_verity_level, METH_VARARGS,
+     "verity_level(buffer, salt, block_size) -> bytes\n\n"
+     "Concatenated SHA-256(salt || block) of each block_size block of buffer, the last one zero-padded:\n"
+     "one level of a dm-verity (format 1) hash tree. b\"\" for an empty buffer. Releases the GIL."},
     {"hash_files", py_hash_files, METH_VARARGS,
      "hash_files(paths, leaf_size, max_chunks, max_bytes, follow_symlinks) -> list\n\n"
      "Per path, (size, chunk roots) of the whole regular file, chunked as sentry.hashing.merkle.\n"

@@ -10,11 +10,12 @@ from __future__ import annotations
 import sys
 
 import sentry.crypto
-from sentry.hashing import cuda
+from sentry.hashing import cuda, verity
 
 from . import fake_cupy
 
 _KERNELS, _PROBE = cuda._kernels, cuda.unavailable_reason  # the real ones, even while a test patches them
+_VERITY = verity._kernel  # the dm-verity level kernel (kernels/verity.cu)
 
 
 def install(monkeypatch, build_dir):
@@ -30,4 +31,5 @@ def install(monkeypatch, build_dir):
 def clear_caches() -> None:
     """Forget what the Merkle backend cached under the previous ``cupy`` (call after a test, too)."""
     _KERNELS.clear()
+    _VERITY.clear()
     _PROBE.cache_clear()
