@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from ..errors import SentryError
+from ..errors import SentryError, Remedy
 from .params import HashParams
 from .plan import FileRange, ItemDigest  # noqa: F401  (the engine's input and result types)
 
@@ -21,7 +21,7 @@ def resolve_device(device: str) -> str:
     if cuda.available():
         return "cuda"
     if device == "cuda":
-        raise SentryError(f"cannot hash on CUDA: {cuda.unavailable_reason()}; use --device cpu")
+        raise SentryError(f"cannot hash on CUDA: {cuda.unavailable_reason()}", remedy=Remedy("device", "'cpu'"))
     return "cpu"
 
 
