@@ -118,7 +118,7 @@ def signing(args) -> Signing:
             signer = SigstoreSigner(identity_token=os.environ.get("SIGSTORE_IDENTITY_TOKEN") or None,
                                     trust_config=args.trust_config, interactive=False)
         except SentryError as exc:  # the library's advice names the CLI's option; an agent reads the environment
-            if str(exc) != NO_IDENTITY:
+            if exc.message != NO_IDENTITY:
                 raise
             raise SentryError("--sigstore needs an OIDC identity: set SIGSTORE_IDENTITY_TOKEN, or run in CI with "
                               "ambient credentials (GitHub Actions: permissions id-token: write)") from None

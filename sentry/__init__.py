@@ -9,7 +9,17 @@ Public API (torch, cupy and DALI are imported only when a call needs them)::
     sentry.data.get_image_dataloader(dir, batch, ...), sentry.data.VerifiedDataset(dir, ...)
     sentry.configure(public_key=..., signature=...); sentry.protect(model)
 """
-from .errors import SentryError, VerificationError  # noqa: F401  (public names)
+from .errors import (  # noqa: F401  (public names)
+    BadSignature,
+    ContentMismatch,
+    InvalidBundle,
+    InvalidInput,
+    MissingDependency,
+    Remedy,
+    SentryError,
+    UnsupportedFormat,
+    VerificationError,
+)
 
 __version__ = "0.1.0"
 
@@ -18,7 +28,9 @@ _API = {
     "hash_artifact", "default_signature_path", "load_signed_dataset", "sign_samples", "load_provenance",
     "dataset_link",
 }
-__all__ = sorted(_API | {"SentryError", "VerificationError", "Report"})
+_ERRORS = {"SentryError", "InvalidInput", "MissingDependency", "VerificationError", "InvalidBundle", "BadSignature",
+           "UnsupportedFormat", "ContentMismatch", "Remedy"}
+__all__ = sorted(_API | _ERRORS | {"Report"})
 
 
 def __getattr__(name):

@@ -5,7 +5,7 @@ import itertools
 import os
 from pathlib import Path
 
-from .errors import SentryError, VerificationError
+from .errors import SentryError, VerificationError, InvalidBundle, UnsupportedFormat, ContentMismatch, Remedy
 from .hashing.params import HashParams
 from .manifest.compare import Report, compare_manifests
 from .manifest.manifest import Manifest
@@ -231,10 +231,10 @@ def signed_manifest(statement, signature: Path) -> Manifest:
     from .signing import PREDICATE_TYPE
 
     if statement.predicate_type != PREDICATE_TYPE:
-        raise VerificationError(f"{signature} is not a Sentry signature (predicate {statement.predicate_type!r})")
+        raise UnsupportedFormat(f"{signature} is not a Sentry signature (predicate {statement.predicate_type!r})")
     manifest = Manifest.from_predicate(statement.predicate, sidecar_dir=signature.parent)
     if manifest.root().hex() != statement.digest_hex:
-        raise VerificationError(f"{signature}: the signed manifest does not match the signed digest")
+        raise InvalidBundle(f"{signature}: the signed manifest does not match the signed digest")
     return manifest
 
 
@@ -245,7 +245,7 @@ def _check_signed_type(signature: Path, statement, artifact_type: str | None) ->
     from .signing import PREDICATE_TYPE
 
     if statement.predicate_type != PREDICATE_TYPE:
-        raise VerificationError(f"{signature} is not a Sentry signature (predicate {statement.predicate_type!r})")
+        raise UnsupportedFormat(f"{signature} is not a Sentry signature (predicate {statement.predicate_type!r})")
     artifact = statement.predicate.get("artifact")
     signed_type = artifact.get("type") if isinstance(artifact, dict) else None
     if artifact_type is not None and signed_type in ("model", "dataset") and signed_type != artifact_type:
@@ -256,8 +256,10 @@ def _check_signed_type(signature: Path, statement, artifact_type: str | None) ->
 def _wrong_kind(signature: Path, signed_type: str):
     """A signature used for the other kind of artifact: a usage error that says how to verify it."""
     if signed_type == "dataset":
-        raise SentryError(f"{signature} signs a dataset, not a model: add --dataset (verify_dataset in Python)")
-    raise SentryError(f"{signature} signs a {signed_type}, not a dataset: drop --dataset (verify_model in Python)")
+        raise SentryError(f"{signature} signs a dataset, not a model",
+                          remedy=Remedy("dataset", "True", python="verify it with verify_dataset"))
+    raise SentryError(f"{signature} signs a {signed_type}, not a dataset",
+                      remedy=Remedy("dataset", "False", python="verify it with verify_model"))
 
 
 def signed_claim(statement, signature: Path, artifact_type: str | None = None):
@@ -276,7 +278,7 @@ def signed_claim(statement, signature: Path, artifact_type: str | None = None):
         return signed_manifest(statement, signature)
     claim = DatasetClaim.from_predicate(statement.predicate)
     if claim.root.hex() != statement.digest_hex:
-        raise VerificationError(f"{signature}: the signed sidecar root does not match the signed digest")
+        raise InvalidBundle(f"{signature}: the signed sidecar root does not match the signed digest")
     return claim
 
 
@@ -355,7 +357,7 @@ def check_artifact(artifact, signed: Manifest, sig_path: Path, *, ignore=(), def
 def _verdict(report: Report) -> Report:
     if not report.ok:
         first = report.lines()[0]
-        raise VerificationError(f"verification failed: {report.summary()}; {first}", report)
+        raise ContentMismatch(f"verification failed: {report.summary()}; {first}", report)
     return report
 
 
@@ -405,7 +407,7 @@ def _training_data(given, dataset_public_key) -> tuple:
         elif _is_path(entry):
             if dataset_public_key is None:
                 raise SentryError(f"linking the dataset signature {entry} needs the dataset owner's public key "
-                                  f"(dataset_public_key=, --dataset-public-key) to verify it first")
+                                  f"to verify it first", remedy=Remedy("dataset_public_key", "PATH"))
             links.append(dataset_link(entry, dataset_public_key))
         else:
             raise SentryError("training_data is a dataset signature path, a TrainingData, or a list of them")
@@ -429,7 +431,7 @@ def dataset_link(signature, public_key=None):
     statement = parse_statement(verifier.verify(bundle))
     claim = signed_claim(statement, sig_path, "dataset")
     if not is_dataset_name(statement.subject_name):
-        raise VerificationError(f"{sig_path} names its dataset with something other than a printable name "
+        raise InvalidBundle(f"{sig_path} names its dataset with something other than a printable name "
                                 f"of 1 to {MAX_DATASET_NAME} characters")
     return TrainingData(statement.subject_name, claim.root.hex(), digest)
 
@@ -536,7 +538,7 @@ def verify_dataset(path_or_root, public_key=None, signature=None, *, sidecar=Non
             raise SentryError("verifying a dataset root needs signature=PATH")
         sig_path, claim = _read_claim(None, public_key, signature, "dataset")
         if bytes(path_or_root) != claim.root:
-            raise VerificationError(f"the dataset root {bytes(path_or_root).hex()} is not the one {sig_path} signs")
+            raise ContentMismatch(f"the dataset root {bytes(path_or_root).hex()} is not the one {sig_path} signs")
         return Report(checked=claim.samples, root=claim.root.hex())
     if not _is_path(path_or_root):
         raise SentryError("a dataset is given as a directory path, or as the root a loader computed")

@@ -377,7 +377,7 @@ def cmd_verify(args) -> int:
     except VerificationError as exc:
         if args.json:  # scripts always get a JSON verdict, also when the signature itself is bad
             body = exc.report.to_json() if exc.report is not None else {"ok": False}
-            print(json.dumps({**body, "error": str(exc)}, indent=2))
+            print(json.dumps({**body, "error": error_message(exc)}, indent=2))
         elif exc.report is not None:
             print("\n".join(exc.report.lines()))
         raise
@@ -472,7 +472,7 @@ def cmd_image(args) -> int:
                                      superblock=not args.no_superblock, device=args.device)
         except VerificationError as exc:
             if args.json:
-                print(json.dumps({"ok": False, "error": str(exc)}, indent=2))
+                print(json.dumps({"ok": False, "error": error_message(exc)}, indent=2))
             raise
         print(json.dumps(out, indent=2) if args.json else f"OK: {args.image} matches root hash {args.root_hash}")
         return 0
@@ -497,6 +497,38 @@ def cmd_image(args) -> int:
     return 0
 
 
+# The option that gives each API setting an error's remedy names (sentry.errors.Remedy).
+_REMEDY_OPTIONS = {
+    "allow_symlinks": "--allow-symlinks",
+    "device": "--device {}",
+    "force": "--force",
+    "trust_config": "--trust-config FILE",
+    "identity_token": "--identity-token TOKEN",
+    "leaf_size": "--leaf-size {}",
+    "dataset_public_key": "--dataset-public-key PUB",
+    "public_key": "--public-key PUB",
+    "certificate_chain": "--certificate-chain CA.pem",
+    "identity": "--identity and --issuer",
+}
+
+
+def error_message(exc: SentryError) -> str:
+    """The error in the command line's words: its remedy names this CLI's option."""
+    remedy = exc.remedy
+    if remedy is None:
+        return str(exc)
+    if remedy.setting == "dataset":
+        advice = ("add" if remedy.value == "True" else "drop") + " --dataset"
+    elif remedy.setting == "password":
+        from .signing.keys import PASSWORD_ENV
+
+        advice = f"give its password with --password-file FILE or {PASSWORD_ENV}"
+    else:
+        option = _REMEDY_OPTIONS[remedy.setting].format(remedy.value.strip("'"))
+        advice = f"pass {option}" + (f" {remedy.purpose}" if remedy.purpose else "")
+    return f"{exc.message}; {advice}"
+
+
 COMMANDS = {"keygen": cmd_keygen, "hash": cmd_hash, "sign": cmd_sign, "verify": cmd_verify, "audit": cmd_audit,
             "sign-samples": cmd_sign_samples, "image": cmd_image}
 
@@ -515,7 +547,7 @@ def main(argv=None) -> int:
         os.close(devnull)
         return 128 + signal.SIGPIPE
     except SentryError as exc:
-        print(f"sentry: {exc}", file=sys.stderr)
+        print(f"sentry: {error_message(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("sentry: interrupted", file=sys.stderr)

@@ -92,7 +92,7 @@ class Protection:
             if self._error is None and not self._unchanged(module):
                 self._verify_now()
             if self._error is not None:
-                raise VerificationError(str(self._error), self._error.report)
+                raise type(self._error)(str(self._error), self._error.report)  # the same kind, raised anew
 
     def _unchanged(self, module) -> bool:
         verified = self._verified

@@ -103,7 +103,7 @@ def test_key_and_certificate_must_match_and_files_must_hold_certificates(tmp_pat
 def test_wrong_verifier_for_the_method_names_the_option(tmp_path):
     pki = make_pki(tmp_path)
     bundle = _sign(tmp_path, pki)
-    with pytest.raises(VerificationError, match="signed with an X.509 certificate, not a key; verify it with --certificate-chain"):
+    with pytest.raises(VerificationError, match="signed with an X.509 certificate, not a key; verify it with a CertificateVerifier"):
         KeyVerifier(ec.generate_private_key(ec.SECP256R1()).public_key()).verify(bundle)
 
 

@@ -579,7 +579,7 @@ def test_certificate_sign_and_verify(model, tmp_path):
     assert "does not chain to a trusted CA certificate" in error(
         cli("verify", "model", "--certificate-chain", other["root"], cwd=cwd), 1)
     line = error(cli("verify", "model", "--public-key", make_keys(tmp_path)[1], cwd=cwd), 1)
-    assert line.endswith("signed with an X.509 certificate, not a key; verify it with --certificate-chain CA.pem")
+    assert line.endswith("signed with an X.509 certificate, not a key; pass --certificate-chain CA.pem")
 
 
 def test_option_combinations_are_usage_errors(model, keys):
@@ -602,7 +602,8 @@ def test_sigstore_sign_without_identity_or_with_a_bad_token(model):
     env = {k: v for k, v in _env().items() if k not in ambient}
     r = subprocess.run([sys.executable, "-m", "sentry.cli", "sign", "model", "--sigstore"], capture_output=True,
                        text=True, cwd=model.parent, env=env, stdin=subprocess.DEVNULL, timeout=60)
-    assert "Sigstore signing needs an OIDC identity: pass --identity-token" in error(r, 2)
+    line = error(r, 2)
+    assert "Sigstore signing needs an OIDC identity" in line and line.endswith("; pass --identity-token TOKEN to use a token you have")
     line = error(cli("sign", "model", "--sigstore", "--identity-token", "not.a.jwt", cwd=model.parent), 2)
     assert "no usable Sigstore identity" in line
     assert not (model.parent / "model.sig").exists()

@@ -197,7 +197,7 @@ def test_root_from_a_loader_verifies_against_the_signature(data_dir, keys):
 
 def test_model_and_dataset_signatures_do_not_mix(data_dir, keys):
     sentry.sign_model(data_dir, key=keys[0])
-    with pytest.raises(SentryError, match="signs a model, not a dataset: drop --dataset"):
+    with pytest.raises(SentryError, match="signs a model, not a dataset; verify it with verify_model"):
         sentry.verify_dataset(data_dir, public_key=keys[1])
 
 

@@ -26,7 +26,7 @@ def test_available_is_a_bool_and_never_raises():
 def test_auto_falls_back_to_cpu_and_cuda_without_gpu_is_one_sentence(no_gpu):
     assert hashing.resolve_device("auto") == "cpu"
     assert hashing.resolve_device("cpu") == "cpu"
-    with pytest.raises(SentryError, match=r"^cannot hash on CUDA: no CUDA GPU is visible; use --device cpu$"):
+    with pytest.raises(SentryError, match=r"^cannot hash on CUDA: no CUDA GPU is visible; pass device='cpu'$"):
         hashing.resolve_device("cuda")
     with pytest.raises(SentryError, match="unknown device 'tpu'"):
         hashing.resolve_device("tpu")

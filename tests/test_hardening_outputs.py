@@ -151,9 +151,9 @@ def test_the_sample_list_never_replaces_its_own_signature(work, sentry_cli, earl
 def test_an_earlier_output_of_another_kind_needs_force(work, sentry_cli):
     signs(sentry_cli, "sign", "d", "--dataset", "--key", "k.pem")
     refused(sentry_cli, work, "sign", "m", "--key", "k.pem", "--signature", "d.samples.jsonl",
-            gist="it exists and is not a Sentry or model_signing signature bundle; add --force")
+            gist="it exists and is not a Sentry or model_signing signature bundle; pass --force")
     refused(sentry_cli, work, "sign-samples", "d", "--key", "k.pem", "-o", "d.sig",
-            gist="is not a Sentry provenance file; add --force")
+            gist="is not a Sentry provenance file; pass --force")
 
 
 # ---------------------------------------------------------------------------- --force and re-signing
@@ -163,8 +163,8 @@ def test_an_unrelated_file_is_replaced_only_with_force(work, sentry_cli):
     (work / "notes.txt").write_text("keep me")
     refused(sentry_cli, work, "sign", "m", "--key", "k.pem", "--signature", "notes.txt",
             gist="refusing to write the signature to notes.txt: it exists and is not a Sentry or model_signing "
-                 "signature bundle; add --force to replace it")
-    refused(sentry_cli, work, "sign-samples", "d", "--key", "k.pem", "-o", "notes.txt", gist="add --force")
+                 "signature bundle; pass --force to replace it")
+    refused(sentry_cli, work, "sign-samples", "d", "--key", "k.pem", "-o", "notes.txt", gist="pass --force")
     signs(sentry_cli, "sign", "m", "--key", "k.pem", "--signature", "notes.txt", "--force")
     assert sentry.verify_model("m", public_key="k.pub.pem", signature="notes.txt").ok
 
@@ -173,8 +173,8 @@ def test_a_symlink_at_the_output_is_judged_by_its_target_and_replaced_not_follow
     (work / "notes.txt").write_text("keep me")
     os.symlink("notes.txt", work / "m.sig")
     os.symlink("nowhere", work / "dangling.sig")
-    refused(sentry_cli, work, "sign", "m", "--key", "k.pem", gist="add --force")
-    refused(sentry_cli, work, "sign", "m", "--key", "k.pem", "--signature", "dangling.sig", gist="add --force")
+    refused(sentry_cli, work, "sign", "m", "--key", "k.pem", gist="pass --force")
+    refused(sentry_cli, work, "sign", "m", "--key", "k.pem", "--signature", "dangling.sig", gist="pass --force")
     os.symlink("m/weights.bin", work / "w.sig")
     refused(sentry_cli, work, "sign", "m", "--key", "k.pem", "--signature", "w.sig", "--force",
             gist="inside the artifact")
@@ -227,7 +227,7 @@ def test_the_api_applies_the_same_rules_before_hashing(work, monkeypatch):
          "it is the signing key"),
         (sentry.sign_model, ("m",), {"key": load_private_key("k.pem"), "signature": "k.pub.pem",
                                      "key_files": ["k.pub.pem"], "force": True}, "a key file given to sign with"),
-        (sentry.sign_model, ("m",), {"key": "k.pem", "signature": "k.pub.pem"}, "add --force"),
+        (sentry.sign_model, ("m",), {"key": "k.pem", "signature": "k.pub.pem"}, "pass force=True to replace it"),
         (sentry.sign_model, ("m",), {"key": "k.pem", "signature": "no/such/dir/m.sig"},
          "its directory does not exist"),
         (sentry.sign_dataset, ("d",), {"key": "k.pem", "sidecar": "d.sig"}, "the signature goes there"),
@@ -298,7 +298,7 @@ def test_the_item_list_of_a_large_manifest_replaces_only_an_earlier_one(work, se
     monkeypatch.setattr(manifests, "MAX_INLINE_BYTES", 100)
     items = work / "m.manifest.jsonl"
     items.write_text("notes of mine\n")
-    refused(sentry_cli, work, "sign", "m", "--key", "k.pem", "-q", gist="not a Sentry item list; add --force")
+    refused(sentry_cli, work, "sign", "m", "--key", "k.pem", "-q", gist="not a Sentry item list; pass --force")
     assert not (work / "m.sig").exists()
     signs(sentry_cli, "sign", "m", "--key", "k.pem", "--force")
     signs(sentry_cli, "sign", "m", "--key", "k.pem")  # re-signing replaces the earlier item list

@@ -234,7 +234,7 @@ def test_a_dataset_signature_without_dataset_says_add_it(tmp_path, keys, capsys)
     (data / "1.png").write_bytes(b"x")
     sentry.sign_dataset(data, key=keys[0])
     code, _, err = _cli(capsys, "verify", data, "--public-key", keys[1], "-q")
-    assert code == 2 and "signs a dataset, not a model: add --dataset" in err
+    assert code == 2 and "signs a dataset, not a model; add --dataset" in err
     assert _cli(capsys, "verify", data, "--dataset", "--public-key", keys[1], "-q")[0] == 0
 
 
@@ -244,7 +244,7 @@ def test_dataset_on_a_model_signature_says_drop_it(tmp_path, keys, capsys):
     (model / "w.bin").write_bytes(b"weights")
     sentry.sign_model(model, key=keys[0])
     code, _, err = _cli(capsys, "verify", model, "--dataset", "--public-key", keys[1], "-q")
-    assert code == 2 and "signs a model, not a dataset: drop --dataset" in err
+    assert code == 2 and "signs a model, not a dataset; drop --dataset" in err
     sentry.sign_model(model, key=keys[0], format="oms")
     code, _, err = _cli(capsys, "verify", model, "--dataset", "--public-key", keys[1], "-q")
     assert code == 2 and "drop --dataset" in err

@@ -149,7 +149,7 @@ def test_encrypted_private_key(tmp_path):
     key = write_keypair(priv, pub, password=secret)
     assert b"ENCRYPTED PRIVATE KEY" in priv.read_bytes()
     assert load_private_key(priv, secret).private_numbers() == key.private_numbers()
-    with pytest.raises(SentryError, match="is encrypted: give its password"):
+    with pytest.raises(SentryError, match="is encrypted; pass password="):
         load_private_key(priv)
     with pytest.raises(SentryError, match="wrong password") as info:
         load_private_key(priv, b"hunter2")

@@ -121,7 +121,7 @@ def test_verifier_options_and_trust_configs_are_checked(tmp_path):
 def test_signer_needs_an_identity_and_checks_the_token_first(offline):
     with pytest.raises(SentryError) as err:
         SigstoreSigner(interactive=False)
-    assert str(err.value) == NO_IDENTITY
+    assert err.value.message == NO_IDENTITY and err.value.remedy.setting == "identity_token"
     with pytest.raises(SentryError, match="no usable Sigstore identity: Identity token is malformed"):
         SigstoreSigner(identity_token="not-a-jwt")
     with pytest.raises(SentryError, match="no usable Sigstore identity"):  # expired

@@ -186,7 +186,7 @@ def test_signing_never_writes_into_the_artifact(model_dir, keys):
 def test_dataset_and_model_signatures_are_not_interchangeable(model_dir, keys):
     sentry.sign_dataset(model_dir, key=keys[0])
     assert sentry.verify_dataset(model_dir, public_key=keys[1]).ok
-    with pytest.raises(SentryError, match="signs a dataset, not a model: add --dataset"):
+    with pytest.raises(SentryError, match="signs a dataset, not a model; verify it with verify_dataset"):
         sentry.verify_model(model_dir, public_key=keys[1])
 
 

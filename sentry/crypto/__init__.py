@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from sentry.crypto import inputs
 from sentry.crypto.der import decode_signature, encode_signature
-from sentry.errors import SentryError
+from sentry.errors import InvalidInput, SentryError
 
 __all__ = ["batch_sign", "batch_verify", "cuda_available", "decode_signature", "encode_signature"]
 DEVICES = ("auto", "cpu", "cuda")
@@ -32,7 +32,7 @@ def cuda_available() -> bool:
 
 def _backend(device: str):
     if device not in DEVICES:
-        raise ValueError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
+        raise InvalidInput(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
     if device == "cpu" or (device == "auto" and not cuda_available()):
         from sentry.crypto import cpu
 
@@ -75,7 +75,7 @@ def batch_verify(public_keys, digests, signatures, *, key_index=None, device: st
     count = len(packed_digests) // 32
     packed_signatures = inputs.signatures(signatures, encoding)
     if len(packed_signatures) != 64 * count:
-        raise ValueError(f"{len(packed_signatures) // 64} signatures for {count} digests")
+        raise InvalidInput(f"{len(packed_signatures) // 64} signatures for {count} digests")
     public = inputs.public_keys(public_keys)
     index = inputs.key_index(len(public), count, key_index)
     if not count:

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from sentry.crypto.der import N, decode_signature, encode_signature
+from sentry.errors import InvalidInput
 
 ENCODINGS = ("raw", "der")
 PUBLIC_KEY_SLOT = 65
@@ -23,7 +24,7 @@ def _rows(values, width: int | None, what: str) -> list[bytes]:
     """bytes-likes (or the rows of a 2-D uint8 array) as a list of bytes."""
     if hasattr(values, "ndim") and values.ndim == 2:
         if width is not None and values.shape[1] != width:
-            raise ValueError(f"{what} must be {width} bytes each, not {values.shape[1]}")
+            raise InvalidInput(f"{what} must be {width} bytes each, not {values.shape[1]}")
         return [bytes(row) for row in values.astype("uint8", copy=False)]
     if isinstance(values, (bytes, bytearray, memoryview, str)) or not isinstance(values, Sequence):
         raise TypeError(f"{what} must be a sequence of byte strings or a 2-D uint8 array")
@@ -35,7 +36,7 @@ def digests(values) -> bytes:
     rows = _rows(values, 32, "digests")
     for i, row in enumerate(rows):
         if len(row) != 32:
-            raise ValueError(f"digest {i} is {len(row)} bytes; SHA-256 digests are 32")
+            raise InvalidInput(f"digest {i} is {len(row)} bytes; SHA-256 digests are 32")
     return b"".join(rows)
 
 
@@ -54,15 +55,15 @@ def key_index(key_count: int, item_count: int, given=None) -> array | None:
     if given is not None:
         index = array("I", [int(k) for k in given])
         if len(index) != item_count:
-            raise ValueError(f"key_index has {len(index)} entries for {item_count} digests")
+            raise InvalidInput(f"key_index has {len(index)} entries for {item_count} digests")
         if index and max(index) >= key_count:
-            raise ValueError(f"key_index refers to key {max(index)}, but there are {key_count} keys")
+            raise InvalidInput(f"key_index refers to key {max(index)}, but there are {key_count} keys")
         return index
     if key_count == item_count:
         return None
     if key_count == 1:
         return array("I", bytes(4 * item_count))
-    raise ValueError(f"{key_count} keys for {item_count} digests: give one key, one per digest, or key_index")
+    raise InvalidInput(f"{key_count} keys for {item_count} digests: give one key, one per digest, or key_index")
 
 
 def private_keys(keys) -> bytearray:
@@ -73,17 +74,17 @@ def private_keys(keys) -> bytearray:
     for i, key in enumerate(_one_or_many(keys, ec.EllipticCurvePrivateKey)):
         if isinstance(key, ec.EllipticCurvePrivateKey):
             if key.curve.name != "secp256r1":
-                raise ValueError(f"private key {i} is on {key.curve.name}; only P-256 is supported")
+                raise InvalidInput(f"private key {i} is on {key.curve.name}; only P-256 is supported")
             packed += key.private_numbers().private_value.to_bytes(32, "big")
             continue
         if not isinstance(key, (bytes, bytearray, memoryview)) and not hasattr(key, "ndim"):
             raise TypeError(f"private key {i} must be a P-256 private key object or 32 bytes")
         raw = bytes(key)
         if len(raw) != 32 or not 0 < int.from_bytes(raw, "big") < N:
-            raise ValueError(f"private key {i} is not a P-256 scalar (32 bytes, 0 < d < n)")
+            raise InvalidInput(f"private key {i} is not a P-256 scalar (32 bytes, 0 < d < n)")
         packed += raw
     if not packed:
-        raise ValueError("no private keys")
+        raise InvalidInput("no private keys")
     return packed
 
 
@@ -105,13 +106,13 @@ def public_key_slot(key) -> bytes:
 def public_keys(keys) -> list[bytes]:
     slots = [public_key_slot(k) for k in _one_or_many(keys, ec.EllipticCurvePublicKey)]
     if not slots:
-        raise ValueError("no public keys")
+        raise InvalidInput("no public keys")
     return slots
 
 
 def check_encoding(encoding: str) -> None:
     if encoding not in ENCODINGS:
-        raise ValueError(f"encoding must be 'raw' or 'der', not {encoding!r}")
+        raise InvalidInput(f"encoding must be 'raw' or 'der', not {encoding!r}")
 
 
 def signatures(values, encoding: str) -> bytes:

@@ -22,7 +22,7 @@ import re
 import warnings
 from pathlib import Path
 
-from ..errors import SentryError, VerificationError
+from ..errors import SentryError, ContentMismatch
 from ..manifest.dataset import hash_samples
 from .batch_hash import cuda_available
 from .verify import IMAGE_EXTENSIONS, DatasetHasher, class_labels, signed_dataset
@@ -223,7 +223,7 @@ class DaliLoader:
         for names in ([n for n in named if n in self.index], self.names):
             report = signed.compare(hash_samples(self.root, signed.params, names=names), names) if names else None
             if report is not None and not report.ok:
-                return VerificationError(f"DALI could not load a batch, and {report.lines()[0]}", report)
+                return ContentMismatch(f"DALI could not load a batch, and {report.lines()[0]}", report)
         lines = [line.strip() for line in text.splitlines()]
         detail = next((line for line in lines[lines.index("encountered:") + 1:] if line), "") if "encountered:" in lines else ""
         return SentryError(f"DALI could not load a batch from {self.root}: {detail or lines[0]}")
@@ -236,7 +236,7 @@ class DaliLoader:
 
         header, shape, dtype = _npy_header(self.root / name)
         if tuple(tensor.shape()) != shape or np.dtype(to_numpy_type(tensor.dtype)) != dtype:
-            raise VerificationError(f"{self.root / name} changed while it was being loaded (its header no longer "
+            raise ContentMismatch(f"{self.root / name} changed while it was being loaded (its header no longer "
                                     "describes the array read)")
         if self.hasher.device == "cuda":
             import cupy

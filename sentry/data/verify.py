@@ -13,7 +13,7 @@ import os
 import warnings
 from pathlib import PurePosixPath
 
-from ..errors import SentryError, VerificationError
+from ..errors import SentryError, ContentMismatch
 from ..manifest.compare import Change, Report
 from ..manifest.item import SAMPLE, Item
 from ..manifest.sidecar import records_root
@@ -128,7 +128,7 @@ class DatasetHasher:
 
     def _bad(self, name, message, where, entry=None):
         if self.policy == "raise":
-            raise VerificationError(message)
+            raise ContentMismatch(message)
         if where is not None:
             where.append(entry if entry is not None else f"sample {name}")
         warnings.warn(f"sentry: dropped: {message}", stacklevel=3)

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import importlib.util
 
-from ..errors import SentryError
+from ..errors import SentryError, Remedy
 from .params import HashParams
+from .plan import FileRange, ItemDigest  # noqa: F401  (the engine's input and result types)
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -20,12 +21,12 @@ def resolve_device(device: str) -> str:
     if cuda.available():
         return "cuda"
     if device == "cuda":
-        raise SentryError(f"cannot hash on CUDA: {cuda.unavailable_reason()}; use --device cpu")
+        raise SentryError(f"cannot hash on CUDA: {cuda.unavailable_reason()}", remedy=Remedy("device", "'cpu'"))
     return "cpu"
 
 
 def digest_ranges(ranges, params: HashParams, *, progress=None, device="auto"):
-    """Digests of file byte ranges (``cpu.FileRange``), in order."""
+    """Digests of file byte ranges (``plan.FileRange``), in order."""
     if resolve_device(device) == "cuda":
         from . import cuda
 
@@ -69,10 +70,3 @@ def digest_tensor(name: str, tensor, params: HashParams, *, device="auto"):
     """Digest of one torch tensor's C-contiguous bytes, wherever it lives."""
     return digest_tensors([(name, tensor)], params, device=device)[0]
 
-
-def __getattr__(name):
-    if name in ("FileRange", "ItemDigest"):
-        from . import cpu
-
-        return getattr(cpu, name)
-    raise AttributeError(name)

@@ -11,25 +11,21 @@ on CPUs with SHA extensions it hashes two leaves at once (~1.8-1.9 GB/s per core
 faster than flat SHA-256 despite the tree's extra blocks). Without it (no compiler / no OpenSSL
 headers) the same roots come from ``merkle.py`` + hashlib, only slower.
 
-Why blocks fold with the same rule: MTH(D[0:n]) splits at k, the largest power of two below n.
-If blocks hold B = 2^b leaves (the last one possibly fewer) and n > B, then k >= B and, both being
-powers of two, B divides k: the split never falls inside a block, and in block units it is again
-the largest power of two below ceil(n/B). By induction, MTH of the leaves equals
-``merkle.root_of_hashes`` over the block roots. The same argument lets aligned chunk roots fold
-into the item root, and aligned sub-chunk block roots fold into a chunk root.
+Where blocks start and how their roots fold (and why that gives the RFC 9162 root) is
+:mod:`.plan`, which the CUDA backend shares.
 """
 from __future__ import annotations
 
 import contextlib
 import os
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass
-from typing import Callable, Iterable, NamedTuple, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from ..errors import SentryError
 from ..io.posix import FileSource, changed_error, longer_error, read_error, short_read_error
-from . import merkle
+from . import merkle, plan
 from .params import HashParams
+from .plan import FileRange, ItemDigest  # noqa: F401  (re-exported: the backend's result and input types)
 
 try:
     from . import _cmerkle
@@ -54,79 +50,10 @@ def _py_chunk_roots(buf, leaf_size: int, chunk_leaves: int) -> bytes:
 # Bytes per work unit (a few MiB at 4 KiB leaves: 1024 leaves). Read at call time so tests and
 # benchmarks can change it; it never changes a root, only how the work is cut.
 BLOCK_BYTES = 4 << 20
-HASH_LEN = 32
 
 
-@dataclass(frozen=True, slots=True)  # slots: one per file of a dataset
-class ItemDigest:
-    """An item's size, Merkle root, and the roots of its aligned chunks.
-
-    ``chunks`` are the roots of consecutive chunks of ``merkle.chunk_leaves(n_leaves, max_chunks)``
-    leaves (the last may be shorter): ``()`` for the empty item, ``(root,)`` for a one-leaf item.
-    When non-empty, ``root == merkle.root_of_hashes(chunks)``.
-    """
-
-    size: int
-    root: bytes
-    chunks: tuple
-
-
-class FileRange(NamedTuple):
-    """``size`` bytes of the file at ``path`` from ``offset``; ``size=None``: to the end of the
-    file as it is when opened."""
-
-    path: "str | os.PathLike"
-    offset: int = 0
-    size: Optional[int] = None
-
-
-# -- planning: which blocks an item is cut into, and how their roots fold ---------------------------
 def _block_leaves(params: HashParams, block_bytes: Optional[int] = None) -> int:
-    """Leaves per work block: a power of two, at least one leaf."""
-    leaves = max(1, int(block_bytes or BLOCK_BYTES) // params.leaf_size)
-    return 1 << (leaves.bit_length() - 1)
-
-
-class _Plan(NamedTuple):
-    size: int
-    chunk_leaves: int  # leaves per recorded chunk
-    grain: int  # leaves per root a block returns: min(chunk_leaves, block leaves)
-    blocks: list  # [(start, length)] relative to the item start
-
-
-def _plan(size: int, params: HashParams, block_leaves: int) -> _Plan:
-    n_leaves = merkle.leaf_count(size, params.leaf_size)
-    c = merkle.chunk_leaves(n_leaves, params.max_chunks)
-    step = block_leaves * params.leaf_size
-    blocks = [(s, min(step, size - s)) for s in range(0, size, step)]
-    return _Plan(size, c, min(c, block_leaves), blocks)
-
-
-def _assemble(plan: _Plan, block_results: Iterable[bytes]) -> ItemDigest:
-    """Fold the blocks' grain roots into chunk roots, and those into the item root."""
-    if plan.size == 0:
-        return _EMPTY_DIGEST
-    joined = b"".join(block_results)
-    grains = [joined[i : i + HASH_LEN] for i in range(0, len(joined), HASH_LEN)]
-    per_chunk = plan.chunk_leaves // plan.grain  # >1 only when a chunk spans several blocks
-    chunks = tuple(
-        merkle.root_of_hashes(grains[i : i + per_chunk]) for i in range(0, len(grains), per_chunk)
-    )
-    return ItemDigest(plan.size, merkle.root_of_hashes(chunks), chunks)
-
-
-_EMPTY_DIGEST = ItemDigest(0, merkle.EMPTY_ROOT, ())
-
-
-# An item of at most one block needs no plan: its block's grain roots are its chunk roots (the
-# chunk size, a power of two, never exceeds the block's, since the block holds all its leaves).
-def _one_block_grain(size: int, params: HashParams) -> int:
-    return merkle.chunk_leaves(merkle.leaf_count(size, params.leaf_size), params.max_chunks)
-
-
-def _assemble_one(size: int, roots: bytes) -> ItemDigest:
-    chunks = merkle.split_hashes(roots)
-    return ItemDigest(size, merkle.root_of_hashes(chunks), chunks)
+    return plan.block_leaves(params, block_bytes or BLOCK_BYTES)
 
 
 def _check_params(params) -> None:
@@ -152,18 +79,18 @@ def digest_bytes(buf, params: HashParams = HashParams(), *, workers: Optional[in
     """
     _check_params(params)
     view = _byte_view(buf)
-    plan = _plan(len(view), params, _block_leaves(params))
-    ls, grain = params.leaf_size, plan.grain
+    item = plan.plan(len(view), params, _block_leaves(params))
+    ls, grain = params.leaf_size, item.grain
 
     def run(block):
         start, length = block
         return _chunk_roots(view[start : start + length], ls, grain)
 
-    workers = min(workers or os.cpu_count() or 1, len(plan.blocks))
+    workers = min(workers or os.cpu_count() or 1, len(item.blocks))
     if workers <= 1:
-        return _assemble(plan, map(run, plan.blocks))
+        return plan.assemble(item, map(run, item.blocks))
     with ThreadPoolExecutor(workers, thread_name_prefix="sentry-hash") as pool:
-        return _assemble(plan, list(pool.map(run, plan.blocks)))
+        return plan.assemble(item, list(pool.map(run, item.blocks)))
 
 
 # -- files ----------------------------------------------------------------------------------------------
@@ -183,25 +110,6 @@ def _range_sizes(src: FileSource, ranges: list) -> list:
             )
         sizes.append(size)
     return sizes
-
-
-def _grouped(items, size, limit: Optional[int]):
-    """Consecutive items in lists whose ``size`` adds up to at most ``limit`` (an item over it goes
-    alone); ``limit`` None: one item per list, handed on as soon as it comes."""
-    if limit is None:
-        for item in items:
-            yield [item]
-        return
-    group, used = [], 0
-    for item in items:
-        n = size(item)
-        if group and used + n > limit:
-            yield group
-            group, used = [], 0
-        group.append(item)
-        used += n
-    if group:
-        yield group
 
 
 def _run_bounded(pool, tasks, fn, on_done, limit: int) -> None:
@@ -278,169 +186,194 @@ def digest_ranges(
             raise SentryError(
                 f"{os.fspath(r.path)}: a range needs a non-negative integer offset and size, got {r.offset!r} and {r.size!r}"
             )
-    workers = max(1, workers or os.cpu_count() or 1)
-    ls = params.leaf_size
-    block_leaves = _block_leaves(params, block_bytes)
-    step = block_leaves * ls
+    job = _RangeDigests(ranges, params, progress, max(1, workers or os.cpu_count() or 1), follow_symlinks,
+                        hash_blocks, _block_leaves(params, block_bytes), batch_bytes, open_file)
+    return job.run()
 
-    # path -> the index of its range, or a list of indices when it has several; files in order of
-    # first appearance. A bare int, not a list per file, since a dataset has millions of files.
-    by_path: dict = {}
-    for i, r in enumerate(ranges):
-        path = os.fspath(r.path)
-        seen = by_path.setdefault(path, i)
-        if seen != i:
-            if type(seen) is int:
-                by_path[path] = seen = [seen]
-            seen.append(i)
-    digests: list = [None] * len(ranges)
 
-    def indices_of(entry) -> list:
+class _RangeDigests:
+    """One :func:`digest_ranges` call: small files first, whole, in tasks of several; then the
+    block pipeline for the rest; then each range's blocks folded into its digest."""
+
+    def __init__(self, ranges, params, progress, workers, follow_symlinks, hash_blocks, block_leaves,
+                 batch_bytes, open_file):
+        self.ranges, self.params, self.progress, self.workers = ranges, params, progress, workers
+        self.follow_symlinks, self.hash_blocks, self.open_file = follow_symlinks, hash_blocks, open_file
+        self.batch_bytes, self.block_leaves = batch_bytes, block_leaves
+        self.step = block_leaves * params.leaf_size  # bytes per block
+        # path -> the index of its range, or a list of indices when it has several; files in order of
+        # first appearance. A bare int, not a list per file, since a dataset has millions of files.
+        self.by_path: dict = {}
+        for i, r in enumerate(ranges):
+            path = os.fspath(r.path)
+            seen = self.by_path.setdefault(path, i)
+            if seen != i:
+                if type(seen) is int:
+                    self.by_path[path] = seen = [seen]
+                seen.append(i)
+        self.digests: list = [None] * len(ranges)
+        self.plans: dict = {}  # range index -> its Plan, for ranges that go through the pipeline
+        self.results: dict = {}  # range index -> its block results
+        self.open_files: dict = {}  # path -> [FileSource, blocks not yet hashed]
+        # Whole files hashed by the CPU go through _cmerkle.hash_files, which does all of it with the
+        # GIL released; a file it could not open as a plain one (None) is left to _small_group, which
+        # says why. Files are answered in order, so the first error in a task is its first file's.
+        self.in_c = (_cmerkle is not None and _chunk_roots is _cmerkle.chunk_roots
+                     and hash_blocks is _hash_file_blocks and open_file is FileSource)
+
+    def run(self) -> list:
+        limit = 2 * self.workers
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="sentry-hash") as pool:
+            _run_bounded(pool, self._small_batches(), self._small_files, self._small_done, limit)
+            todo = plan.grouped(self._blocks(), lambda task: merkle.leaf_count(task[5], self.params.leaf_size)
+                                * self.params.leaf_size, self.batch_bytes)
+            try:
+                _run_bounded(pool, todo, self._hash_run, self._run_done, limit)
+            except BaseException:
+                # Running blocks have finished (a closed fd number could be reused by another open
+                # and read from); now close what they were reading.
+                for src, _ in self.open_files.values():
+                    src.close()
+                todo.close()
+                raise
+        for i, rs in self.results.items():
+            self.digests[i] = plan.assemble(self.plans[i], rs)
+        return self.digests
+
+    @staticmethod
+    def _indices(entry) -> list:
         return [entry] if type(entry) is int else entry
 
     # -- small files: whole files per step of a task, nothing of them left open in between -------
-    def small_group(files) -> list:
-        """Each file's digests (None for one with a range found to need several blocks), from one
-        ``hash_blocks`` call; each file is checked unchanged after it."""
-        with contextlib.ExitStack() as opened:
-            found, todo = [], []
-            for path, indices in files:
-                src = opened.enter_context(open_file(path, follow_symlinks=follow_symlinks))
-                sizes = _range_sizes(src, [ranges[i] for i in indices])
-                if max(sizes) > step:
-                    found.append((None, None))
-                    continue
-                found.append((src, sizes))
-                todo += [(src, ranges[i].offset, size, _one_block_grain(size, params))
-                         for i, size in zip(indices, sizes) if size]
-            roots = iter(hash_blocks(todo, ls) if todo else ())
-            out = []
-            for src, sizes in found:
-                if src is None:
-                    out.append(None)
-                    continue
-                out.append([_assemble_one(size, next(roots)) if size else _EMPTY_DIGEST for size in sizes])
-                src.check_unchanged()
-        return out
+    def _is_small(self, entry) -> bool:
+        """A known size over one block goes straight to the block pipeline; an unknown one (to the
+        end of the file) is looked at by the worker."""
+        return all(self.ranges[i].size is None or self.ranges[i].size <= self.step for i in self._indices(entry))
 
-    # Whole files hashed by the CPU go through _cmerkle.hash_files, which does all of it with the
-    # GIL released; a file it could not open as a plain one (None) is left to small_group, which
-    # says why. Files are answered in order, so the first error in a task is its first file's.
-    in_c = (_cmerkle is not None and _chunk_roots is _cmerkle.chunk_roots and hash_blocks is _hash_file_blocks
-            and open_file is FileSource)
-
-    def small_files(batch):
-        if batch_bytes is not None:  # the hasher takes the task's files at once
-            return small_group(batch)
-        got = [None] * len(batch)
-        if in_c:
-            whole = [k for k, (_, ix) in enumerate(batch) if len(ix) == 1 and ranges[ix[0]][1:] == (0, None)]
-            for k, answer in zip(whole, _cmerkle.hash_files([batch[k][0] for k in whole], ls, params.max_chunks, step, follow_symlinks)):
-                got[k] = answer
-        out = []
-        for answer, (path, indices) in zip(got, batch):
-            if answer is None:
-                out.append(small_group([(path, indices)])[0])
-            elif answer[0] == "short":
-                raise short_read_error(path, 0, answer[2], answer[1])
-            elif answer[0] == "read":
-                raise read_error(path, os.strerror(answer[1]))
-            elif answer[0] == "changed":
-                raise changed_error(path)
-            elif answer[0] == "longer":
-                raise longer_error(path, answer[1])
-            else:
-                out.append([_assemble_one(*answer)])
-        return out
-
-    def small_done(batch, results):
-        nbytes = 0
-        for (path, indices), item_digests in zip(batch, results):
-            if item_digests is None:
-                continue
-            for i, d in zip(indices, item_digests):
-                digests[i] = d
-                nbytes += d.size
-        if progress is not None and nbytes:
-            progress(nbytes)
-
-    # A known size over one block goes straight to the block pipeline; an unknown one (to the end
-    # of the file) is looked at by the worker.
-    def is_small(entry) -> bool:
-        return all(ranges[i].size is None or ranges[i].size <= step for i in indices_of(entry))
-
-    def small_batches(per_task):
+    def _small_batches(self):
         """Batches of (path, indices), made as the pool takes them rather than all at once."""
+        n_small = sum(1 for entry in self.by_path.values() if self._is_small(entry))
+        per_task = max(1, min(SMALL_FILES_PER_TASK, -(-n_small // (4 * self.workers))))
         batch = []
-        for p, entry in by_path.items():
-            if is_small(entry):
-                batch.append((p, indices_of(entry)))
+        for p, entry in self.by_path.items():
+            if self._is_small(entry):
+                batch.append((p, self._indices(entry)))
                 if len(batch) == per_task:
                     yield batch
                     batch = []
         if batch:
             yield batch
 
-    n_small = sum(1 for entry in by_path.values() if is_small(entry))
-    per_task = max(1, min(SMALL_FILES_PER_TASK, -(-n_small // (4 * workers))))
-    batches = small_batches(per_task)
+    def _small_files(self, batch) -> list:
+        """(A worker.) Each file's digests, or None for one found to need the pipeline."""
+        if self.batch_bytes is not None:  # the hasher takes the task's files at once
+            return self._small_group(batch)
+        got = self._hash_files_in_c(batch) if self.in_c else [None] * len(batch)
+        out = []
+        for answer, (path, indices) in zip(got, batch):
+            if answer is None:
+                out.append(self._small_group([(path, indices)])[0])
+            else:
+                out.append([plan.assemble_one(*_c_answer(path, answer))])
+        return out
+
+    def _hash_files_in_c(self, batch) -> list:
+        """_cmerkle.hash_files' answers for the whole files of the batch; None for the others."""
+        got = [None] * len(batch)
+        whole = [k for k, (_, ix) in enumerate(batch) if len(ix) == 1 and self.ranges[ix[0]][1:] == (0, None)]
+        answers = _cmerkle.hash_files([batch[k][0] for k in whole], self.params.leaf_size, self.params.max_chunks,
+                                      self.step, self.follow_symlinks)
+        for k, answer in zip(whole, answers):
+            got[k] = answer
+        return got
+
+    def _small_group(self, files) -> list:
+        """Each file's digests (None for one with a range found to need several blocks), from one
+        ``hash_blocks`` call; each file is checked unchanged after it."""
+        with contextlib.ExitStack() as opened:
+            found, todo = [], []
+            for path, indices in files:
+                src = opened.enter_context(self.open_file(path, follow_symlinks=self.follow_symlinks))
+                sizes = _range_sizes(src, [self.ranges[i] for i in indices])
+                if max(sizes) > self.step:
+                    found.append((None, None))
+                    continue
+                found.append((src, sizes))
+                todo += [(src, self.ranges[i].offset, size, plan.one_block_grain(size, self.params))
+                         for i, size in zip(indices, sizes) if size]
+            roots = iter(self.hash_blocks(todo, self.params.leaf_size) if todo else ())
+            out = []
+            for src, sizes in found:
+                if src is None:
+                    out.append(None)
+                    continue
+                out.append([plan.assemble_one(size, next(roots)) if size else plan.EMPTY_DIGEST for size in sizes])
+                src.check_unchanged()
+        return out
+
+    def _small_done(self, batch, results) -> None:
+        nbytes = 0
+        for (path, indices), item_digests in zip(batch, results):
+            if item_digests is None:
+                continue
+            for i, d in zip(indices, item_digests):
+                self.digests[i] = d
+                nbytes += d.size
+        if self.progress is not None and nbytes:
+            self.progress(nbytes)
 
     # -- the block pipeline ------------------------------------------------------------------------
-    plans: dict = {}
-    results: dict = {}  # range index -> its block results
-    open_files: dict = {}  # path -> [FileSource, blocks not yet hashed]
+    def _blocks(self):
+        """(src, path, range index, block index, offset, length) of every block still to hash.
+        Files are opened lazily, in order, so only files with blocks in flight hold a descriptor."""
+        for path, entry in self.by_path.items():
+            indices = self._indices(entry)
+            if self.digests[indices[0]] is not None:
+                continue
+            src = self.open_file(path, follow_symlinks=self.follow_symlinks)
+            self.open_files[path] = [src, 0]
+            for i, size in zip(indices, _range_sizes(src, [self.ranges[i] for i in indices])):
+                self.plans[i] = plan.plan(size, self.params, self.block_leaves)
+                self.results[i] = [None] * len(self.plans[i].blocks)
+                self.open_files[path][1] += len(self.plans[i].blocks)
+            if self.open_files[path][1] == 0:
+                self._finish(path)
+                continue
+            for i in indices:
+                for j, (start, length) in enumerate(self.plans[i].blocks):
+                    yield src, path, i, j, self.ranges[i].offset + start, length
 
-    def finish(path: str) -> None:
-        src = open_files.pop(path)[0]
+    def _hash_run(self, tasks) -> list:
+        """(A worker.) The grain roots of a run of consecutive blocks."""
+        blocks = [(src, offset, length, self.plans[i].grain) for src, _, i, _, offset, length in tasks]
+        return self.hash_blocks(blocks, self.params.leaf_size)
+
+    def _run_done(self, tasks, roots) -> None:
+        for (_, path, i, j, _, length), result in zip(tasks, roots):
+            self.results[i][j] = result
+            if self.progress is not None:
+                self.progress(length)
+            entry = self.open_files[path]
+            entry[1] -= 1
+            if entry[1] == 0:
+                self._finish(path)
+
+    def _finish(self, path: str) -> None:
+        src = self.open_files.pop(path)[0]
         try:
             src.check_unchanged()
         finally:
             src.close()
 
-    def blocks():
-        """Open files lazily, in order, so only files with blocks in flight hold a descriptor."""
-        for path, entry in by_path.items():
-            indices = indices_of(entry)
-            if digests[indices[0]] is not None:
-                continue
-            src = open_file(path, follow_symlinks=follow_symlinks)
-            open_files[path] = [src, 0]
-            for i, size in zip(indices, _range_sizes(src, [ranges[i] for i in indices])):
-                plans[i] = _plan(size, params, block_leaves)
-                results[i] = [None] * len(plans[i].blocks)
-                open_files[path][1] += len(plans[i].blocks)
-            if open_files[path][1] == 0:
-                finish(path)
-                continue
-            for i in indices:
-                for j, (start, length) in enumerate(plans[i].blocks):
-                    yield src, path, i, j, ranges[i].offset + start, length
 
-    def group(tasks):
-        return hash_blocks([(src, offset, length, plans[i].grain) for src, _, i, _, offset, length in tasks], ls)
-
-    def group_done(tasks, roots):
-        for (_, path, i, j, _, length), result in zip(tasks, roots):
-            results[i][j] = result
-            if progress is not None:
-                progress(length)
-            entry = open_files[path]
-            entry[1] -= 1
-            if entry[1] == 0:
-                finish(path)
-
-    with ThreadPoolExecutor(workers, thread_name_prefix="sentry-hash") as pool:
-        _run_bounded(pool, batches, small_files, small_done, 2 * workers)
-        todo = _grouped(blocks(), lambda task: merkle.leaf_count(task[5], ls) * ls, batch_bytes)
-        try:
-            _run_bounded(pool, todo, group, group_done, 2 * workers)
-        except BaseException:
-            # Running blocks have finished (a closed fd number could be reused by another open
-            # and read from); now close what they were reading.
-            for src, _ in open_files.values():
-                src.close()
-            todo.close()
-            raise
-    for i, rs in results.items():
-        digests[i] = _assemble(plans[i], rs)
-    return digests
+def _c_answer(path: str, answer: tuple) -> tuple:
+    """(size, grain roots) from one of _cmerkle.hash_files' answers, or the error it reports."""
+    if answer[0] == "short":
+        raise short_read_error(path, 0, answer[2], answer[1])
+    if answer[0] == "read":
+        raise read_error(path, os.strerror(answer[1]))
+    if answer[0] == "changed":
+        raise changed_error(path)
+    if answer[0] == "longer":
+        raise longer_error(path, answer[1])
+    return answer

@@ -40,7 +40,7 @@ import numpy as np
 from ..errors import SentryError
 from ..io import kvikio as kvikio_io
 from ..io.posix import FileSource
-from . import cpu, gpu_plan, merkle
+from . import cpu, gpu_plan, merkle, plan
 from . import kernel_source
 from .kernel_source import NVRTC_OPTIONS, PerDevice
 from .params import HashParams
@@ -244,7 +244,7 @@ def digest_tensors(tensors, params: HashParams = HashParams()) -> list:
     return out
 
 
-def digest_device_buffer(buf, params: HashParams = HashParams()) -> cpu.ItemDigest:
+def digest_device_buffer(buf, params: HashParams = HashParams()) -> plan.ItemDigest:
     """Digest of a CuPy array (or any ``__cuda_array_interface__`` object)'s C-contiguous bytes,
     hashed in place (a non-contiguous array is copied first), on CuPy's current stream."""
     import cupy
@@ -280,7 +280,7 @@ class _Reader:
         """Grain roots of each ``(src, offset, length, grain)`` (none longer than the buffer), in
         as few runs as the buffer allows."""
         out = []
-        for run in cpu._grouped(blocks, lambda b: _placed(b[2], leaf_size), self.dev.nbytes):
+        for run in plan.grouped(blocks, lambda b: _placed(b[2], leaf_size), self.dev.nbytes):
             out += self._hash_run(run, leaf_size)
         return out
 
@@ -341,7 +341,7 @@ class _KvikioReader(_Reader):
 
 
 def digest_ranges(ranges, params: HashParams = HashParams(), progress=None, *, follow_symlinks: bool = False) -> list:
-    """Digests of file byte ranges (``cpu.FileRange``), in order, hashed on the current GPU.
+    """Digests of file byte ranges (``plan.FileRange``), in order, hashed on the current GPU.
 
     The CPU backend's driver cuts the ranges into aligned blocks of ``FILE_BLOCK_BYTES``, opens and
     checks every file, and hands over consecutive blocks (across files) of up to
@@ -358,7 +358,7 @@ def digest_ranges(ranges, params: HashParams = HashParams(), progress=None, *, f
     else:
         reader, open_file = _PinnedReader, FileSource
     # a block is at least one leaf, maybe more than FILE_BLOCK_BYTES: every block fits the buffer
-    batch = max(FILE_BATCH_BYTES, cpu._block_leaves(params, FILE_BLOCK_BYTES) * params.leaf_size)
+    batch = max(FILE_BATCH_BYTES, plan.block_leaves(params, FILE_BLOCK_BYTES) * params.leaf_size)
     free: queue.SimpleQueue = queue.SimpleQueue()  # readers not in use; at most one per thread
 
     def hash_blocks(blocks, leaf_size):

@@ -1,6 +1,6 @@
 """Work tables for the Merkle kernels of ``kernels/merkle.cu`` (numpy only, no GPU needed).
 
-Items are cut into *segments* with the CPU backend's block plan (``cpu._plan``: aligned blocks of
+Items are cut into *segments* with the backends' block plan (``plan.plan``: aligned blocks of
 at most ``block_leaves`` leaves, each returning its roots at the grain level), segments are packed
 into *windows* of at most ``window_leaves`` node slots (one leaf launch each, so the node array
 the kernels need is bounded whatever the item sizes), and each window gets the thread counts of
@@ -16,12 +16,13 @@ from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 
-from . import cpu, merkle
+from . import merkle
+from . import plan as item_plan
 from .params import HashParams
 
 # Columns of a segment table row (kernels/merkle.cuh SEG_*).
 PTR, SIZE, LEAF, LEAVES, OUT, GRAIN, SEG_COLS = range(7)
-HASH_LEN = cpu.HASH_LEN
+HASH_LEN = item_plan.HASH_LEN
 FUSED_LEVELS = 8  # tree levels merkle_leaves makes inside its blocks of 2^8 slots (kernels/merkle_leaves.cuh)
 
 
@@ -34,7 +35,7 @@ class Segment(NamedTuple):
 
 
 class Work(NamedTuple):
-    plans: list  # cpu._Plan per item
+    plans: list  # plan.Plan per item
     segments: list  # Segment, items in order, blocks in order
     grains: int  # grain roots in all
 
@@ -43,7 +44,7 @@ def plan(sizes: Sequence[int], params: HashParams, block_leaves: int) -> Work:
     """Cut items of these sizes into segments of at most ``block_leaves`` (a power of two) leaves."""
     plans, segments, out = [], [], 0
     for item, size in enumerate(sizes):
-        p = cpu._plan(size, params, block_leaves)
+        p = item_plan.plan(size, params, block_leaves)
         plans.append(p)
         for start, length in p.blocks:
             segments.append(Segment(item, start, length, p.grain, out))
@@ -140,7 +141,7 @@ def assemble(work: Work, grains: bytes, roots: bytes) -> list:
     for p, segs in zip(work.plans, by_item):
         if len(segs) == 1:  # one block: its grain roots are the chunks, its root the item's
             s = segs[0]
-            out.append(cpu.ItemDigest(p.size, roots[s * HASH_LEN : (s + 1) * HASH_LEN], merkle.split_hashes(block(s))))
+            out.append(item_plan.ItemDigest(p.size, roots[s * HASH_LEN : (s + 1) * HASH_LEN], merkle.split_hashes(block(s))))
         else:  # empty, or several blocks: folded on the host as the CPU backend does
-            out.append(cpu._assemble(p, [block(s) for s in segs]))
+            out.append(item_plan.assemble(p, [block(s) for s in segs]))
     return out

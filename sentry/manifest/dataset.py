@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import SentryError, VerificationError
+from ..errors import SentryError, InvalidBundle, ContentMismatch
 from ..hashing.merkle import StreamRoot
 from ..hashing.params import HashParams
 from . import sidecar
@@ -53,7 +53,7 @@ class DatasetClaim:
     @classmethod
     def from_predicate(cls, predicate: dict) -> "DatasetClaim":
         def bad(why):
-            return VerificationError(f"the signed dataset description is invalid: {why}")
+            return InvalidBundle(f"the signed dataset description is invalid: {why}")
 
         manifest = Manifest.from_predicate(predicate)
         if manifest.artifact_type != "dataset" or manifest.source != "directory" or manifest.items:
@@ -198,9 +198,9 @@ class SignedDataset:
 def _check_records(claim: DatasetClaim, stream: StreamRoot, where: str) -> None:
     """The records read (their root and count) are the signed ones."""
     if stream.root() != claim.root:
-        raise VerificationError(f"{where} does not match the signature: its records do not hash to the signed root")
+        raise ContentMismatch(f"{where} does not match the signature: its records do not hash to the signed root")
     if stream.count != claim.samples:  # unreachable with a matching root, unless the signer lied
-        raise VerificationError(f"{where} lists {stream.count} samples but the signature says {claim.samples}")
+        raise ContentMismatch(f"{where} lists {stream.count} samples but the signature says {claim.samples}")
 
 
 def compare_all(claim: DatasetClaim, path, actual) -> Report:

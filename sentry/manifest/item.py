@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 
 from .._json import describe
-from ..errors import VerificationError
+from ..errors import InvalidBundle
 from ..hashing.merkle import root_of_hashes, split_hashes
 from .dtypes import ELEMENT_SIZE
 
@@ -87,7 +87,7 @@ class Item:
         """Parse an item from a signed (but otherwise untrusted) manifest, checking every field."""
 
         def bad(why):
-            return VerificationError(f"the signed manifest has an invalid item: {why}")
+            return InvalidBundle(f"the signed manifest has an invalid item: {why}")
 
         if not isinstance(obj, dict):
             raise bad("not an object")

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 
 from .._json import describe
-from ..errors import VerificationError
+from ..errors import InvalidBundle
 
 MAX_DATASETS = 16  # descriptors in one model signature
 MAX_DATASET_NAME = 255
@@ -34,7 +34,7 @@ class TrainingData:
         """A descriptor of a signed predicate; VerificationError unless it is exactly well formed."""
 
         def bad(why):
-            return VerificationError(f"the signed training data is invalid: {why}")
+            return InvalidBundle(f"the signed training data is invalid: {why}")
 
         if not isinstance(obj, dict) or set(obj) != {"name", "digest", "annotations"}:
             raise bad("a descriptor must be an object with exactly name, digest and annotations")

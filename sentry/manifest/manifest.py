@@ -9,7 +9,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import SentryError, VerificationError, reason
+from ..errors import SentryError, VerificationError, InvalidBundle, reason
 from ..hashing.merkle import leaf_hash, root_of_hashes
 from ..hashing.params import HashParams
 from . import sidecar as sidecars
@@ -54,7 +54,7 @@ class Manifest:
         by_key = {}
         for it in self.items:
             if it.key in by_key:
-                raise VerificationError(f"the manifest lists {it.label} twice")
+                raise InvalidBundle(f"the manifest lists {it.label} twice")
             by_key[it.key] = it
         self._by_key = by_key
 
@@ -115,7 +115,7 @@ class Manifest:
         (beside the signature), where one is expected."""
 
         def bad(why):
-            return VerificationError(f"the signed manifest is invalid: {why}")
+            return InvalidBundle(f"the signed manifest is invalid: {why}")
 
         if not isinstance(predicate, dict):
             raise bad("the predicate is not an object")

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from ..errors import SentryError, VerificationError
+from ..errors import SentryError, VerificationError, InvalidBundle, UnsupportedFormat
 from ..io.posix import FileSource
 from .compare import Report, compare_digests
 from .manifest import MAX_ITEMS
@@ -66,7 +66,7 @@ class OmsManifest:
         """Check a signed (otherwise untrusted) OMS predicate against the subject digest."""
 
         def bad(why: str) -> VerificationError:
-            return VerificationError(f"the signed model_signing manifest is invalid: {why}")
+            return InvalidBundle(f"the signed model_signing manifest is invalid: {why}")
 
         ser = predicate.get("serialization")
         if not isinstance(ser, dict):
@@ -75,7 +75,7 @@ class OmsManifest:
         if method not in METHODS:
             raise bad(f"unknown serialization method {str(method)[:40]!r}")
         if hash_type != "sha256":
-            raise VerificationError(f"the model_signing signature uses the hash {str(hash_type)[:40]!r}; Sentry verifies sha256 only")
+            raise UnsupportedFormat(f"the model_signing signature uses the hash {str(hash_type)[:40]!r}; Sentry verifies sha256 only")
         symlinks = ser.get("allow_symlinks", False)
         ignore = ser.get("ignore_paths", [])
         if not isinstance(symlinks, bool):
@@ -108,7 +108,7 @@ class OmsManifest:
                 raise bad(f"resource {name[:80]!r} is listed twice")
             manifest.resources[name] = bytes.fromhex(digest)
         if manifest.digest().hex() != digest_hex:
-            raise VerificationError("the signed model_signing resources do not match the signed digest")
+            raise InvalidBundle("the signed model_signing resources do not match the signed digest")
         return manifest
 
 

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from .._json import describe
-from ..errors import SentryError, VerificationError
+from ..errors import SentryError, VerificationError, InvalidBundle
 from ..hashing.merkle import StreamRoot, leaf_hash
 from ..io.posix import FileSource
 from .item import MAX_ITEMS, MAX_NAME, PLAIN_JSON_CHARS, SAMPLE, Item
@@ -116,7 +116,7 @@ def read_lines(src, where: str):
         yield from _split_lines(data[:cut])
         rest = data[cut:]
     if rest:
-        raise VerificationError(f"{where} does not end with a newline; it is truncated")
+        raise InvalidBundle(f"{where} does not end with a newline; it is truncated")
     src.check_unchanged()
 
 
@@ -146,7 +146,7 @@ def signed_lines(path, size: int, what: str):
         raise SentryError(f"cannot read the {what}'s sidecar: {exc}") from None
     with src:
         if src.size != size:
-            raise VerificationError(f"{where} is {src.size} bytes but the signature covers one of {size}")
+            raise InvalidBundle(f"{where} is {src.size} bytes but the signature covers one of {size}")
         yield read_lines(src, where), where
 
 
@@ -158,17 +158,17 @@ def item_records(lines, where: str):
     for n, line in enumerate(lines, 1):
         at = f"{where} line {n}"
         if n > MAX_ITEMS:
-            raise VerificationError(f"{where} lists more than {MAX_ITEMS} items")
+            raise InvalidBundle(f"{where} lists more than {MAX_ITEMS} items")
         try:
             item = Item.from_json(json.loads(line))
         except (ValueError, RecursionError):  # not JSON, numbers too long, nesting too deep
-            raise VerificationError(f"{at} is not a canonical item record") from None
+            raise InvalidBundle(f"{at} is not a canonical item record") from None
         except VerificationError as exc:
-            raise VerificationError(f"{at}: {exc}") from None
+            raise InvalidBundle(f"{at}: {exc}") from None
         if item.record() != line:
-            raise VerificationError(f"{at} is not a canonical item record")
+            raise InvalidBundle(f"{at} is not a canonical item record")
         if previous is not None and item.key <= previous:
-            raise VerificationError(f"{at} {'repeats' if item.key == previous else 'is out of order after'} "
+            raise InvalidBundle(f"{at} {'repeats' if item.key == previous else 'is out of order after'} "
                                     f"the line before it")
         previous = item.key
         yield item
@@ -192,11 +192,11 @@ def record_name(token: bytes | None, previous: str | None, where: str, what: str
     inside the dataset, and it comes strictly after ``previous``."""
     name = json_string(token) if token is not None else None
     if name is None:
-        raise VerificationError(f"{where} is not a canonical {what}")
+        raise InvalidBundle(f"{where} is not a canonical {what}")
     if not is_plain_name(name):
-        raise VerificationError(f"{where} names a sample outside the dataset ({name[:80]!r})")
+        raise InvalidBundle(f"{where} names a sample outside the dataset ({name[:80]!r})")
     if previous is not None and name <= previous:
         order = "lists the sample twice" if name == previous else "is out of name order"
-        raise VerificationError(f"{where} {order} ({name[:80]!r})")
+        raise InvalidBundle(f"{where} {order} ({name[:80]!r})")
     return name
 

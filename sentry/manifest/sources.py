@@ -5,7 +5,9 @@ import errno
 import os
 from pathlib import Path
 
-from ..errors import SentryError
+from ..errors import SentryError, Remedy
+
+FOLLOW_LINKS = Remedy("allow_symlinks", purpose="to hash what it points to")
 from ..hashing.params import HashParams
 from ..io.posix import FileSource, path_too_long_error
 from .ignore import DEFAULT_IGNORES, IgnoreRules
@@ -98,7 +100,7 @@ def _symlink_target(path: Path, real_root: Path, allowed: bool, blobs: Path | No
     if blobs is not None and target.parent == blobs and target.is_file():
         return target  # a Hugging Face snapshot's file, stored in its own repository's blobs
     if not allowed:
-        raise SentryError(f"{path} is a symbolic link; pass --allow-symlinks to hash what it points to")
+        raise SentryError(f"{path} is a symbolic link", remedy=FOLLOW_LINKS)
     if not target.is_relative_to(real_root):
         raise SentryError(f"{path} is a symbolic link that points outside {real_root}")
     if not target.is_file():
@@ -137,7 +139,7 @@ def files_of(path: Path, skip, allow_symlinks=False, exclude=()) -> tuple[str, l
         if path.is_symlink():  # named by the user: followed wherever it points, when allowed
             target, blobs = path.resolve(), hf_blobs(path.parent)
             if not (allow_symlinks or (blobs is not None and target.parent == blobs)):
-                raise SentryError(f"{path} is a symbolic link; pass --allow-symlinks to hash what it points to")
+                raise SentryError(f"{path} is a symbolic link", remedy=FOLLOW_LINKS)
             return "file", [(path.name, target)]
         return "file", [(path.name, path)]
     if path.exists():

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sentry.errors import SentryError, VerificationError
+from sentry.errors import BadSignature, InvalidBundle, Remedy, SentryError, VerificationError
 from sentry.signing import _files
 from sentry._json import StrictJSONError, describe, expect, loads_strict, type_name
 from sentry.signing.dsse import PAYLOAD_TYPE
@@ -102,7 +102,7 @@ def _read_limited(path: Path) -> bytes:
         os.close(fd)
         raise
     with os.fdopen(fd, "rb") as f:
-        too_large = VerificationError(
+        too_large = InvalidBundle(
             f"{path} is too large to be a signature bundle "
             f"(more than {MAX_BUNDLE_BYTES} bytes)"
         )
@@ -150,7 +150,7 @@ def read_bundle_and_digest(path: str | os.PathLike) -> tuple[Bundle, str]:
 
 def _parse_bytes(path: Path, data: bytes) -> Bundle:
     def bad(reason: str) -> VerificationError:
-        return VerificationError(f"{path} is not a valid signature bundle: {reason}")
+        return InvalidBundle(f"{path} is not a valid signature bundle: {reason}")
 
     if not data.strip():
         raise bad("the file is empty")
@@ -165,7 +165,7 @@ def parse_bundle(raw: Any, bad=None) -> Bundle:
     """Check an already parsed bundle dict (see ``read_bundle``)."""
     if bad is None:
         def bad(reason: str) -> VerificationError:
-            return VerificationError(f"not a valid signature bundle: {reason}")
+            return InvalidBundle(f"not a valid signature bundle: {reason}")
 
     if not isinstance(raw, dict):
         raise bad(f"expected a JSON object, found {type_name(raw)}")
@@ -206,11 +206,11 @@ def parse_bundle(raw: Any, bad=None) -> Bundle:
 
 # ---------------------------------------------------------------------------- methods
 
-# How each signing method is named in messages, and how the command line verifies it.
+# How each signing method is named in messages, and what verifies it.
 _METHODS = {
-    "key": ("a key", "--public-key"),
-    "certificate": ("an X.509 certificate", "--certificate-chain CA.pem"),
-    "sigstore": ("Sigstore", "--identity and --issuer"),
+    "key": ("a key", Remedy("public_key", "PATH", python="verify it with a public key (public_key=PATH)")),
+    "certificate": ("an X.509 certificate", Remedy("certificate_chain", "CA.pem", python="verify it with a CertificateVerifier")),
+    "sigstore": ("Sigstore", Remedy("identity", "ID", python="verify it with a SigstoreVerifier(identity, issuer)")),
 }
 
 
@@ -228,14 +228,12 @@ def signing_method(bundle: Bundle) -> str:
         return "key"
     if "x509CertificateChain" in material or "certificate" in material:
         return "certificate"
-    raise VerificationError("the bundle names no public key, certificate or transparency-log entry")
+    raise InvalidBundle("the bundle names no public key, certificate or transparency-log entry")
 
 
 def require_method(bundle: Bundle, expected: str) -> None:
     """VerificationError, naming the right option, unless the bundle was signed by ``expected``."""
     actual = signing_method(bundle)
     if actual != expected:
-        name, option = _METHODS[actual]
-        raise VerificationError(
-            f"the bundle was signed with {name}, not {_METHODS[expected][0]}; verify it with {option}"
-        )
+        name, remedy = _METHODS[actual]
+        raise BadSignature(f"the bundle was signed with {name}, not {_METHODS[expected][0]}", remedy=remedy)

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from sentry.errors import SentryError, VerificationError, reason
+from sentry.errors import SentryError, VerificationError, BadSignature, reason
 from sentry.signing import keys
 from sentry._json import expect
 from sentry.signing.base import Signer, Verifier
@@ -87,7 +87,7 @@ class CertificateVerifier(Verifier):
         try:
             builder.build_client_verifier().verify(leaf, chain[1:])
         except verification.VerificationError as exc:
-            raise VerificationError(
+            raise BadSignature(
                 "the signing certificate does not chain to a trusted CA certificate "
                 f"({reason(exc).removeprefix('validation failed: ')})"
             ) from None
@@ -95,13 +95,13 @@ class CertificateVerifier(Verifier):
         try:
             public_key = keys.check_verifying_key(leaf.public_key())
         except SentryError as exc:
-            raise VerificationError(f"the signing certificate's key cannot verify: {exc}") from None
+            raise BadSignature(f"the signing certificate's key cannot verify: {exc}") from None
         return verify_dsse_signature(public_key, bundle)
 
 
 def _bundle_chain(bundle: Bundle) -> list[x509.Certificate]:
     def bad(reason: str) -> VerificationError:
-        return VerificationError(f"the bundle's certificate chain is invalid: {reason}")
+        return BadSignature(f"the bundle's certificate chain is invalid: {reason}")
 
     material = bundle.verification_material
     if "x509CertificateChain" in material:
@@ -125,11 +125,11 @@ def _bundle_chain(bundle: Bundle) -> list[x509.Certificate]:
 def _check_validity(cert: x509.Certificate, now: datetime.datetime, role: str) -> None:
     subject = cert.subject.rfc4514_string() or "(no subject)"
     if now < cert.not_valid_before_utc:
-        raise VerificationError(
+        raise BadSignature(
             f"the {role} certificate {subject} is not valid until {cert.not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC"
         )
     if now > cert.not_valid_after_utc:
-        raise VerificationError(
+        raise BadSignature(
             f"the {role} certificate {subject} expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC"
         )
 
@@ -140,12 +140,12 @@ def _check_code_signing(cert: x509.Certificate) -> None:
     except x509.ExtensionNotFound:
         eku = ()
     except ValueError:  # a malformed extension in a chain the CA vouched for; still refuse
-        raise VerificationError("the signing certificate has malformed extensions") from None
+        raise BadSignature("the signing certificate has malformed extensions") from None
     if ExtendedKeyUsageOID.CODE_SIGNING not in eku:
-        raise VerificationError("the signing certificate is not for code signing (no codeSigning extended key usage)")
+        raise BadSignature("the signing certificate is not for code signing (no codeSigning extended key usage)")
     try:
         usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
     except x509.ExtensionNotFound:
         return
     if not usage.digital_signature:
-        raise VerificationError("the signing certificate's key usage does not allow digital signatures")
+        raise BadSignature("the signing certificate's key usage does not allow digital signatures")

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
-from sentry.errors import VerificationError
+from sentry.errors import VerificationError, InvalidBundle, BadSignature
 from sentry.signing import keys
 from sentry._json import describe
 from sentry.signing.base import Signer, Verifier
@@ -95,32 +95,32 @@ class KeyVerifier(Verifier):
         """The error for a bundle whose signature does not verify with our key."""
         if self._claims_other_key(bundle.verification_material):
             # Most likely cause first; the claim itself is untrusted and decided nothing.
-            return VerificationError(
+            return BadSignature(
                 "the signature does not match the public key: the bundle says it was "
                 "made with a different key"
             )
-        return VerificationError(_MISMATCH)
+        return BadSignature(_MISMATCH)
 
     def _claims_other_key(self, material: dict) -> bool:
         """Whether the bundle names a key other than ours. Only used to word the error."""
         info = material["publicKey"]
         if not isinstance(info, dict):
-            raise VerificationError("the bundle's publicKey must be an object")
+            raise InvalidBundle("the bundle's publicKey must be an object")
         hint = info.get("hint")
         if hint is not None:
             if not isinstance(hint, str):
-                raise VerificationError("the bundle's public key hint must be a string")
+                raise InvalidBundle("the bundle's public key hint must be a string")
             if hint and hint != self._hint:
                 return True
         raw = info.get("rawBytes")
         if raw is not None:
             # model_signing 1.0 put the signer's PEM public key here. Untrusted: compared only.
             if not isinstance(raw, str):
-                raise VerificationError("the bundle's publicKey.rawBytes must be a string")
+                raise InvalidBundle("the bundle's publicKey.rawBytes must be a string")
             try:
                 blob = base64.b64decode(raw, validate=True)
             except (binascii.Error, ValueError):
-                raise VerificationError(
+                raise InvalidBundle(
                     "the bundle's publicKey.rawBytes is not valid base64"
                 ) from None
             return _spki_of(blob) != self._spki
@@ -137,12 +137,12 @@ def dsse_signed_message(public_key: ec.EllipticCurvePublicKey, bundle: Bundle) -
     """The DSSE PAE bytes the bundle's one signature must cover, and that signature (strict DER,
     in range for ``public_key``'s curve): every check but the cryptographic one."""
     if bundle.payload_type != PAYLOAD_TYPE:
-        raise VerificationError(
+        raise BadSignature(
             f"the bundle's payload type is {describe(bundle.payload_type)}, "
             f"expected {PAYLOAD_TYPE!r}"
         )
     if len(bundle.signatures) != 1:
-        raise VerificationError(
+        raise BadSignature(
             f"expected exactly one signature in the bundle, found {len(bundle.signatures)}"
         )
     signature = bundle.signatures[0]
@@ -159,7 +159,7 @@ def verify_dsse_signature(public_key: ec.EllipticCurvePublicKey, bundle: Bundle)
     try:
         public_key.verify(signature, message, _ecdsa(public_key, deterministic=False))
     except InvalidSignature:
-        raise VerificationError(_MISMATCH) from None
+        raise BadSignature(_MISMATCH) from None
     return bundle.payload
 
 
@@ -168,12 +168,12 @@ def _check_signature_encoding(public_key: ec.EllipticCurvePublicKey, signature: 
     try:
         r, s = decode_dss_signature(signature)
     except ValueError:
-        raise VerificationError("the signature is not a DER-encoded ECDSA signature") from None
+        raise BadSignature("the signature is not a DER-encoded ECDSA signature") from None
     n = keys.curve_order(public_key)
     if not (0 < r < n and 0 < s < n):
-        raise VerificationError("the signature's values are out of range for the curve")
+        raise BadSignature("the signature's values are out of range for the curve")
     if encode_dss_signature(r, s) != signature:
-        raise VerificationError("the signature is not in canonical DER form")
+        raise BadSignature("the signature is not in canonical DER form")
 
 
 def _spki_of(blob: bytes) -> bytes | None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from sentry.errors import SentryError
+from sentry.errors import SentryError, Remedy
 from sentry.signing import _files, outputs
 
 PASSWORD_ENV = "SENTRY_KEY_PASSWORD"
@@ -205,8 +205,7 @@ def private_key_is_encrypted(path: str | os.PathLike) -> bool:
 
 
 def _needs_password(path: Path) -> SentryError:
-    return SentryError(f"the private key {path} is encrypted: give its password with --password-file FILE "
-                       f"or {PASSWORD_ENV} (password= in Python)")
+    return SentryError(f"the private key {path} is encrypted", remedy=Remedy("password", "b'...'", "to decrypt it"))
 
 
 def load_private_key(

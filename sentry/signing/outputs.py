@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import stat
 
-from ..errors import SentryError
+from ..errors import SentryError, Remedy
 from ..io.posix import FileSource
 
 SIGNATURE = "the signature"
@@ -38,8 +38,8 @@ def check_outputs(outputs, *, artifact=None, keep=None, force: bool = False) -> 
         path = os.fspath(path)
         places = _places(path)
 
-        def refuse(why: str) -> SentryError:
-            return SentryError(f"refusing to write {kind} to {path}: {why}")
+        def refuse(why: str, remedy: Remedy | None = None) -> SentryError:
+            return SentryError(f"refusing to write {kind} to {path}: {why}", remedy=remedy)
 
         if not os.path.isdir(os.path.dirname(places[0])):
             raise refuse("its directory does not exist")
@@ -59,7 +59,7 @@ def check_outputs(outputs, *, artifact=None, keep=None, force: bool = False) -> 
         if exists and inside and not (earlier and st.st_size):  # an empty file there may be a sample
             raise refuse(f"it is a file inside the artifact being signed, not {_EARLIER[kind]}")
         if exists and not earlier and not force:
-            raise refuse(f"it exists and is not {_EARLIER[kind]}; add --force to replace it")
+            raise refuse(f"it exists and is not {_EARLIER[kind]}", Remedy("force", purpose="to replace it"))
         taken.append((kind, path))
 
 

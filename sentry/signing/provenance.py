@@ -26,7 +26,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ..errors import SentryError, VerificationError
+from ..errors import SentryError, InvalidBundle, BadSignature, Remedy
 from ..io.posix import FileSource
 from ..manifest.sidecar import check_signable_name, read_lines, record_name
 from .keys import load_public_key, public_key_hint
@@ -123,7 +123,7 @@ def parse(lines, where: str) -> tuple[str, int, object]:
     lines = iter(lines)
     head = _HEADER.fullmatch(next(lines, b""))
     if head is None:
-        raise VerificationError(f"{where} is empty or does not start with a Sentry provenance header")
+        raise InvalidBundle(f"{where} is empty or does not start with a Sentry provenance header")
 
     def records():
         name = None
@@ -165,14 +165,14 @@ class Provenance:
             with src:  # read a block at a time: the file is never held beside its records
                 hint, size, records = parse(read_lines(src, where), where)
                 if hint != public_key_hint(public_key):
-                    raise VerificationError(f"{path} was signed with another key than the one given for source {source.name}")
+                    raise BadSignature(f"{path} was signed with another key than the one given for source {source.name}")
                 if leaf_size is not None and size != leaf_size:
                     raise SentryError(f"{path} hashes samples with {size}-byte leaves, the other sources with {leaf_size}")
                 leaf_size = size
                 for name, sample_size, root, signature in records:
                     other = vouches.get(name)
                     if other is not None:
-                        raise VerificationError(f"sample {name[:80]!r} is vouched for by two sources, "
+                        raise InvalidBundle(f"sample {name[:80]!r} is vouched for by two sources, "
                                                 f"{sources[other.source].name} and {source.name}")
                     vouches[name] = Vouch(index, sample_size, root, signature)
             sources.append(source)
@@ -184,8 +184,8 @@ class Provenance:
 
     def require_leaf_size(self, leaf_size: int) -> None:
         if leaf_size != self.leaf_size:
-            raise SentryError(f"the provenance files hash samples with {self.leaf_size}-byte leaves, "
-                              f"the dataset with {leaf_size}: re-sign the samples with --leaf-size {leaf_size}")
+            raise SentryError(f"the provenance files hash samples with {self.leaf_size}-byte leaves, the dataset "
+                              f"with {leaf_size}", remedy=Remedy("leaf_size", str(leaf_size), "when re-signing the samples"))
 
     def check(self, items, device: str = "auto") -> list[str | None]:
         """Why each sample item (name, size, root as hashed here) fails its source's signature, or

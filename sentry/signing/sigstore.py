@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from urllib.parse import quote
 
-from sentry.errors import SentryError, VerificationError, reason
+from sentry.errors import SentryError, InvalidBundle, BadSignature, reason, Remedy
 from sentry.signing.base import Signer, Verifier
 from sentry.signing.bundle import Bundle, require_method
 from sentry.signing.dsse import PAYLOAD_TYPE
@@ -30,9 +30,11 @@ CACHE_ENV = "SENTRY_CACHE_DIR"
 TRUST_CONFIG_TYPE = "application/vnd.dev.sigstore.clienttrustconfig.v0.1+json"
 MAX_TRUST_CONFIG_BYTES = 8 << 20
 NO_IDENTITY = (
-    "Sigstore signing needs an OIDC identity: pass --identity-token, run in CI with ambient "
-    "credentials (GitHub Actions: permissions id-token: write), or run on a terminal to log in"
+    "Sigstore signing needs an OIDC identity: run in CI with ambient credentials (GitHub Actions: "
+    "permissions id-token: write) or on a terminal to log in"
 )
+GIVE_TOKEN = Remedy("identity_token", "TOKEN", "to use a token you have")
+FIXED_TRUST = Remedy("trust_config", "FILE", "for a fixed trust configuration")
 
 
 def _require_sigstore() -> None:
@@ -54,7 +56,7 @@ def _embedded(url: str, name: str) -> str:
     try:
         return (importlib.resources.files("sigstore") / "_store" / quote(url, safe="") / name).read_text("utf-8")
     except OSError:
-        raise SentryError(f"the installed sigstore-python ships no {name}; pass --trust-config FILE") from None
+        raise SentryError(f"the installed sigstore-python ships no {name}", remedy=FIXED_TRUST) from None
 
 
 def _config(trusted_root: str, signing_config: str):
@@ -110,10 +112,7 @@ def _refreshed_trust_config(url: str, cache_dir: Path):
     except SentryError:
         raise
     except Exception as exc:  # network, TUF and file errors alike
-        raise SentryError(
-            f"cannot refresh Sigstore's trust root from {url} ({reason(exc)}); "
-            "pass --trust-config FILE for a fixed trust configuration"
-        ) from None
+        raise SentryError(f"cannot refresh Sigstore's trust root from {url} ({reason(exc)})", remedy=FIXED_TRUST) from None
     return _config(*docs)
 
 
@@ -146,7 +145,7 @@ class SigstoreSigner(Signer):
             interactive = sys.stdin is not None and sys.stdin.isatty()
         self._token = _token(identity_token)  # parsed offline: a bad token fails before anything else
         if self._token is None and not interactive:
-            raise SentryError(NO_IDENTITY)
+            raise SentryError(NO_IDENTITY, remedy=GIVE_TOKEN)
         if trust_config is not None:
             self._trust = client_trust_config(trust_config)
         else:
@@ -195,11 +194,11 @@ class SigstoreVerifier(Verifier):
         try:
             parsed = SigstoreBundle.from_json(json.dumps(bundle.raw))
         except Exception as exc:  # hostile input: any parse failure is one sentence
-            raise VerificationError(f"the Sigstore bundle is invalid: {reason(exc)}") from None
+            raise InvalidBundle(f"the Sigstore bundle is invalid: {reason(exc)}") from None
         try:
             payload_type, payload = self._verifier.verify_dsse(parsed, self._policy)
         except Exception as exc:
-            raise VerificationError(f"the Sigstore signature does not verify: {reason(exc)}") from None
+            raise BadSignature(f"the Sigstore signature does not verify: {reason(exc)}") from None
         if payload_type != PAYLOAD_TYPE:
-            raise VerificationError(f"the bundle's payload type is {payload_type[:60]!r}, expected {PAYLOAD_TYPE!r}")
+            raise InvalidBundle(f"the bundle's payload type is {payload_type[:60]!r}, expected {PAYLOAD_TYPE!r}")
         return payload

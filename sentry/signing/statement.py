@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sentry._json import StrictJSONError, describe, expect, loads_strict, type_name
-from sentry.errors import SentryError, VerificationError
+from sentry.errors import InvalidBundle, InvalidInput, SentryError, VerificationError
 from sentry.signing.bundle import MAX_PAYLOAD_BYTES
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -36,11 +36,11 @@ def make_statement(subject_name: str, root_hex: str, predicate: dict, *,
                    predicate_type: str = PREDICATE_TYPE) -> bytes:
     """The statement's JSON bytes: sorted keys, compact separators, ASCII only."""
     if not isinstance(subject_name, str) or not subject_name:
-        raise ValueError("subject_name must be a non-empty string")
+        raise InvalidInput("subject_name must be a non-empty string")
     if not isinstance(root_hex, str) or not _HEX64.fullmatch(root_hex):
-        raise ValueError("root_hex must be 64 lowercase hex characters")
+        raise InvalidInput("root_hex must be 64 lowercase hex characters")
     if not isinstance(predicate, dict):
-        raise ValueError("predicate must be a dict")
+        raise InvalidInput("predicate must be a dict")
     statement = {
         "_type": STATEMENT_TYPE,
         "subject": [{"name": subject_name, "digest": {"sha256": root_hex}}],
@@ -56,7 +56,7 @@ def make_statement(subject_name: str, root_hex: str, predicate: dict, *,
 
 
 def _bad(reason: str) -> VerificationError:
-    return VerificationError(f"the signed statement is not a valid in-toto Statement v1: {reason}")
+    return InvalidBundle(f"the signed statement is not a valid in-toto Statement v1: {reason}")
 
 
 def parse_statement(payload: bytes) -> Statement:
