@@ -509,6 +509,10 @@ _REMEDY_OPTIONS = {
     "public_key": "--public-key PUB",
     "certificate_chain": "--certificate-chain CA.pem",
     "identity": "--identity and --issuer",
+    "hash_offset": "--hash-offset {}",
+    "salt": "--salt {}",
+    "superblock": "--no-superblock",
+    "model_id": "--model-id {}",
 }
 
 

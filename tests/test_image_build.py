@@ -217,7 +217,8 @@ def test_cli_build_json_and_signed_statement(model, tmp_path, keys, capsys):
 
 
 @pytest.mark.parametrize("argv, match", [
-    (["--layout", "modelwrap"], "--model-id"),
+    (["--layout", "modelwrap"], "needs the model's identity; pass --model-id ORG/NAME@REVISION"),
+    (["--model-id", "org/name@rev"], "only used by the modelwrap layout"),
     (["--layout", "privatemode", "--salt", "01"], "fixes the salt"),
     (["--salt", "xyz"], "hex digits"),
     (["--uuid", "nope"], "must be a UUID"),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import SentryError
+from ..errors import Remedy, SentryError
 from .build import IMAGE_PREDICATE_TYPE, ImageResult
 from .layouts import LAYOUTS, layout_for
 from .reader import VerifiedImage
@@ -30,7 +30,7 @@ def _outputs_ok(model: Path, outputs: list, force: bool) -> None:
         if real == real_model or real.startswith(real_model + os.sep):
             raise SentryError(f"{p} is inside the model directory {model}: write the image elsewhere")
         if os.path.lexists(p) and not force:
-            raise SentryError(f"{p} exists; pass --force to replace it")
+            raise SentryError(f"{p} exists", remedy=Remedy("force", purpose="to replace it"))
     if not out.parent.is_dir():
         raise SentryError(f"{out.parent} is not a directory")
 

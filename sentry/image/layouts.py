@@ -21,7 +21,7 @@ import uuid as uuidlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import SentryError
+from ..errors import Remedy, SentryError
 from ..hashing.verity import MAX_SALT
 
 LAYOUTS = ("plain", "modelwrap", "privatemode")
@@ -62,9 +62,9 @@ def parse_salt(text: str) -> bytes:
     try:
         salt = bytes.fromhex(text)
     except ValueError:
-        raise SentryError(f"--salt must be hex digits, not {text!r}") from None
+        raise SentryError(f"the salt must be hex digits, not {text!r}") from None
     if len(salt) > MAX_SALT:
-        raise SentryError(f"--salt is {len(salt)} bytes; dm-verity takes at most {MAX_SALT}")
+        raise SentryError(f"the salt is {len(salt)} bytes; dm-verity takes at most {MAX_SALT}")
     return salt
 
 
@@ -73,12 +73,15 @@ def layout_for(name: str, *, salt: str | None = None, uuid: str | None = None, m
     if name not in LAYOUTS:
         raise SentryError(f"unknown layout {name!r}: choose one of {', '.join(LAYOUTS)}")
     if name != "plain" and (salt is not None or uuid is not None):
-        raise SentryError(f"the {name} layout fixes the salt and UUID: leave out --salt and --uuid")
-    if (name == "modelwrap") != (model_id is not None):
-        raise SentryError("--model-id ORG/NAME@REVISION is required by, and only used for, the modelwrap layout")
+        raise SentryError(f"the {name} layout fixes the salt and UUID: give neither")
+    if name == "modelwrap" and model_id is None:
+        raise SentryError("the modelwrap layout needs the model's identity",
+                          remedy=Remedy("model_id", "'ORG/NAME@REVISION'"))
+    if name != "modelwrap" and model_id is not None:
+        raise SentryError("a model id is only used by the modelwrap layout")
     if name == "modelwrap":
         if not _MODEL_ID.fullmatch(model_id):
-            raise SentryError(f"--model-id must look like org/name@revision, not {model_id!r}")
+            raise SentryError(f"the model id must look like org/name@revision, not {model_id!r}")
         return Layout(name, hashlib.sha256(model_id.encode()).digest(),
                       uuidlib.uuid5(uuidlib.NAMESPACE_URL, model_id + "-inner"), True, model_id)
     if name == "privatemode":
@@ -86,5 +89,5 @@ def layout_for(name: str, *, salt: str | None = None, uuid: str | None = None, m
     try:
         fs_uuid = ZERO_UUID if uuid is None else uuidlib.UUID(uuid)
     except ValueError:
-        raise SentryError(f"--uuid must be a UUID, not {uuid!r}") from None
+        raise SentryError(f"the uuid must be a UUID, not {uuid!r}") from None
     return Layout(name, b"\x00" if salt is None else parse_salt(salt), fs_uuid, True)

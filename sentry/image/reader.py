@@ -14,7 +14,7 @@ import io
 import os
 from pathlib import Path
 
-from ..errors import SentryError, VerificationError
+from ..errors import ContentMismatch, InvalidBundle, SentryError
 from . import verity
 from .erofs import Erofs
 from .verify import _chains_to, _params, _stored_levels
@@ -36,7 +36,7 @@ class VerifiedImage:
         levels = [bytes(level) for level in _stored_levels(window, p)]
         if not _chains_to(levels, p.salt, root_hash):
             self.close()
-            raise VerificationError(f"{self.path}: the stored hash tree does not match root hash {root_hash.hex()}")
+            raise InvalidBundle(f"{self.path}: the stored hash tree does not match root hash {root_hash.hex()}")
         self.params, self._level0, self.size = p, verity.level0_of(levels, root_hash), p.hash_offset
         self.fs = Erofs(self.read, self.size)
 
@@ -49,7 +49,7 @@ class VerifiedImage:
             raise SentryError(f"block {i} is outside the image's {self.params.data_blocks} data blocks")
         data = self._pread(i * verity.BLOCK, verity.BLOCK)
         if hashlib.sha256(self.params.salt + data).digest() != self._level0[32 * i : 32 * i + 32]:
-            raise VerificationError(f"{self.path}: data block {i} does not match the hash tree (tampered or "
+            raise ContentMismatch(f"{self.path}: data block {i} does not match the hash tree (tampered or "
                                     "damaged); nothing of it was used")
         return data
 

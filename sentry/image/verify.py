@@ -14,10 +14,12 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import SentryError, VerificationError
+from ..errors import ContentMismatch, InvalidBundle, Remedy, SentryError
 from ..hashing import verity as engine
 from . import verity
 from .erofs import SB_OFFSET, Erofs
+
+GIVE_OFFSET = Remedy("hash_offset", "BYTES", "where the tree starts")
 
 
 @dataclass
@@ -33,12 +35,12 @@ def _params(image, size: int, hash_offset, salt, superblock: bool) -> Params:
     from_image = hash_offset is None
     if from_image:
         if size < SB_OFFSET + 40:
-            raise SentryError("the image is too small to be an EROFS image; give --hash-offset")
+            raise SentryError("the image is too small to be an EROFS image", remedy=GIVE_OFFSET)
         hash_offset = struct.unpack("<I", image[SB_OFFSET + 36 : SB_OFFSET + 40])[0] * verity.BLOCK
     if hash_offset <= 0 or hash_offset % verity.BLOCK or hash_offset >= size:
         if from_image:  # the image's own size field is damaged: a failed verification, not a usage error
-            raise VerificationError(f"the EROFS superblock's size ({hash_offset} bytes) does not locate a hash "
-                                    f"tree in the {size}-byte image; damaged, or give --hash-offset")
+            raise InvalidBundle(f"the EROFS superblock's size ({hash_offset} bytes) does not locate a hash tree in "
+                                f"the {size}-byte image: it is damaged, or the tree lies elsewhere", remedy=GIVE_OFFSET)
         raise SentryError(f"the hash offset {hash_offset} is not a positive multiple of 4096 inside the "
                           f"{size}-byte image")
     blocks = hash_offset // verity.BLOCK
@@ -47,14 +49,14 @@ def _params(image, size: int, hash_offset, salt, superblock: bool) -> Params:
         raw = image[hash_offset : hash_offset + verity.BLOCK]
         sb = verity.parse_superblock(raw)
         if raw != verity.superblock(sb.uuid, sb.salt, sb.data_blocks):  # stricter than veritysetup
-            raise VerificationError("the verity superblock has bytes set where veritysetup writes zeros")
+            raise InvalidBundle("the verity superblock has bytes set where veritysetup writes zeros")
         if sb.data_blocks != blocks:
-            raise VerificationError(f"the verity superblock says {sb.data_blocks} data blocks, the hash offset "
+            raise InvalidBundle(f"the verity superblock says {sb.data_blocks} data blocks, the hash offset "
                                     f"{hash_offset} means {blocks}")
         salt = sb.salt if salt is None else salt
         tree_offset += verity.BLOCK
     elif salt is None:
-        raise SentryError("without a superblock the salt must be given (--salt; 00 for privatemode)")
+        raise SentryError("without a superblock the salt must be given", remedy=Remedy("salt", "'00'", "(00 for privatemode)"))
     return Params(hash_offset, salt, blocks, tree_offset, from_image)
 
 
@@ -63,7 +65,7 @@ def _stored_levels(image, p: Params) -> list:
     sizes = verity.level_sizes(p.data_blocks)
     end = p.tree_offset + sum(sizes)
     if end > len(image):
-        raise VerificationError(f"the image ends inside its hash tree ({len(image)} of {end} bytes)")
+        raise InvalidBundle(f"the image ends inside its hash tree ({len(image)} of {end} bytes)")
     levels, at = [None] * len(sizes), p.tree_offset
     for i in range(len(sizes) - 1, -1, -1):
         levels[i] = image[at : at + sizes[i]]
@@ -101,12 +103,12 @@ def verify_image(path, root_hash: bytes, *, hash_offset=None, salt=None, superbl
             want = verity.level0_of(stored, root_hash)
             bad = next((i for i in range(p.data_blocks) if level0[32 * i : 32 * i + 32] != want[32 * i : 32 * i + 32]), None)
             if bad is None or not _chains_to(stored, p.salt, root_hash):
-                raise VerificationError(f"{path} does not match root hash {root_hash.hex()} (nor does its stored "
+                raise ContentMismatch(f"{path} does not match root hash {root_hash.hex()} (nor does its stored "
                                         "hash tree: wrong salt, hash offset or root, or a damaged tree)")
-            raise VerificationError(f"{path}: data block {bad} (bytes {bad * verity.BLOCK}..{(bad + 1) * verity.BLOCK - 1}) "
+            raise ContentMismatch(f"{path}: data block {bad} (bytes {bad * verity.BLOCK}..{(bad + 1) * verity.BLOCK - 1}) "
                                     f"does not match its hash; it belongs to {owner_of(image, size, bad)}")
         level = next(i for i, (a, b) in enumerate(zip(tree.levels, stored)) if a != b)
-        raise VerificationError(f"{path}: the data matches the root hash but the stored hash tree is damaged "
+        raise InvalidBundle(f"{path}: the data matches the root hash but the stored hash tree is damaged "
                                 f"(level {level}); the kernel would refuse reads through it")
 
 

@@ -13,7 +13,7 @@ import struct
 import uuid as uuidlib
 from dataclasses import dataclass
 
-from ..errors import SentryError, VerificationError
+from ..errors import InvalidBundle, Remedy, SentryError, UnsupportedFormat
 from ..hashing import verity as engine
 
 BLOCK = 4096  # data and hash block size (the only one Sentry writes or reads)
@@ -81,14 +81,14 @@ def parse_superblock(raw: bytes) -> Superblock:
     """A verity superblock read from an untrusted image: only what Sentry writes is accepted
     (format 1, sha256, 4 KiB blocks); anything else fails verification, in one sentence."""
     if len(raw) < _SB.size or raw[:8] != SIGNATURE:
-        raise VerificationError("no dm-verity superblock at the hash offset (give the right --hash-offset, "
-                                "or --no-superblock with --salt)")
+        raise InvalidBundle("no dm-verity superblock at the hash offset (is it the right one?)",
+                            remedy=Remedy("superblock", "False", "and the salt for a tree without one"))
     sig, version, hash_type, uid, alg, dbs, hbs, blocks, salt_size, _, salt, _ = _SB.unpack_from(raw)
     if version != 1 or hash_type != 1 or alg.rstrip(b"\0") != b"sha256" or dbs != BLOCK or hbs != BLOCK:
-        raise VerificationError("the dm-verity superblock is not format 1 with sha256 and 4096-byte blocks, "
+        raise UnsupportedFormat("the dm-verity superblock is not format 1 with sha256 and 4096-byte blocks, "
                                 "the only kind Sentry checks")
     if salt_size > engine.MAX_SALT or blocks == 0:
-        raise VerificationError("the dm-verity superblock is malformed (salt size or data block count)")
+        raise InvalidBundle("the dm-verity superblock is malformed (salt size or data block count)")
     return Superblock(uuidlib.UUID(bytes=uid), salt[:salt_size], blocks)
 
 
