@@ -85,7 +85,8 @@ def _default_ignore_names(default_ignores) -> tuple:
 
 def hash_artifact(artifact, *, artifact_type="model", leaf_size=None, ignore=(), default_ignores=True,
                   allow_symlinks=False, exclude=(), strict=True, strip_prefix="", add_prefix="", device=None,
-                  progress=None, params: HashParams | None = None, ignored=None, distributed_timeout=None) -> Manifest:
+                  progress=None, params: HashParams | None = None, ignored=None, distributed_timeout=None,
+                  signed_roots=None) -> Manifest:
     """The manifest of a path (directory or file) or of a model/state_dict in memory.
 
     ``default_ignores=False`` hashes the top-level VCS entries (.git, ...) too; ``ignored`` (a
@@ -101,7 +102,7 @@ def hash_artifact(artifact, *, artifact_type="model", leaf_size=None, ignore=(),
         return manifest_for_path(artifact, params, artifact_type=artifact_type, ignore=ignore,
                                  default_ignores=_default_ignore_names(default_ignores),
                                  allow_symlinks=allow_symlinks, exclude=exclude, strict=strict,
-                                 progress=progress, device=device, ignored=ignored)
+                                 progress=progress, device=device, ignored=ignored, signed_roots=signed_roots)
     items = tensor_items(state_dict_of(artifact), params, strip_prefix=strip_prefix,
                          add_prefix=add_prefix, device=device, progress=progress,
                          timeout=_setting("distributed_timeout", distributed_timeout))
@@ -382,6 +383,7 @@ def check_artifact(artifact, signed: Manifest, sig_path: Path, *, ignore=(), def
         exclude=[sig_path] + ([signed.sidecar.path] if signed.sidecar else []), strict=False,
         strip_prefix=strip_prefix, add_prefix=add_prefix, device=device, progress=progress, ignored=ignored,
         distributed_timeout=distributed_timeout,
+        signed_roots={it.name: it.root for it in signed.items if it.kind == "file"},
     )
     report = compare_manifests(signed, actual, allow_missing=allow_missing, allow_uncovered=allow_uncovered)
     report.ignored = ignored

@@ -1,6 +1,7 @@
 """Scenarios run under torchrun by tests/test_distributed.py: each rank prints one JSON line per check.
 
-argv: OUT_DIR SCENARIO... ; the keys are written by the test into OUT_DIR (key.pem, key.pub.pem)."""
+argv: OUT_DIR SCENARIO... ; the keys are written by the test into OUT_DIR (key.pem, key.pub.pem).
+Each rank writes its results to OUT_DIR/rank<R>.jsonl, one JSON object per check."""
 import json
 import os
 import sys
@@ -18,7 +19,9 @@ KEY, PUB = os.path.join(OUT, "key.pem"), os.path.join(OUT, "key.pub.pem")
 
 
 def say(check, **fields):
-    print(json.dumps({"rank": dist.get_rank(), "check": check, **fields}), flush=True)
+    """One result line in OUT/rank<R>.jsonl (ranks printing to one stdout interleave)."""
+    with open(os.path.join(OUT, f"rank{dist.get_rank()}.jsonl"), "a") as f:
+        f.write(json.dumps({"rank": dist.get_rank(), "check": check, **fields}) + "\n")
 
 
 def mlp():
@@ -85,7 +88,7 @@ def scenario_fsdp():
         fully_shard(layer, mesh=mesh)
     fully_shard(model, mesh=mesh)
     report = sentry.verify_model(model, PUB, sig_whole)
-    say("fsdp_verifies_whole_signature", ok=report.ok, checked=len(report.checked) if hasattr(report.checked, "__len__") else report.checked)
+    say("fsdp_verifies_whole_signature", ok=report.ok)
     sentry.sign_model(model, KEY, sig_sharded, force=True)
     say("fsdp_signed", exists=os.path.exists(sig_sharded))
     if dist.get_rank() == 0:
@@ -101,7 +104,12 @@ def scenario_fsdp():
         say("tampered_shard", raised=True, message=str(exc), lines=exc.report.lines())
     from torch.distributed.checkpoint import save
 
-    save({k: v for k, v in mlp_state_sharded(mesh).items()}, checkpoint_id=os.path.join(OUT, "dcp"))
+    from torch.distributed.checkpoint import HuggingFaceStorageWriter
+
+    state = mlp_state_sharded(mesh)  # untampered
+    save(state, checkpoint_id=os.path.join(OUT, "dcp"))
+    save(state, storage_writer=HuggingFaceStorageWriter(os.path.join(OUT, "hf"), save_distributed=True,
+                                                        enable_consolidation=True))
     say("dcp_saved", ok=True)
 
 
