@@ -101,3 +101,15 @@ def test_dcp_in_safetensors_format_verifies(two_ranks):
     assert consolidated
     full = [p for p in consolidated if p.parent.name != "sharded"]
     sentry.verify_model(full[0], out / "key.pub.pem", out / "whole.sig")
+
+
+def test_a_2d_mesh_on_four_ranks(tmp_path):
+    """(Shard(0), Shard(0)), (Shard(0), Replicate), (Replicate, Shard(0)), (Shard(0), Shard(1)) and
+    the 1-D placements over four ranks fold to the single-process roots; replicas that disagree
+    fail on every rank, naming the tensor."""
+    lines = torchrun(tmp_path, 4, "mesh2d", "dtensor")
+    assert [l["same"] for l in by_check(lines, "dtensor_2d")] == [True] * 4
+    assert [l["same"] for l in by_check(lines, "dtensor_1d")] == [True] * 4
+    for l in by_check(lines, "replicas_disagree"):
+        assert l["raised"] and "tensor 'unaligned': two holders of " in l["message"]
+    assert len(by_check(lines, "replicas_disagree")) == 4

@@ -73,6 +73,16 @@ def scenario_mesh2d():
                              lambda k: {"aligned": [Shard(0), Shard(0)], "unaligned": [Shard(0), Replicate()],
                                         "bf16": [Replicate(), Shard(0)], "cols": [Shard(0), Shard(1)]}.get(k, [Shard(0), Shard(0)]))
     check_roots("dtensor_2d", full, sharded)
+    from sentry.hashing.params import HashParams
+    from sentry.hashing.sharded import digest_sharded
+
+    if dist.get_rank() == 1:  # one replica of a (Shard(0), Replicate) tensor differs from its twin
+        sharded["unaligned"].to_local()[0, 0] += 1
+    try:
+        digest_sharded(list(sharded.items()), HashParams(), device="cpu")
+        say("replicas_disagree", raised=False)
+    except SentryError as exc:
+        say("replicas_disagree", raised=True, message=str(exc))
 
 
 def scenario_fsdp():
