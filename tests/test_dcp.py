@@ -134,3 +134,14 @@ def test_non_tensor_entries_leave_their_files_uncovered(tmp_path, ckpt):
         sentry.verify_model(path, pub, sig)
     report = sentry.verify_model(path, pub, sig, allow_uncovered=True)
     assert ".metadata" in " ".join(report.uncovered)
+
+
+def test_a_metadata_size_larger_than_the_stored_bytes_is_refused_before_allocating(ckpt):
+    from torch.distributed.checkpoint.filesystem import FileSystemReader
+
+    path, (_, pub), sig = ckpt
+    md = FileSystemReader(str(path)).read_metadata()
+    md.state_dict_metadata["h"].size = torch.Size([10**6, 10**6])  # 4 TB of half floats
+    (path / ".metadata").write_bytes(pickle.dumps(md))
+    with pytest.raises(SentryError, match="tensor 'h' is larger than the bytes stored for it"):
+        sentry.verify_model(path, pub, sig)

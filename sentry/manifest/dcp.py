@@ -158,6 +158,9 @@ def tensor_digest(fqn: str, entry, chunks: _Chunks, params: HashParams):
 def _assemble(fqn, shape, dtype, entry, chunks, files):
     import torch
 
+    stored = sum(chunks.where.get((fqn, _shape(c.offsets)), ("", 0, 0))[2] for c in entry.chunks)
+    if math.prod(shape) * dtype.itemsize > stored:  # a hostile size must not cost its memory
+        raise SentryError(f"{chunks.directory / METADATA}: tensor {fqn!r} is larger than the bytes stored for it")
     full = torch.empty(shape, dtype=dtype)
     seen = torch.zeros(shape, dtype=torch.int32)
     for c in entry.chunks:

@@ -59,6 +59,8 @@ def _digests(state: dict, params: HashParams, device, progress, timeout) -> list
     by_key = dict(zip((k for k, _ in plain), digest_tensors(plain, params, device=device, progress=progress)))
     if sharded:
         by_key.update(zip((k for k, _ in sharded), digest_sharded(sharded, params, device=device, timeout=timeout)))
+        for k, _ in sharded if progress else ():
+            progress(by_key[k].size)
     return [by_key[k] for k in state]
 
 
