@@ -400,7 +400,7 @@ def _verdict_of_all_ranks(report: Report, timeout) -> Report:
     failed_somewhere = any_rank(not report.ok, _setting("distributed_timeout", timeout))
     report = _verdict(report)
     if failed_somewhere:
-        raise VerificationError("verification failed on another rank (see its report)", report)
+        raise ContentMismatch("verification failed on another rank (see its report)", report)
     return report
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from ..errors import SentryError
+from ..errors import ContentMismatch, SentryError
 from . import merkle
 from .params import HashParams
 
@@ -84,7 +84,7 @@ class Pieces:
 
     def add_block(self, lo: int, hi: int, root: bytes) -> None:
         if self.blocks.setdefault((lo, hi), root) != root:
-            raise SentryError(f"tensor {self.name!r}: two holders of leaves {lo}..{hi - 1} hold different bytes")
+            raise ContentMismatch(f"tensor {self.name!r}: two holders of leaves {lo}..{hi - 1} hold different bytes")
 
     def add_region(self, region: Region, unit_roots) -> None:
         for i, root in enumerate(unit_roots):
@@ -95,11 +95,11 @@ class Pieces:
         span = (start, start + len(data))
         leaf = start // self.params.leaf_size
         if self.partial.setdefault(leaf, {}).setdefault(span, bytes(data)) != data:
-            raise SentryError(f"tensor {self.name!r}: two holders of bytes {span[0]}..{span[1] - 1} hold different bytes")
+            raise ContentMismatch(f"tensor {self.name!r}: two holders of bytes {span[0]}..{span[1] - 1} hold different bytes")
 
     def fold(self):
-        """The item's :class:`~sentry.hashing.cpu.ItemDigest` (size, root, chunk roots)."""
-        from .cpu import ItemDigest
+        """The item's :class:`~sentry.hashing.plan.ItemDigest` (size, root, chunk roots)."""
+        from .plan import ItemDigest
 
         ls = self.params.leaf_size
         for leaf, spans in self.partial.items():

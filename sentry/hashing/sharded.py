@@ -5,7 +5,7 @@ range of the flattened tensor (``pieces.plan_range``). The pieces of all tensors
 exchange over the default group (two ``all_gather`` calls, sizes then bytes, as
 ``all_gather_object`` does, but with a timeout and without pickle: a peer's message is parsed,
 never unpickled). Every rank then folds all pieces and gets exactly the roots of the unsharded
-tensor (docs/spec.md §1.3, §10). Each step waits at most ``timeout`` seconds for the other ranks.
+tensor (docs/spec.md §1.3, §11). Each step waits at most ``timeout`` seconds for the other ranks.
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ A DCP checkpoint stores each tensor as chunks (one per saving rank's shard), eac
 tensor at a byte range of a ``.distcp`` file, and indexes them in ``.metadata``, a pickle. The
 tensor's root is computed chunk by chunk (``hashing.pieces``: a row-block chunk is one byte range
 of the tensor; any other chunk layout is assembled in memory first), so it equals the root of the
-same tensor in memory whatever world size saved it (docs/spec.md §10.2).
+same tensor in memory whatever world size saved it (docs/spec.md §11.2).
 
 Nothing here unpickles with the plain Unpickler: ``.metadata`` goes through an allowlist of DCP's
 metadata classes (when a signature covers the file, its root is checked before even that), and a
@@ -19,7 +19,7 @@ import os
 import pickle
 from pathlib import Path, PurePosixPath
 
-from ..errors import SentryError
+from ..errors import SentryError, UnsupportedFormat
 from ..hashing.params import HashParams
 from .dtypes import torch_dtype_name
 from .item import TENSOR, Item
@@ -97,7 +97,7 @@ class _Chunks:
                     and type(info.offset) is int and type(info.length) is int and info.offset >= 0 and info.length >= 0):
                 raise SentryError(f"{directory / METADATA}: a storage entry is malformed or names a file outside the checkpoint")
             if getattr(info, "transform_descriptors", None):
-                raise SentryError(f"{directory / METADATA}: {index.fqn!r} is stored with transforms "
+                raise UnsupportedFormat(f"{directory / METADATA}: {index.fqn!r} is stored with transforms "
                                   f"{list(info.transform_descriptors)} (compression), which Sentry does not read")
             self.where[(index.fqn, _shape(index.offset))] = (name, info.offset, info.length)
 
