@@ -10,11 +10,11 @@ from .hashing.params import HashParams
 from .manifest.compare import Report, compare_manifests
 from .manifest.manifest import Manifest
 from .manifest.sources import manifest_for_path
-from .manifest.tensors import state_dict_of, tensor_items
+from .manifest.tensors import is_sharded_manifest, state_dict_of, tensor_items
 
 _config: dict = {}
 _CONFIG_KEYS = {"key", "public_key", "signature", "dataset_public_key", "dataset_signature", "password", "device",
-                "leaf_size", "progress"}
+                "leaf_size", "progress", "distributed_timeout"}
 
 
 def configure(**settings) -> None:
@@ -85,11 +85,14 @@ def _default_ignore_names(default_ignores) -> tuple:
 
 def hash_artifact(artifact, *, artifact_type="model", leaf_size=None, ignore=(), default_ignores=True,
                   allow_symlinks=False, exclude=(), strict=True, strip_prefix="", add_prefix="", device=None,
-                  progress=None, params: HashParams | None = None, ignored=None) -> Manifest:
+                  progress=None, params: HashParams | None = None, ignored=None, distributed_timeout=None,
+                  signed_roots=None) -> Manifest:
     """The manifest of a path (directory or file) or of a model/state_dict in memory.
 
     ``default_ignores=False`` hashes the top-level VCS entries (.git, ...) too; ``ignored`` (a
-    list), if given, receives the paths the ignore rules left out."""
+    list), if given, receives the paths the ignore rules left out. A model whose parameters are
+    DTensors is hashed by every rank of the process group together (all must call this), each
+    waiting at most ``distributed_timeout`` seconds (default 600) for the others."""
     if params is None:
         leaf_size = _setting("leaf_size", leaf_size)
         params = HashParams() if leaf_size is None else HashParams(leaf_size=leaf_size)
@@ -99,9 +102,10 @@ def hash_artifact(artifact, *, artifact_type="model", leaf_size=None, ignore=(),
         return manifest_for_path(artifact, params, artifact_type=artifact_type, ignore=ignore,
                                  default_ignores=_default_ignore_names(default_ignores),
                                  allow_symlinks=allow_symlinks, exclude=exclude, strict=strict,
-                                 progress=progress, device=device, ignored=ignored)
+                                 progress=progress, device=device, ignored=ignored, signed_roots=signed_roots)
     items = tensor_items(state_dict_of(artifact), params, strip_prefix=strip_prefix,
-                         add_prefix=add_prefix, device=device, progress=progress)
+                         add_prefix=add_prefix, device=device, progress=progress,
+                         timeout=_setting("distributed_timeout", distributed_timeout))
     return Manifest(params, items, artifact_type, "memory")
 
 
@@ -162,11 +166,41 @@ def _sign(artifact, artifact_type, key, signature, password, format="sentry", *,
         payload = _oms_statement(artifact, artifact_type, sig_path, name, **hash_options)
     else:
         manifest = hash_artifact(artifact, artifact_type=artifact_type, exclude=[sig_path], **hash_options)
-        manifest.training_data = training_data
-        manifest = _fit_for_bundle(manifest, artifact, sig_path,
-                                   lambda side: _check_outputs(outputs + [(ITEMS, side)], artifact, key, key_files, force))
-        payload = make_statement(name, manifest.root().hex(), manifest.to_predicate())
+
+        def seal():
+            _seal(manifest, training_data, artifact, sig_path, name, signer,
+                  lambda side: _check_outputs(outputs + [(ITEMS, side)], artifact, key, key_files, force))
+
+        if is_sharded_manifest(manifest.items):
+            return _sign_on_rank_0(seal, sig_path, hash_options.get("distributed_timeout"))
+        seal()
+        return sig_path
     write_bundle(sig_path, signer.sign(payload))
+    return sig_path
+
+
+def _seal(manifest, training_data, artifact, sig_path, name, signer, check_sidecar) -> None:
+    from .signing import make_statement, write_bundle
+
+    manifest.training_data = training_data
+    manifest = _fit_for_bundle(manifest, artifact, sig_path, check_sidecar)
+    write_bundle(sig_path, signer.sign(make_statement(name, manifest.root().hex(), manifest.to_predicate())))
+
+
+def _sign_on_rank_0(seal, sig_path: Path, timeout) -> Path:
+    """A sharded model: every rank computed the same manifest; rank 0 alone signs and writes (one
+    signature, one Sigstore log entry), and no rank returns before it has, or fails unless all do."""
+    from .hashing.sharded import any_rank, rank
+
+    failed = False
+    try:
+        if rank() == 0:
+            failed = True
+            seal()
+            failed = False
+    finally:
+        if any_rank(failed, _setting("distributed_timeout", timeout)) and not failed:
+            raise SentryError(f"rank 0 could not write the signature {sig_path} (see its error)")
     return sig_path
 
 
@@ -337,7 +371,7 @@ def check_signed(artifact, signed, sig_path: Path, *, ignore=(), default_ignores
 
 def check_artifact(artifact, signed: Manifest, sig_path: Path, *, ignore=(), default_ignores=True,
                    allow_symlinks=False, allow_missing=(), allow_uncovered=False, strip_prefix="", add_prefix="",
-                   device=None, progress=None) -> Report:
+                   device=None, progress=None, distributed_timeout=None) -> Report:
     """Hash the artifact as the signed manifest says and compare; VerificationError on a difference.
     The signed default ignores apply unless ``default_ignores`` is False; what was left out is
     listed in the report."""
@@ -348,10 +382,26 @@ def check_artifact(artifact, signed: Manifest, sig_path: Path, *, ignore=(), def
         allow_symlinks=signed.allow_symlinks or allow_symlinks,
         exclude=[sig_path] + ([signed.sidecar.path] if signed.sidecar else []), strict=False,
         strip_prefix=strip_prefix, add_prefix=add_prefix, device=device, progress=progress, ignored=ignored,
+        distributed_timeout=distributed_timeout,
+        signed_roots={it.name: it.root for it in signed.items if it.kind == "file"},
     )
     report = compare_manifests(signed, actual, allow_missing=allow_missing, allow_uncovered=allow_uncovered)
     report.ignored = ignored
+    if is_sharded_manifest(actual.items):
+        return _verdict_of_all_ranks(report, distributed_timeout)
     return _verdict(report)
+
+
+def _verdict_of_all_ranks(report: Report, timeout) -> Report:
+    """Every rank folded the same roots, so each names the changed tensors itself; the flags are
+    combined before anyone raises, so no rank is left waiting in a collective for one that did."""
+    from .hashing.sharded import any_rank
+
+    failed_somewhere = any_rank(not report.ok, _setting("distributed_timeout", timeout))
+    report = _verdict(report)
+    if failed_somewhere:
+        raise ContentMismatch("verification failed on another rank (see its report)", report)
+    return report
 
 
 def _verdict(report: Report) -> Report:
@@ -364,7 +414,7 @@ def _verdict(report: Report) -> Report:
 def sign_model(model_or_path, key=None, signature=None, *, password=None, format="sentry", ignore=(),
                default_ignores=True, allow_symlinks=False, leaf_size=None, strip_prefix="", add_prefix="",
                device=None, progress=None, force=False, key_files=(), training_data=None,
-               dataset_public_key=None) -> Path:
+               dataset_public_key=None, distributed_timeout=None) -> Path:
     """Hash a model directory, checkpoint file or in-memory model and write a signature bundle.
 
     ``key`` is a private key (path or object) or a Signer (``CertificateSigner``,
@@ -380,12 +430,15 @@ def sign_model(model_or_path, key=None, signature=None, *, password=None, format
     ``training_data`` links the model to the data it was trained on (docs/spec.md §3.1): a
     dataset signature path, verified first with ``dataset_public_key`` (path, key or Verifier),
     a :class:`~sentry.manifest.lineage.TrainingData` (:func:`dataset_link`'s result), or a list
-    of these. ``verify_model``'s report then lists them in ``training_data``."""
+    of these. ``verify_model``'s report then lists them in ``training_data``.
+
+    A sharded model (DTensors) is signed by every rank of its process group together: all
+    compute the same manifest from their shards, rank 0 alone writes the signature."""
     links = _training_data(training_data, dataset_public_key)
     return _sign(model_or_path, "model", key, signature, password, format, leaf_size=leaf_size, ignore=ignore,
                  default_ignores=default_ignores, allow_symlinks=allow_symlinks, strip_prefix=strip_prefix,
                  add_prefix=add_prefix, device=device, progress=progress, key_files=key_files, force=force,
-                 training_data=links)
+                 training_data=links, distributed_timeout=distributed_timeout)
 
 
 def _training_data(given, dataset_public_key) -> tuple:
@@ -438,7 +491,7 @@ def dataset_link(signature, public_key=None):
 
 def verify_model(model_or_path, public_key=None, signature=None, *, ignore=(), default_ignores=True,
                  allow_symlinks=False, allow_missing=(), allow_uncovered=False, strip_prefix="", add_prefix="", device=None,
-                 progress=None) -> Report:
+                 progress=None, distributed_timeout=None) -> Report:
     """Verify the signature, recompute, compare. Raises VerificationError (with ``.report``) on
     any missing, extra or changed item; returns the Report when everything matches.
 
@@ -449,11 +502,15 @@ def verify_model(model_or_path, public_key=None, signature=None, *, ignore=(), d
     ``public_key`` is a public key (path or object) or a Verifier (``CertificateVerifier``,
     ``SigstoreVerifier``). Sentry and model_signing (OMS) signatures are told apart by their
     predicate type. The default ignores the signature recorded apply (for model_signing: the git
-    paths) unless ``default_ignores=False``; the report lists every path left out."""
+    paths) unless ``default_ignores=False``; the report lists every path left out.
+
+    A model whose parameters are DTensors (FSDP2, tensor parallel) is verified by every rank of
+    its process group together, each hashing only its own shards (README "At scale");
+    ``distributed_timeout`` (seconds, default 600) bounds each wait for the other ranks."""
     return _verify(model_or_path, "model", public_key, signature, ignore=ignore, default_ignores=default_ignores,
                    allow_symlinks=allow_symlinks,
                    allow_missing=allow_missing, allow_uncovered=allow_uncovered, strip_prefix=strip_prefix,
-                   add_prefix=add_prefix, device=device, progress=progress)
+                   add_prefix=add_prefix, device=device, progress=progress, distributed_timeout=distributed_timeout)
 
 
 def sign_dataset(path, key=None, signature=None, *, sidecar=None, password=None, ignore=(), allow_symlinks=False,

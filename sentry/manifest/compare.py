@@ -178,7 +178,8 @@ def compare_manifests(signed, actual, *, allow_missing=(), allow_uncovered=False
 
     if signed.source == "memory":
         # Every tensor read from a file is compared below, so such a file is covered by its tensors.
-        holding_tensors = {it.file for it in actual.items if it.kind == "tensor"}
+        # (A DCP checkpoint's tensor names the files it was read from: docs/spec.md §11.2.)
+        holding_tensors = {f for it in actual.items if it.kind == "tensor" for f in (it.extra or {}).get("covers", (it.file,))}
         report.uncovered = [it.label for it in actual.items if it.kind == "file" and it.name not in holding_tensors]
         report.uncovered_allowed = allow_uncovered
     want, have = _tensors_by_name(signed), _tensors_by_name(actual)

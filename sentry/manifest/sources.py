@@ -149,10 +149,12 @@ def files_of(path: Path, skip, allow_symlinks=False, exclude=()) -> tuple[str, l
 
 def manifest_for_path(
     path, params: HashParams, *, artifact_type="model", ignore=(), default_ignores=DEFAULT_IGNORES,
-    allow_symlinks=False, exclude=(), strict=True, progress=None, device="auto", ignored=None,
+    allow_symlinks=False, exclude=(), strict=True, progress=None, device="auto", ignored=None, signed_roots=None,
 ) -> Manifest:
     """The manifest of a directory or file; ``ignored`` (a list), if given, receives the paths
-    that the ignore rules left out."""
+    that the ignore rules left out. A DCP checkpoint's ``.metadata`` (a pickle) whose name is in
+    ``signed_roots`` (file name -> root, from a verified signature) is parsed only if its bytes
+    have that root."""
     from ..hashing import digest_ranges, FileRange
 
     path = Path(path)
@@ -182,4 +184,17 @@ def manifest_for_path(
         Item(it.kind, it.name, d.size, d.root, d.chunks if len(d.chunks) > 1 else (), it.dtype, it.shape, it.file)
         for it, d in zip(specs, digests)
     ]
+    items += _dcp_tensors(files, params, signed_roots or {})
     return Manifest(params, items, artifact_type, source, tuple(ignore), allow_symlinks, tuple(default_ignores))
+
+
+def _dcp_tensors(files, params: HashParams, signed_roots: dict) -> list[Item]:
+    """The tensor items of every DCP checkpoint (a ``.metadata`` file and its ``.distcp`` files)."""
+    from .dcp import METADATA, dcp_items, is_metadata
+
+    items = []
+    for name, real in files:
+        if is_metadata(name):
+            found = dcp_items(Path(real).parent, name[: -len(METADATA)], params, signed_roots.get(name))
+            items += found or []
+    return items

@@ -27,21 +27,43 @@ def state_dict_of(model) -> dict:
     return state
 
 
-def tensor_items(state: dict, params: HashParams, *, strip_prefix="", add_prefix="", device="auto", progress=None) -> list[Item]:
-    """One item per tensor, named by its state_dict key after prefix mapping; ``extra`` holds the tensor."""
-    from ..hashing import digest_tensors
+def tensor_items(state: dict, params: HashParams, *, strip_prefix="", add_prefix="", device="auto", progress=None,
+                 timeout=None) -> list[Item]:
+    """One item per tensor, named by its state_dict key after prefix mapping; ``extra`` holds the tensor
+    (for a DTensor, ``sharded``: its roots came from every rank's shard, see hashing/sharded.py,
+    which waits at most ``timeout`` seconds for the other ranks)."""
+    from ..hashing.sharded import is_sharded
 
     if hasattr(progress, "set_total"):
         progress.set_total(sum(t.numel() * t.element_size() for t in state.values()))
     for key, t in state.items():
         if torch_dtype_name(t.dtype) is None:
             raise SentryError(f"tensor {key!r} has dtype {t.dtype}, which safetensors cannot store")
-    digests = digest_tensors(state.items(), params, device=device, progress=progress)  # one GPU run for all
+    digests = _digests(state, params, device, progress, timeout)
     items = []
     for (key, t), d in zip(state.items(), digests):
         dtype = torch_dtype_name(t.dtype)
         name = add_prefix + (key[len(strip_prefix):] if strip_prefix and key.startswith(strip_prefix) else key)
-        items.append(
-            Item(TENSOR, name, d.size, d.root, d.chunks if len(d.chunks) > 1 else (), dtype, tuple(t.shape), None, {"tensor": t, "key": key})
-        )
+        extra = {"sharded": True, "key": key} if is_sharded(t) else {"tensor": t, "key": key}
+        items.append(Item(TENSOR, name, d.size, d.root, d.chunks if len(d.chunks) > 1 else (), dtype, tuple(t.shape), None, extra))
     return items
+
+
+def _digests(state: dict, params: HashParams, device, progress, timeout) -> list:
+    """The tensors' digests in state order: plain ones in one engine run, DTensors from their shards."""
+    from ..hashing import digest_tensors
+    from ..hashing.sharded import digest_sharded, is_sharded
+
+    sharded = [(k, t) for k, t in state.items() if is_sharded(t)]
+    plain = [(k, t) for k, t in state.items() if not is_sharded(t)]
+    by_key = dict(zip((k for k, _ in plain), digest_tensors(plain, params, device=device, progress=progress)))
+    if sharded:
+        by_key.update(zip((k for k, _ in sharded), digest_sharded(sharded, params, device=device, timeout=timeout)))
+        for k, _ in sharded if progress else ():
+            progress(by_key[k].size)
+    return [by_key[k] for k in state]
+
+
+def is_sharded_manifest(items) -> bool:
+    """Whether some item's roots were folded from every rank's shards (all ranks must then agree)."""
+    return any(it.extra and it.extra.get("sharded") for it in items)

@@ -1,0 +1,185 @@
+"""Digests of DTensors (FSDP2, tensor parallel) inside a torch.distributed process group.
+
+Every rank hashes only its local shard, which for ``Shard(0)`` placements is one contiguous byte
+range of the flattened tensor (``pieces.plan_range``). The pieces of all tensors travel in one
+exchange over the default group (two ``all_gather`` calls, sizes then bytes, as
+``all_gather_object`` does, but with a timeout and without pickle: a peer's message is parsed,
+never unpickled). Every rank then folds all pieces and gets exactly the roots of the unsharded
+tensor (docs/spec.md §1.3, §11). Each step waits at most ``timeout`` seconds for the other ranks.
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import math
+import struct
+
+from ..errors import SentryError
+from .params import HashParams
+from .pieces import Pieces, plan_range
+
+DEFAULT_TIMEOUT = 600.0  # seconds a rank waits for the others before it gives up with an error
+_MAGIC = b"SENTRY-SHARDS-1"
+_COUNTS = struct.Struct("<II")
+_BLOCK = struct.Struct("<qq32s")
+_EDGE = struct.Struct("<qI")
+
+
+def is_sharded(t) -> bool:
+    """Whether ``t`` is a DTensor (only then is torch.distributed.tensor imported)."""
+    import sys
+
+    module = sys.modules.get("torch.distributed.tensor")
+    return module is not None and isinstance(t, module.DTensor)
+
+
+def _contiguous_range(dt):
+    """(local shard, start byte, end byte) when the local shard is one byte range of the tensor."""
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+    shape, offset = compute_local_shape_and_global_offset(dt.shape, dt.device_mesh, dt.placements)
+    if tuple(shape[1:]) != tuple(dt.shape[1:]) or any(offset[1:]):
+        return None
+    row = math.prod(dt.shape[1:]) * dt.element_size()
+    local = dt.to_local()
+    if tuple(local.shape) != tuple(shape):
+        return None
+    return local, offset[0] * row if shape[0] else 0, (offset[0] + shape[0]) * row if shape[0] else 0
+
+
+def local_range(name: str, dt):
+    """:func:`_contiguous_range`, after redistributing another placement (``Shard(1)``, tensor
+    parallel) to ``Shard(0)`` on every mesh dimension: a collective that moves this tensor's
+    bytes once between ranks (one tensor at a time, so the extra memory is one shard)."""
+    held = _contiguous_range(dt)
+    if held is None:
+        from torch.distributed.tensor import Shard
+
+        held = _contiguous_range(dt.redistribute(dt.device_mesh, [Shard(0)] * dt.device_mesh.ndim))
+    if held is None:
+        raise SentryError(f"tensor {name!r} has placements {dt.placements} whose shards are not byte ranges "
+                          f"even as Shard(0): verify it with full_tensor()")
+    return held
+
+
+def _local_pieces(name: str, dt, params: HashParams, device: str) -> bytes:
+    """This rank's pieces of one tensor, encoded."""
+    import torch
+
+    from . import digest_tensors
+
+    local, start, end = local_range(name, dt)
+    size = dt.numel() * dt.element_size()
+    plan = plan_range(size, start, end, params)
+    flat = local.detach().contiguous().reshape(-1).view(torch.uint8)
+    ls, blocks = params.leaf_size, []
+    for r in plan.regions:
+        view = flat[r.lo * ls - start: min(r.hi * ls, size) - start]
+        digest = digest_tensors([(name, view)], r.params(ls), device=device)[0]
+        for i, root in enumerate(digest.chunks):
+            lo = r.lo + i * r.unit
+            blocks.append(_BLOCK.pack(lo, min(lo + r.unit, r.hi), root))
+    edges = [_EDGE.pack(s, e - s) + flat[s - start: e - start].cpu().numpy().tobytes() for s, e in plan.edges]
+    return b"".join([_COUNTS.pack(len(blocks), len(edges)), *blocks, *edges])
+
+
+def _read_pieces(msg: memoryview, pos: int, pieces: Pieces) -> int:
+    """Add one rank's pieces of one tensor from ``msg`` at ``pos``; the position after them."""
+    try:
+        nblocks, nedges = _COUNTS.unpack_from(msg, pos)
+        pos += _COUNTS.size
+        for _ in range(nblocks):
+            lo, hi, root = _BLOCK.unpack_from(msg, pos)
+            pieces.add_block(lo, hi, root)
+            pos += _BLOCK.size
+        for _ in range(nedges):
+            start, length = _EDGE.unpack_from(msg, pos)
+            pos += _EDGE.size
+            if pos + length > len(msg) or start < 0 or start + length > pieces.size:
+                raise struct.error("edge out of bounds")
+            pieces.add_bytes(start, bytes(msg[pos: pos + length]))
+            pos += length
+    except struct.error:
+        raise SentryError(f"a rank sent malformed pieces of tensor {pieces.name!r}") from None
+    return pos
+
+
+def _layout_digest(named) -> bytes:
+    """What every rank must agree on before pieces are matched up: names, dtypes, shapes."""
+    text = "\n".join(f"{n}\t{t.dtype}\t{tuple(t.shape)}" for n, t in named)
+    return hashlib.sha256(text.encode()).digest()
+
+
+def digest_sharded(named, params: HashParams, *, device="auto", timeout=None, stats=None) -> list:
+    """Digests (``cpu.ItemDigest``) of the DTensors ``named`` ([(name, dtensor)], the same list on
+    every rank of the default group, which all call this). ``stats`` (a dict), if given, receives
+    ``bytes_sent`` and ``bytes_gathered``."""
+    named = list(named)
+    payload = _MAGIC + _layout_digest(named) + b"".join(_local_pieces(n, t, params, device) for n, t in named)
+    messages = all_gather_bytes(payload, timeout)
+    if stats is not None:
+        stats.update(bytes_sent=len(payload), bytes_gathered=sum(len(m) for m in messages))
+    pieces = [Pieces(n, t.numel() * t.element_size(), params) for n, t in named]
+    head = len(_MAGIC) + 32
+    for rank, msg in enumerate(messages):
+        if msg[:head] != payload[:head]:
+            raise SentryError(f"rank {rank} verifies other sharded tensors (names, dtypes or shapes) than this rank")
+        pos = head
+        for p in pieces:
+            pos = _read_pieces(msg, pos, p)
+        if pos != len(msg):
+            raise SentryError(f"rank {rank} sent more pieces than its tensors have")
+    return [p.fold() for p in pieces]
+
+
+# -- collectives, each bounded by the timeout -----------------------------------------------------------
+def _exchange_device():
+    """Where collective buffers live: a GPU for NCCL (one device per rank), the host otherwise."""
+    import torch
+    import torch.distributed as dist
+
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _wait(work, timeout, what: str) -> None:
+    seconds = DEFAULT_TIMEOUT if timeout is None else float(timeout)
+    try:
+        work.wait(timeout=datetime.timedelta(seconds=seconds))
+    except RuntimeError as exc:
+        raise SentryError(f"{what}: the other ranks did not answer within {seconds:g} s (a rank died or "
+                          f"is not verifying the same model): {exc}") from None
+
+
+def all_gather_bytes(payload: bytes, timeout=None) -> list:
+    """Every rank's ``payload``, in rank order."""
+    import torch
+    import torch.distributed as dist
+
+    dev, world = _exchange_device(), dist.get_world_size()
+    size = torch.tensor([len(payload)], dtype=torch.int64, device=dev)
+    sizes = [torch.zeros_like(size) for _ in range(world)]
+    _wait(dist.all_gather(sizes, size, async_op=True), timeout, "exchanging shard pieces")
+    lengths = [int(s.item()) for s in sizes]
+    buf = torch.zeros(max(lengths), dtype=torch.uint8, device=dev)
+    buf[: len(payload)] = torch.frombuffer(bytearray(payload), dtype=torch.uint8).to(dev) if payload else buf[:0]
+    bufs = [torch.empty_like(buf) for _ in range(world)]
+    _wait(dist.all_gather(bufs, buf, async_op=True), timeout, "exchanging shard pieces")
+    return [memoryview(b[:n].cpu().numpy().tobytes()) for b, n in zip(bufs, lengths)]
+
+
+def any_rank(flag: bool, timeout=None) -> bool:
+    """Whether ``flag`` holds on any rank of the default group (all must call this)."""
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor([int(bool(flag))], dtype=torch.int32, device=_exchange_device())
+    _wait(dist.all_reduce(t, op=dist.ReduceOp.MAX, async_op=True), timeout, "agreeing on the verdict")
+    return bool(t.item())
+
+
+def rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank()
