@@ -630,6 +630,9 @@ def protect(model, **verify_options):
     Verification hashes every tensor: protect an inference model; a forward that updates the
     model's own state (BatchNorm in training mode, an optimizer step) makes the next call re-verify
     and fail."""
+    from ._optional import require
+
+    require("torch", "torch", "sentry.protect")
     from .protection import Protection
 
     return Protection(model, lambda: verify_model(model, **verify_options))

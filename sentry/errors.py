@@ -18,6 +18,11 @@ class VerificationError(SentryError):
         self.report = report
 
 
+class MissingDependency(SentryError, ImportError):
+    """An optional dependency is not installed: a usage error (exit 2) whose message names the extra
+    to install, and an ImportError, so ``except ImportError`` around an optional feature still works."""
+
+
 def reason(exc: BaseException, limit: int = 200) -> str:
     """A library exception as a short clause for a one-sentence message: its first line (or,
     for an exception without a message, its class name and the cause's)."""

@@ -37,6 +37,10 @@ def _backend(device: str):
         from sentry.crypto import cpu
 
         return cpu
+    from sentry._optional import require
+
+    for module in ("numpy", "cupy"):
+        require(module, "gpu", "batch ECDSA on CUDA")
     if not cuda_available():
         raise SentryError("device='cuda' needs CuPy and a usable GPU")
     from sentry.crypto import cuda
