@@ -32,8 +32,13 @@ class build_py_with_data(build_py):
 class build_ext_with_reason(build_ext):
     """The accelerator is optional: when it cannot be built, leave a note saying why."""
 
+    def _note(self, ext) -> str:
+        """Beside the extension in the build directory (setuptools builds there, also for --inplace)."""
+        filename = self.get_ext_filename(self.get_ext_fullname(ext.name))
+        return os.path.join(self.build_lib, os.path.dirname(filename), SKIPPED_NOTE)
+
     def build_extension(self, ext):
-        note = os.path.join(os.path.dirname(self.get_ext_fullpath(ext.name)), SKIPPED_NOTE)
+        note = self._note(ext)
         try:
             super().build_extension(ext)
         except Exception as exc:
@@ -44,10 +49,24 @@ class build_ext_with_reason(build_ext):
         if os.path.exists(note):
             os.remove(note)
 
+    def copy_extensions_to_source(self):
+        """--inplace and editable installs: the note goes (or goes away) beside the sources too."""
+        super().copy_extensions_to_source()
+        build_py = self.get_finalized_command("build_py")
+        for ext in self.extensions:
+            note, package = self._note(ext), ext.name.rpartition(".")[0]
+            inplace = os.path.join(build_py.get_package_dir(package), SKIPPED_NOTE)
+            if os.path.exists(note):
+                self.copy_file(note, inplace)
+            elif os.path.exists(inplace):
+                os.remove(inplace)
+
     def _why(self, exc) -> str:
         compiler = getattr(self.compiler, "compiler_so", None) or ["cc"]
         if shutil.which(compiler[0]) is None:
             return f"no C compiler ({compiler[0]}) at build time"
+        if not self._compiles("int main(void) { return 0; }\n"):
+            return f"the C compiler ({compiler[0]}) does not work"
         if not self._compiles("#include <openssl/sha.h>\nint main(void) { return 0; }\n"):
             return "no OpenSSL headers (openssl/sha.h: libssl-dev or openssl-devel) at build time"
         return f"the build failed ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
