@@ -118,3 +118,16 @@ def test_an_installed_module_that_fails_to_import_is_named_with_its_reason(tmp_p
     assert isinstance(exc.value, ImportError) and isinstance(exc.value, SentryError) and exc.value.exit_code == 2
     with pytest.raises(MissingDependency, match=r"^testing needs absentpkg\.sub, which is not installed: "):
         require("absentpkg.sub", "gpu", "testing")
+
+
+@pytest.mark.parametrize("blocked, source, message", [
+    (["sklearn"], "digits", "sentry_dataset: error: sklearn is not installed: pip install 'sentry-artifacts[agents]'"),
+    (["pyarrow"], "t.parquet", "sentry_dataset: error: reading Parquet or Arrow files needs pyarrow, which is not "
+                               "installed: pip install 'sentry-artifacts[agents]'"),
+], ids=["sklearn", "pyarrow"])
+def test_agents_name_the_agents_extra(tmp_path, keys, blocked, source, message):
+    (tmp_path / "t.parquet").write_bytes(b"PAR1 never read")
+    code = (f"import runpy\nsys.argv = ['agents.dataset', '--out', 'd', '--key', {str(keys[0])!r}, '--source', {source!r}]\n"
+            "runpy.run_module('agents.dataset', run_name='__main__')")
+    r = run_without(blocked, code, tmp_path)
+    assert r.returncode == 2 and r.stderr == message + "\n", r.stderr
