@@ -76,9 +76,11 @@ def cuda_probe() -> dict:
     try:
         import cupy
 
-        count = cupy.cuda.runtime.getDeviceCount()
-        devices = [cupy.cuda.runtime.getDeviceProperties(i)["name"].decode() for i in range(count)]
-        driver = cupy.cuda.runtime.driverGetVersion()
+        runtime = cupy.cuda.runtime
+        count = runtime.getDeviceCount()
+        names = [runtime.getDeviceProperties(i)["name"] for i in range(count)]
+        devices = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+        driver = runtime.driverGetVersion()
     except Exception as exc:  # no driver, a driver too old, CuPy's libraries missing, ...
         return {"usable": False, "reason": f"no usable CUDA GPU ({type(exc).__name__}: {reason(exc)})"}
     return {"usable": bool(count), "reason": None if count else "no CUDA GPU is visible", "devices": devices,

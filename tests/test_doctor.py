@@ -88,3 +88,34 @@ def test_doctor_imports_no_optional_dependency_and_survives_a_blocked_one(tmp_pa
     assert lines[-1] == "imported: []"
     assert row(lines, "NumPy") == "not installed (extra: torch or gpu or dali)"
     assert row(lines, "cryptography").startswith("not installed (")
+
+
+def fake_cupy(monkeypatch, runtime) -> None:
+    import types
+
+    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=runtime)))
+
+
+def test_cuda_probe_names_the_devices_and_the_driver(monkeypatch):
+    """CuPy's runtime API as the probe uses it (the real one awaits a GPU session)."""
+    import types
+
+    props = [{"name": b"NVIDIA H200"}, {"name": "NVIDIA H100"}]
+    fake_cupy(monkeypatch, types.SimpleNamespace(getDeviceCount=lambda: 2, getDeviceProperties=props.__getitem__,
+                                                 driverGetVersion=lambda: 13020))
+    assert doctor.cuda_probe() == {"usable": True, "reason": None, "devices": ["NVIDIA H200", "NVIDIA H100"],
+                                   "driver": "13.2"}
+
+
+def test_cuda_probe_never_raises(monkeypatch):
+    import types
+
+    def no_driver():
+        raise RuntimeError("cudaErrorInsufficientDriver: CUDA driver version is insufficient")
+
+    fake_cupy(monkeypatch, types.SimpleNamespace(getDeviceCount=no_driver))
+    assert doctor.cuda_probe() == {"usable": False, "reason": "no usable CUDA GPU (RuntimeError: "
+                                   "cudaErrorInsufficientDriver: CUDA driver version is insufficient)"}
+    fake_cupy(monkeypatch, types.SimpleNamespace(getDeviceCount=lambda: 0, getDeviceProperties=None,
+                                                 driverGetVersion=lambda: 13000))
+    assert doctor.cuda_probe()["reason"] == "no CUDA GPU is visible"
