@@ -94,6 +94,7 @@ def test_sdist_carries_the_kernels_cufile_json_docs_and_license(dist):
 
 @slow
 def test_wheel_ships_kernels_cufile_json_and_py_typed_inside_the_package(dist):
+    assert dist["wheel"].name.startswith(f"sentry_artifacts-{sentry.__version__}-")  # pyproject reads the version
     with zipfile.ZipFile(dist["wheel"]) as whl:
         names = set(whl.namelist())
         assert whl.read("sentry/io/cufile.json") == (ROOT / "cufile.json").read_bytes()
