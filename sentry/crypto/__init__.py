@@ -37,11 +37,11 @@ def _backend(device: str):
         from sentry.crypto import cpu
 
         return cpu
-    from sentry._optional import require
-
-    for module in ("numpy", "cupy"):
-        require(module, "gpu", "batch ECDSA on CUDA")
     if not cuda_available():
+        from sentry._optional import require
+
+        for module in ("numpy", "cupy"):  # a missing one is named with its extra
+            require(module, "gpu", "batch ECDSA on CUDA")
         raise SentryError("device='cuda' needs CuPy and a usable GPU")
     from sentry.crypto import cuda
 
