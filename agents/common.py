@@ -54,6 +54,9 @@ def run(agent: str, main, argv=None) -> int:
     except SentryError as exc:
         log(agent, f"error: {exc}")
         return exc.exit_code
+    except ModuleNotFoundError as exc:  # safetensors, scikit-learn, pyarrow: what only the agents use
+        log(agent, f"error: {(exc.name or str(exc)).split('.')[0]} is not installed: pip install 'sentry-artifacts[agents]'")
+        return 2
     except KeyboardInterrupt:
         log(agent, "interrupted")
         return 130

@@ -60,7 +60,8 @@ def read_table(path: Path):
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
-        raise SentryError("reading Parquet or Arrow files needs pyarrow (pip install pyarrow)") from None
+        raise SentryError("reading Parquet or Arrow files needs pyarrow, which is not installed: "
+                          "pip install 'sentry-artifacts[agents]'") from None
     if path.suffix == ".parquet":
         return pq.read_table(path)
     with pa.memory_map(str(path)) as source:  # save_to_disk writes the IPC stream format

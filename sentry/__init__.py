@@ -9,6 +9,8 @@ Public API (torch, cupy and DALI are imported only when a call needs them)::
     sentry.data.get_image_dataloader(dir, batch, ...), sentry.data.VerifiedDataset(dir, ...)
     sentry.configure(public_key=..., signature=...); sentry.protect(model)
 """
+from typing import TYPE_CHECKING
+
 from .errors import (  # noqa: F401  (public names)
     BadSignature,
     ContentMismatch,
@@ -20,6 +22,13 @@ from .errors import (  # noqa: F401  (public names)
     UnsupportedFormat,
     VerificationError,
 )
+
+if TYPE_CHECKING:  # what the lazy names below are, for type checkers and IDEs (no import at run time)
+    from . import data
+    from .api import (configure, dataset_link, default_signature_path, hash_artifact, load_provenance,
+                      load_signed_dataset, protect, sign_dataset, sign_model, sign_samples, verify_dataset,
+                      verify_model)
+    from .manifest.compare import Report
 
 __version__ = "0.1.0"
 
@@ -47,3 +56,8 @@ def __getattr__(name):
 
         return Report
     raise AttributeError(f"module 'sentry' has no attribute {name!r}")
+
+
+def __dir__():
+    """The public API, lazy names included (REPL completion), and the module's own dunders."""
+    return sorted({*__all__, "data", *(name for name in globals() if name.startswith("__"))})

@@ -150,7 +150,7 @@ def verifier_for(public_key):
 
 def _sign(artifact, artifact_type, key, signature, password, format="sentry", *, key_files=(), force=False,
           training_data=(), **hash_options) -> Path:
-    from .signing import make_statement, write_bundle
+    from .signing import write_bundle
     from .signing.outputs import ITEMS, SIGNATURE
 
     if format not in FORMATS:
@@ -689,6 +689,9 @@ def protect(model, **verify_options):
     Verification hashes every tensor: protect an inference model; a forward that updates the
     model's own state (BatchNorm in training mode, an optimizer step) makes the next call re-verify
     and fail."""
+    from ._optional import require
+
+    require("torch", "torch", "sentry.protect")
     from .protection import Protection
 
     return Protection(model, lambda: verify_model(model, **verify_options))

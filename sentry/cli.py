@@ -1,4 +1,4 @@
-"""`sentry` command line: keygen, hash, sign, verify, audit, sign-samples, image.
+"""`sentry` command line: keygen, hash, sign, verify, audit, sign-samples, image, doctor.
 
 Exit codes: 0 success, 1 verification failed, 2 usage or input error (and 141, as for SIGPIPE,
 when stdout is closed before the output is written). Errors are one sentence on stderr; results
@@ -91,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sentry", description="Merkle-hash ML models and datasets, sign them, verify them.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action=_Version, help="print the version, the CPU hashing path and the "
+                        "optional dependencies installed, then exit (`sentry doctor` also probes CUDA)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("keygen", help="write a new ECDSA P-256 key pair",
@@ -215,7 +217,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print one record per bundle as JSON")
     _image_parser(sub)
+
+    p = sub.add_parser("doctor", help="say which hashing paths this installation runs, and why",
+                       description="Print the version, the CPU hashing path (the C accelerator, or why it is "
+                                   "missing), where the CUDA kernels and cufile.json are, the optional dependencies "
+                                   "and their versions, and what a cheap CUDA probe finds.", epilog=EXIT_CODES)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
+
+
+class _Version(argparse.Action):
+    """``--version``: the report of ``sentry doctor`` without the CUDA probe, so it stays instant."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from .doctor import collect, lines
+
+        print("\n".join(lines(collect(gpu=False))))
+        parser.exit()
 
 
 @contextlib.contextmanager
@@ -533,8 +554,17 @@ def error_message(exc: SentryError) -> str:
     return f"{exc.message}; {advice}"
 
 
-COMMANDS = {"keygen": cmd_keygen, "hash": cmd_hash, "sign": cmd_sign, "verify": cmd_verify, "audit": cmd_audit,
-            "sign-samples": cmd_sign_samples, "image": cmd_image}
+
+def cmd_doctor(args) -> int:
+    from .doctor import collect, lines
+
+    info = collect()
+    print(json.dumps(info, indent=2) if args.json else "\n".join(lines(info)))
+    return 0
+
+
+COMMANDS = {"doctor": cmd_doctor, "keygen": cmd_keygen, "hash": cmd_hash, "sign": cmd_sign, "verify": cmd_verify,
+            "audit": cmd_audit, "sign-samples": cmd_sign_samples, "image": cmd_image}
 
 
 def main(argv=None) -> int:

@@ -41,7 +41,7 @@ def test_without_kvikio_gpu_reads_are_unavailable_in_one_sentence(monkeypatch, t
     fake_gpu.install(monkeypatch, with_kvikio=False)
     (tmp_path / "f").write_bytes(b"x")
     assert not kio.available()
-    with pytest.raises(SentryError, match=r"^reading files into GPU memory needs kvikio and CuPy: pip install"):
+    with pytest.raises(SentryError, match=r"^reading files into GPU memory needs kvikio, which is not installed: pip install .sentry-artifacts\[gpu\].$"):
         kio.DeviceFileSource(tmp_path / "f")
 
 

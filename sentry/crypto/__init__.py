@@ -38,6 +38,10 @@ def _backend(device: str):
 
         return cpu
     if not cuda_available():
+        from sentry._optional import require
+
+        for module in ("numpy", "cupy"):  # a missing one is named with its extra
+            require(module, "gpu", "batch ECDSA on CUDA")
         raise SentryError("device='cuda' needs CuPy and a usable GPU")
     from sentry.crypto import cuda
 

@@ -14,9 +14,18 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
+# What a module needs before it can be imported: (import name, extra).
+_NEEDS = {"torch_loader": ("torch", "torch")}
+
+
 def __getattr__(name):
     if name in _EXPORTS:
         import importlib
 
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+        module = _EXPORTS[name]
+        if module in _NEEDS:
+            from .._optional import require
+
+            require(*_NEEDS[module], f"sentry.data.{name}")
+        return getattr(importlib.import_module(f"{__name__}.{module}"), name)
     raise AttributeError(f"module 'sentry.data' has no attribute {name!r}")

@@ -29,7 +29,9 @@ def cuda_available() -> bool:
 
 def hash_batch(buffers, params: HashParams, device: str = "cpu") -> list[tuple[int, bytes]]:
     if device == "cuda":
-        import torch
+        from .._optional import require
+
+        torch = require("torch", "torch", "hashing samples on a GPU")
 
         from ..hashing import digest_tensors
 

@@ -22,6 +22,7 @@ import re
 import warnings
 from pathlib import Path
 
+from .._optional import require
 from ..errors import SentryError, ContentMismatch
 from ..manifest.dataset import hash_samples
 from .batch_hash import cuda_available
@@ -95,10 +96,8 @@ def _resolve_device(device: str, device_id: int) -> str:
     """``"cpu"`` or ``"gpu"``; a GPU that is asked for and absent is one sentence, not DALI's CUDA error."""
     if device not in ("auto", "cpu", "gpu"):
         raise SentryError(f"unknown loader device {device!r}: choose auto, cpu or gpu")
-    try:
-        from nvidia.dali import backend
-    except ImportError:
-        raise SentryError("the DALI loader needs NVIDIA DALI: pip install 'sentry-artifacts[dali]'") from None
+    require("nvidia.dali", "dali", "the DALI loader")
+    from nvidia.dali import backend
     if device == "cpu":
         return device
     try:

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from .._optional import require
 from ..io.posix import FileSource
 from .verify import DatasetHasher, class_labels, signed_dataset
 
@@ -51,6 +52,19 @@ def decode_image(data: bytes):
     return np.array(image.convert("RGB"))
 
 
+def _require_decoders(names) -> None:
+    """What the default decoding needs for these samples, checked before any sample is loaded
+    (perhaps in a worker process, whose errors reach the caller wrapped in a traceback)."""
+    from .verify import IMAGE_EXTENSIONS
+
+    lower = [n.lower() for n in names]
+    if any(n.endswith(IMAGE_EXTENSIONS) for n in lower):
+        for module in ("numpy", "PIL"):
+            require(module, "torch", "decoding image samples")
+    elif any(n.endswith(".npy") for n in lower):
+        require("numpy", "torch", "decoding .npy samples")
+
+
 class VerifiedDataset(Dataset):
     """Samples of a signed dataset directory as ``(decoded sample, label)``, each verified first.
 
@@ -67,6 +81,8 @@ class VerifiedDataset(Dataset):
         self.hasher = DatasetHasher(signed_dataset(root, public_key, signature, sidecar), policy=policy,
                                     provenance=provenance)
         self.names = self.hasher.select(self.root, extensions)
+        if decode is decode_bytes:
+            _require_decoders(self.names)
         self.labels = class_labels(self.names)
         self.decode = decode
 

@@ -16,6 +16,10 @@ def resolve_device(device: str) -> str:
         raise SentryError(f"unknown device {device!r}: choose one of {', '.join(DEVICES)}")
     if device == "cpu" or (device == "auto" and importlib.util.find_spec("cupy") is None):
         return "cpu"  # without CuPy, 'auto' need not import the CUDA backend (and numpy) to know
+    if device == "cuda":  # the CUDA backend imports numpy; without CuPy it says so below
+        from .._optional import require
+
+        require("numpy", "gpu", "hashing on CUDA")
     from . import cuda
 
     if cuda.available():

@@ -68,7 +68,7 @@ def unavailable_reason() -> Optional[str]:
             return None
         return "no CUDA GPU is visible"
     except ImportError:
-        return "CuPy is not installed (pip install cupy-cuda13x)"
+        return "CuPy is not installed (pip install 'sentry-artifacts[gpu]')"
     except Exception as exc:  # no driver, driver too old, device busy, ...
         return f"no usable CUDA GPU ({type(exc).__name__}: {exc})"
 

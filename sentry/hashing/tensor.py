@@ -17,6 +17,9 @@ def cpu_tensor_bytes(name: str, t):
     strided or device tensors are copied, one tensor at a time)."""
     import torch
 
+    from .._optional import require
+
+    require("numpy", "torch", "hashing a tensor on the CPU")  # torch's .numpy() needs it; torch does not
     check_tensor(name, t)
     t = t.detach()
     if t.device.type != "cpu":

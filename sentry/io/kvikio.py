@@ -13,8 +13,8 @@ reads of the next blocks are in flight while the caller hashes the current one. 
 be done with a yielded block (its kernels synchronized) before asking for the next, because that
 buffer is then refilled.
 
-cuFile reads the settings in ``CUFILE_ENV_PATH_JSON``; Sentry points it at the repository's
-documented ``cufile.json`` unless it is already set. kvikio and CuPy are imported only here, when
+cuFile reads the settings in ``CUFILE_ENV_PATH_JSON``; Sentry points it at its documented
+``cufile.json`` (installed with the package) unless it is already set. kvikio and CuPy are imported only here, when
 a GPU path asks for them.
 """
 from __future__ import annotations
@@ -24,12 +24,16 @@ import functools
 import os
 from pathlib import Path
 
+from .._optional import require
 from ..errors import SentryError
 from .posix import FileSource, read_error, short_read_error
 
 CONFIG_ENV = "CUFILE_ENV_PATH_JSON"
-# The repository's documented settings; used unless the environment already names a file.
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "cufile.json"
+# The repository's documented settings (cufile.json), used unless the environment already names a
+# file: installed inside the package (setup.py copies it there), else at the top of a checkout.
+_HERE = Path(__file__).resolve().parent
+DEFAULT_CONFIG = next((p for p in (_HERE / "cufile.json", _HERE.parents[1] / "cufile.json") if p.is_file()),
+                      _HERE / "cufile.json")
 # Bytes per device buffer of DeviceFileReader, and per read of the CUDA backend's file path
 # (several such reads fill one of its buffers); cufile.json's max_direct_io_size_kb is sized for it.
 BLOCK_BYTES = 16 << 20
@@ -45,12 +49,8 @@ def configure_cufile() -> str | None:
 
 def _kvikio():
     configure_cufile()  # before kvikio opens the cuFile driver
-    try:
-        import cupy
-        import kvikio
-    except ImportError:
-        raise SentryError("reading files into GPU memory needs kvikio and CuPy: pip install 'sentry-artifacts[gpu]'") from None
-    return kvikio, cupy
+    cupy = require("cupy", "gpu", "reading files into GPU memory")
+    return require("kvikio", "gpu", "reading files into GPU memory"), cupy
 
 
 def available() -> bool:

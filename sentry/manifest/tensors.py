@@ -13,7 +13,9 @@ from .item import TENSOR, Item
 
 def state_dict_of(model) -> dict:
     """The tensors of a module (parameters and buffers) or of a mapping of tensors."""
-    import torch
+    from .._optional import require
+
+    torch = require("torch", "torch", "hashing a model in memory")
 
     if isinstance(model, torch.nn.Module):
         state = model.state_dict(keep_vars=False)

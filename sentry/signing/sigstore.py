@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from urllib.parse import quote
 
+from sentry._optional import require
 from sentry.errors import SentryError, InvalidBundle, BadSignature, reason, Remedy
 from sentry.signing.base import Signer, Verifier
 from sentry.signing.bundle import Bundle, require_method
@@ -38,10 +39,7 @@ FIXED_TRUST = Remedy("trust_config", "FILE", "for a fixed trust configuration")
 
 
 def _require_sigstore() -> None:
-    try:
-        import sigstore  # noqa: F401
-    except ImportError:
-        raise SentryError("Sigstore signing and verification need sigstore-python: pip install sigstore") from None
+    require("sigstore", "sigstore", "Sigstore signing or verification")
 
 
 def default_cache_dir() -> Path:
