@@ -54,7 +54,13 @@ class InvalidInput(SentryError, ValueError):
 
 
 class MissingDependency(SentryError, ImportError):
-    """An optional dependency is not installed; the message names the extra that brings it."""
+    """An optional dependency is not installed: a usage error (exit 2) whose message names the extra
+    to install, and an ImportError (``name``: the module), so ``except ImportError`` around an
+    optional feature still works."""
+
+    def __init__(self, message: str = "", *, name: str | None = None):
+        super().__init__(message)
+        self.name = name
 
 
 class VerificationError(SentryError):
