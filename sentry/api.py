@@ -498,16 +498,18 @@ def dataset_outputs(path, key, signature, sidecar, password, force, key_files, p
     sig_path = _signature_path(path, signature)
     side_path = Path(sidecar) if sidecar is not None else dataset.default_sidecar_path(sig_path)
     first = dataset.part_path(side_path, 0) if part_samples else side_path
+    if part_samples and dataset.writes_inside(path, side_path):
+        raise SentryError("a sidecar in parts goes outside the dataset directory: pass sidecar=PATH elsewhere")
     _check_outputs([(SIGNATURE, sig_path), (SIDECAR, first)], path, key, key_files, force)
 
-    def seal(params, results, ignore, allow_symlinks):
+    def seal(params, results, ignore, allow_symlinks, members=()):
         root, count, files = dataset.write_sidecars(side_path, results, write_atomic, part_samples)
         if part_samples:
             claim = dataset.DatasetClaim(params, count, "", 0, root, tuple(ignore), allow_symlinks, (),
-                                         part_samples, files)
+                                         part_samples, files, members)
         else:
             claim = dataset.DatasetClaim(params, count, side_path.name, files[0].size, root, tuple(ignore),
-                                         allow_symlinks)
+                                         allow_symlinks, members=members)
         payload = make_statement(Path(os.path.abspath(path)).name, claim.root.hex(), claim.to_predicate())
         write_bundle(sig_path, signer.sign(payload))
 
@@ -575,6 +577,9 @@ def _check_dataset(path, claim, sig_path: Path, *, sidecar=None, samples=None, i
     """A dataset directory against a verified claim and its sidecar (:func:`verify_dataset`)."""
     from .manifest.dataset import SignedDataset, compare_all, iter_samples
 
+    if claim.members:
+        raise SentryError(f"{sig_path} signs the members of {' and '.join(claim.members)} files as samples, which a "
+                          f"directory walk does not read: verify it with sentry.data.ray.verify")
     side_path = _sidecar_path(sig_path, claim, sidecar)
     # Subsets are looked up by name: the sidecar is read (and checked) whole before any hashing.
     signed = SignedDataset.load(claim, side_path, sig_path) if samples is not None else None

@@ -19,6 +19,7 @@ from .compare import Report, diff_item
 from .ignore import IgnoreRules
 from .item import _HEX64, MAX_ITEMS, SAMPLE, Item
 from .manifest import Manifest
+from .shards import MEMBERS
 from .sources import iter_files
 
 SIDECAR_SUFFIX = ".samples.jsonl"
@@ -44,6 +45,8 @@ class DatasetClaim:
     # then sidecar_name and sidecar_size are unused.
     part_samples: int = 0
     parts: tuple["SidecarPart", ...] = ()
+    # Files whose members are samples too (shards.MEMBERS): a directory walk alone cannot check them.
+    members: tuple[str, ...] = ()
 
     def files(self) -> tuple["SidecarPart", ...]:
         """The sidecar files in record order: the parts, or the one sidecar as a part at 0."""
@@ -66,6 +69,8 @@ class DatasetClaim:
                 "samples": self.samples,
                 "sidecar": {"name": self.sidecar_name, "size": self.sidecar_size, "root": self.root.hex()},
             }
+        if self.members:
+            predicate["dataset"]["members"] = list(self.members)
         return predicate
 
     @classmethod
@@ -77,10 +82,14 @@ class DatasetClaim:
         if manifest.artifact_type != "dataset" or manifest.source != "directory" or manifest.items:
             raise bad("a dataset signature lists its samples in a sidecar, not in the statement")
         desc = predicate.get("dataset")
+        members = desc.get("members", []) if isinstance(desc, dict) else []
+        if not isinstance(members, list) or any(m not in MEMBERS for m in members) or members != sorted(set(members)):
+            raise bad(f"its members are not a sorted list of {', '.join(MEMBERS)}")
+        members = tuple(members)
         if isinstance(desc, dict) and "parts" in desc and "sidecar" not in desc:
             count, size, parts = _signed_parts(desc, bad)
             return cls(manifest.params, count, "", 0, _parts_root(parts, size), manifest.ignore,
-                       manifest.allow_symlinks, manifest.default_ignores, size, parts)
+                       manifest.allow_symlinks, manifest.default_ignores, size, parts, members)
         if not isinstance(desc, dict) or not isinstance(desc.get("sidecar"), dict):
             raise bad("it has no sidecar")
         name, size = sidecar.signed_file(desc["sidecar"], bad)
@@ -90,7 +99,7 @@ class DatasetClaim:
         if not isinstance(root, str) or not _HEX64.fullmatch(root):
             raise bad("the sidecar's root is not 64 lowercase hex digits")
         return cls(manifest.params, count, name, size, bytes.fromhex(root), manifest.ignore, manifest.allow_symlinks,
-                   manifest.default_ignores)
+                   manifest.default_ignores, members=members)
 
 
 @dataclass(frozen=True)
