@@ -194,3 +194,30 @@ def test_damaged_or_ambiguous_tars_are_refused(tmp_path):
     with pytest.raises(SentryError, match="tar .*junk.tar"):
         members(tmp_path / "junk.tar")
     assert is_plain_name("s.tar/a")
+
+
+def _parts_statement(data_dir, keys, tmp_path):
+    from sentry.signing import read_bundle
+    from sentry.signing.statement import parse_statement
+
+    sig = sentry.sign_dataset(data_dir, keys[0], tmp_path / "p.sig", part_samples=16)
+    return parse_statement(read_bundle(sig).payload)
+
+
+@pytest.mark.parametrize("edit,why", [
+    (lambda d: d["parts"]["files"][1].update(start=15), "does not start at record 16"),
+    (lambda d: d["parts"].update(samples=12), "power of two"),
+    (lambda d: d["parts"]["files"].pop(), "need 3 sidecar parts"),
+    (lambda d: d["parts"]["files"][2].update(name=d["parts"]["files"][0]["name"]), "same name"),
+    (lambda d: d["parts"]["files"][0].update(name="../x.jsonl"), "plain file name"),
+    (lambda d: d["parts"]["files"][0].update(root="0" * 64), "does not match the signed digest"),
+])
+def test_a_signed_parts_list_is_checked_before_any_part_is_read(data_dir, keys, tmp_path, edit, why):
+    from sentry.api import signed_claim
+    from sentry.signing.statement import Statement
+
+    st = _parts_statement(data_dir, keys, tmp_path)
+    predicate = json.loads(json.dumps(st.predicate))
+    edit(predicate["dataset"])
+    with pytest.raises(VerificationError, match=why):
+        signed_claim(Statement(st.subject_name, st.digest_hex, st.predicate_type, predicate), tmp_path / "p.sig")
