@@ -527,10 +527,11 @@ def _dataset_files(path, public_key, signature, sidecar) -> tuple:
 
 def _sidecar_path(sig_path: Path, claim, sidecar) -> Path:
     """The sidecar given, else the one the claim names beside the signature; for a sidecar in
-    parts, the directory holding them (given, else the signature's)."""
-    if sidecar is not None:
-        return Path(sidecar)
-    return sig_path.parent if claim.part_samples else sig_path.with_name(claim.sidecar_name)
+    parts, the directory holding them: beside the sidecar path given (as signing named them), else
+    beside the signature."""
+    if claim.part_samples:
+        return (Path(sidecar) if sidecar is not None else sig_path).parent
+    return Path(sidecar) if sidecar is not None else sig_path.with_name(claim.sidecar_name)
 
 
 def load_signed_dataset(path=None, public_key=None, signature=None, *, sidecar=None):

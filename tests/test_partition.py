@@ -221,3 +221,19 @@ def test_a_signed_parts_list_is_checked_before_any_part_is_read(data_dir, keys, 
     edit(predicate["dataset"])
     with pytest.raises(VerificationError, match=why):
         signed_claim(Statement(st.subject_name, st.digest_hex, st.predicate_type, predicate), tmp_path / "p.sig")
+
+
+def test_cli_signs_in_parts_and_verifies_with_the_sidecar_named_as_when_signing(data_dir, keys, tmp_path):
+    from support import run_cli
+
+    side = tmp_path / "lists" / "train.jsonl"
+    side.parent.mkdir()
+    r = run_cli("sign", data_dir, "--dataset", "--key", keys[0], "--signature", tmp_path / "t.sig",
+                "--part-samples", "32", "--sidecar", side)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in side.parent.iterdir()) == ["train.000000.jsonl", "train.000001.jsonl"]
+    r = run_cli("verify", data_dir, "--dataset", "--public-key", keys[1], "--signature", tmp_path / "t.sig",
+                "--sidecar", side)
+    assert r.returncode == 0, r.stderr
+    r = run_cli("sign", data_dir, "--key", keys[0], "--signature", tmp_path / "m.sig", "--part-samples", "32")
+    assert r.returncode == 2 and "add --dataset" in r.stderr
