@@ -20,30 +20,9 @@ import time
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
 from cpu_hash import cpu_model, mem_total  # noqa: E402  (bench/ is on sys.path when run as a script)
+from dataset import best, make_dataset  # noqa: E402
 
 CASES = [(20000, 4 << 10), (2000, 256 << 10)]
-
-
-def make(root: str, count: int, size: int) -> str:
-    d = os.path.join(root, f"{count}x{size >> 10}k")
-    if not os.path.isdir(d):
-        os.makedirs(d)
-        for i in range(count):
-            sub = os.path.join(d, f"{i % 100:02d}")
-            os.makedirs(sub, exist_ok=True)
-            with open(os.path.join(sub, f"{i:07d}.bin"), "wb") as f:
-                f.write(i.to_bytes(8, "little") * (size // 8))
-    return d
-
-
-def best(fn, repeats: int) -> float:
-    fn()  # warm the page cache (and Ray's workers)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def main() -> None:
@@ -76,10 +55,12 @@ def main() -> None:
              f"load average before (this machine is shared): {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
              "case                 one process s  samples/s   GB/s    Ray s  samples/s   GB/s   Ray/one"]
     for count, size in CASES:
-        d = make(args.dir, count, size)
+        d = make_dataset(args.dir, count, size)
         one = os.path.join(out_dir, "one.sig")
         on_ray = os.path.join(out_dir, "ray.sig")
+        sentry.sign_dataset(d, key, one, force=True)  # untimed: page cache warm
         t_one = best(lambda: sentry.sign_dataset(d, key, one, force=True), args.repeats)
+        sray.sign(d, key, on_ray, force=True)  # untimed: Ray's workers warm
         t_ray = best(lambda: sray.sign(d, key, on_ray, force=True), args.repeats)
         with open(one[:-4] + ".samples.jsonl", "rb") as a, open(on_ray[:-4] + ".samples.jsonl", "rb") as b:
             assert a.read() == b.read(), "the Ray sidecar differs from the one-process sidecar"
