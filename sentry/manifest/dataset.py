@@ -163,11 +163,11 @@ def partitioned(items, part_samples: int = 0, per_task: int = None):
     engine. Refuses more samples than the sidecar (or its parts) may list, as a verifier would."""
     from .partition import task
 
-    limit = MAX_SAMPLES if part_samples else MAX_ITEMS
+    limit = MAX_SAMPLES if part_samples else sidecar.MAX_ITEMS  # looked up here: tests lower it
     items, start = iter(items), 0
     while batch := list(itertools.islice(items, per_task or SAMPLES_PER_BATCH)):
         if start + len(batch) > limit:
-            raise SentryError(f"cannot sign more than {limit} samples: a verifier would refuse the list"
+            raise SentryError(f"cannot sign more than {limit} items: a verifier would refuse the list"
                               + ("" if part_samples else " (split the sidecar in parts: part_samples)"))
         yield task(start, batch, part_samples)
         start += len(batch)
