@@ -192,8 +192,8 @@ def write_sidecars(base, results, write, part_samples: int = 0) -> tuple[bytes, 
     def lines():
         for part_lines, part in results:
             got.append(part)
-            for block in part.blocks:
-                by_file.setdefault(block[0] // part_samples if part_samples else 0, []).append(block)
+            for block in part.blocks if part_samples else ():  # blocks never straddle two files
+                by_file.setdefault(block[0] // part_samples, []).append(block)
             for line in part_lines:
                 total[0] += len(line)
                 yield line
@@ -210,15 +210,11 @@ def write_sidecars(base, results, write, part_samples: int = 0) -> tuple[bytes, 
         size = total[0] - before
         pending = next(stream, None)
         root, count = aligned.fold((p - start, n, r) for p, n, r in by_file.pop(len(files), ()))
-        if count != min(part_samples, total_records(got) - start):
+        if count != min(part_samples, sum(p.count for p in got) - start):
             raise SentryError(f"the records of sidecar part {len(files)} do not fold into {part_samples} records")
         files.append(SidecarPart(path.name, start, size, root, count))
     root, count = fold(got)
     return root, count, tuple(files)
-
-
-def total_records(parts) -> int:
-    return sum(p.count for p in parts)
 
 
 # Files hashed per call of the engine: what hashing keeps per sample (ranges, digests, its own

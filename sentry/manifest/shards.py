@@ -22,10 +22,6 @@ def check_members(members) -> tuple[str, ...]:
     return members
 
 
-def expands(name: str, members) -> bool:
-    return ("tar" in members and name.endswith(".tar")) or ("parquet" in members and name.endswith(".parquet"))
-
-
 def sample_ranges(name: str, path, members) -> list[tuple[str, FileRange]]:
     """(sample name, byte range) of the samples the dataset file ``name`` (at ``path``) holds."""
     out = [(name, FileRange(path))]
