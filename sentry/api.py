@@ -534,6 +534,14 @@ def _sidecar_path(sig_path: Path, claim, sidecar) -> Path:
     return Path(sidecar) if sidecar is not None else sig_path.with_name(claim.sidecar_name)
 
 
+def dataset_claim(path=None, public_key=None, signature=None, *, sidecar=None) -> tuple:
+    """(signature path, checked :class:`~sentry.manifest.dataset.DatasetClaim`, sidecar location)
+    of a dataset signature, for an engine that hashes the samples itself and streams the
+    comparison (:func:`~sentry.manifest.dataset.compare_all`); the sidecar is not read yet."""
+    public_key, signature = _dataset_settings(public_key, signature)
+    return _dataset_files(path, public_key, signature, sidecar)
+
+
 def load_signed_dataset(path=None, public_key=None, signature=None, *, sidecar=None):
     """Check a dataset signature and its sidecar; the :class:`SignedDataset` that any sample can
     then be checked against on its own. ``path`` (the dataset directory) only locates the default

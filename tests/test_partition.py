@@ -237,3 +237,11 @@ def test_cli_signs_in_parts_and_verifies_with_the_sidecar_named_as_when_signing(
     assert r.returncode == 0, r.stderr
     r = run_cli("sign", data_dir, "--key", keys[0], "--signature", tmp_path / "m.sig", "--part-samples", "32")
     assert r.returncode == 2 and "add --dataset" in r.stderr
+
+
+def test_an_empty_dataset_signs_in_parts_as_it_does_whole(tmp_path, keys):
+    (tmp_path / "empty").mkdir()
+    one = sentry.sign_dataset(tmp_path / "empty", keys[0], tmp_path / "one.sig")
+    sig = sentry.sign_dataset(tmp_path / "empty", keys[0], tmp_path / "p.sig", part_samples=4)
+    assert _signed_root(sig) == _signed_root(one) == __import__("hashlib").sha256(b"").digest()
+    assert not list(tmp_path.glob("p.samples.*")) and sentry.verify_dataset(tmp_path / "empty", keys[1], sig).ok

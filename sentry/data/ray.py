@@ -116,14 +116,16 @@ def verify(path, public_key=None, signature=None, *, sidecar=None, ignore=(),
     """:func:`sentry.verify_dataset` of a whole directory with the hashing in Ray tasks, including
     the members of tar shards and Parquet row groups when the signature lists them. Raises
     VerificationError (with ``.report``) naming every missing, extra or changed sample."""
-    from ..api import load_signed_dataset
+    from ..api import dataset_claim
+    from ..manifest.dataset import compare_all
 
-    signed = load_signed_dataset(path, public_key, signature, sidecar=sidecar)
-    claim, ignored = signed.claim, []
+    sig_path, claim, where = dataset_claim(path, public_key, signature, sidecar=sidecar)
+    ignored = []
     rules = IgnoreRules(claim.ignore + tuple(ignore), claim.default_ignores, ignored)
-    actual = hash_samples(path, signed.params, members=claim.members, rules=rules,
-                          exclude=[signed.signature, *signed.sidecars], files_per_task=files_per_task)
-    report = signed.compare(actual)
+    actual = hash_samples(path, claim.params, members=claim.members, rules=rules,
+                          exclude=[sig_path, *claim.sidecar_paths(where)], files_per_task=files_per_task)
+    _check_unique(actual)
+    report = compare_all(claim, where, actual)  # the sidecar streamed, its roots checked to the end
     report.ignored = ignored
     if not report.ok:
         raise VerificationError(f"verification failed: {report.summary()}; {report.lines()[0]}", report)
