@@ -245,3 +245,23 @@ def test_an_empty_dataset_signs_in_parts_as_it_does_whole(tmp_path, keys):
     sig = sentry.sign_dataset(tmp_path / "empty", keys[0], tmp_path / "p.sig", part_samples=4)
     assert _signed_root(sig) == _signed_root(one) == __import__("hashlib").sha256(b"").digest()
     assert not list(tmp_path.glob("p.samples.*")) and sentry.verify_dataset(tmp_path / "empty", keys[1], sig).ok
+
+
+def test_a_parquet_file_that_is_not_one_or_lies_about_its_row_groups_is_refused(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    from sentry.io.parquet import row_groups
+
+    (tmp_path / "junk.parquet").write_bytes(b"PAR1" + bytes(64) + b"PAR1")
+    with pytest.raises(SentryError, match="junk.parquet: cannot read its footer"):
+        row_groups(tmp_path / "junk.parquet")
+    good = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"x": list(range(300)), "y": [str(i) for i in range(300)]}), good, row_group_size=100)
+    meta = pq.ParquetFile(good).metadata
+    ranges = row_groups(good)
+    assert [g.size for g in ranges] == [sum(meta.row_group(i).column(j).total_compressed_size for j in range(2))
+                                        for i in range(3)]
+    raw = good.read_bytes()
+    (tmp_path / "cut.parquet").write_bytes(raw[:ranges[1].offset] + raw[ranges[2].offset:])  # a footer that lies
+    with pytest.raises(SentryError, match="cut.parquet"):
+        row_groups(tmp_path / "cut.parquet")
