@@ -499,7 +499,8 @@ def dataset_outputs(path, key, signature, sidecar, password, force, key_files, p
     side_path = Path(sidecar) if sidecar is not None else dataset.default_sidecar_path(sig_path)
     first = dataset.part_path(side_path, 0) if part_samples else side_path
     if part_samples and dataset.writes_inside(path, side_path):
-        raise SentryError("a sidecar in parts goes outside the dataset directory: pass sidecar=PATH elsewhere")
+        raise SentryError("a sidecar in parts cannot lie inside the dataset directory",
+                          remedy=Remedy("sidecar", "PATH", purpose="outside the dataset"))
     _check_outputs([(SIGNATURE, sig_path), (SIDECAR, first)], path, key, key_files, force)
 
     def seal(params, results, ignore, allow_symlinks, members=()):
@@ -587,8 +588,8 @@ def _check_dataset(path, claim, sig_path: Path, *, sidecar=None, samples=None, i
     from .manifest.dataset import SignedDataset, compare_all, iter_samples
 
     if claim.members:
-        raise SentryError(f"{sig_path} signs the members of {' and '.join(claim.members)} files as samples, which a "
-                          f"directory walk does not read: verify it with sentry.data.ray.verify")
+        raise UnsupportedFormat(f"{sig_path} signs the members of {' and '.join(claim.members)} files as samples, "
+                                f"which a directory walk does not read: verify it with sentry.data.ray.verify")
     side_path = _sidecar_path(sig_path, claim, sidecar)
     # Subsets are looked up by name: the sidecar is read (and checked) whole before any hashing.
     signed = SignedDataset.load(claim, side_path, sig_path) if samples is not None else None

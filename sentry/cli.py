@@ -522,6 +522,8 @@ _REMEDY_OPTIONS = {
     "salt": "--salt {}",
     "superblock": "--no-superblock",
     "model_id": "--model-id {}",
+    "part_samples": "--part-samples {}",
+    "sidecar": "--sidecar {}",
 }
 
 

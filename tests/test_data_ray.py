@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 import sentry
-from sentry import SentryError, VerificationError
+from sentry import SentryError
+from sentry.errors import ContentMismatch
 from support import verification_fails
 
 ray = pytest.importorskip("ray")
@@ -88,6 +89,12 @@ def test_members_of_tar_shards_and_parquet_row_groups_are_samples(ray_local, sha
     (shards / "shard-001.tar").write_bytes(raw)
     report = verification_fails(sray.verify, shards, public_key=keys[1], signature=sig)
     assert [c.label for c in report.changed] == ["sample shard-001.tar", "sample shard-001.tar/10002.jpg"]
+    raw[0] ^= 1  # a header that no longer parses: the shard changed, its members missing, not an input error
+    (shards / "shard-001.tar").write_bytes(raw)
+    with pytest.raises(ContentMismatch) as failed:
+        sray.verify(shards, keys[1], sig)
+    assert [c.label for c in failed.value.report.changed] == ["sample shard-001.tar"]
+    assert len(failed.value.report.missing) == 12
 
 
 def test_the_map_batches_stage_refuses_tampered_samples(ray_local, shards, keys, tmp_path):
@@ -102,7 +109,7 @@ def test_the_map_batches_stage_refuses_tampered_samples(ray_local, shards, keys,
     raw[offset] ^= 1
     (shards / "shard-000.tar").write_bytes(raw)
     stage = sray.read_samples(shards, members=("tar",)).map_batches(sray.VerifySamples(signed), batch_size=4)
-    with pytest.raises(Exception, match=r"VerificationError: sample shard-000.tar(/00004.cls)? failed verification"):
+    with pytest.raises(Exception, match=r"ContentMismatch: sample shard-000.tar(/00004.cls)? failed verification"):
         stage.take_all()
     dropped = sray.read_samples(shards, members=("tar",)).map_batches(sray.VerifySamples(signed, policy="drop"))
     kept = {r["name"] for r in dropped.take_all()}  # (the warnings naming them go to the workers' logs)

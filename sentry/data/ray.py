@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import SentryError, VerificationError
+from ..errors import ContentMismatch, MissingDependency, SentryError
 from ..hashing.params import HashParams
 from ..manifest import partition, shards
 from ..manifest.ignore import IgnoreRules
@@ -33,7 +33,7 @@ def _ray_data():
     try:
         import ray.data
     except ImportError:
-        raise SentryError("sentry.data.ray needs Ray Data: pip install 'sentry-artifacts[ray]'") from None
+        raise MissingDependency("sentry.data.ray needs Ray Data: pip install 'sentry-artifacts[ray]'") from None
     return ray.data
 
 
@@ -44,22 +44,23 @@ def _files(root, rules, exclude) -> list[tuple[str, str]]:
     return list_files(root, rules, False, exclude)
 
 
-def _hash_task(batch, params: HashParams, members) -> dict:
-    items = shards.hash_files(zip(batch["name"], batch["path"]), params, members, device="cpu")
+def _hash_task(batch, params: HashParams, members, lenient) -> dict:
+    items = shards.hash_files(zip(batch["name"], batch["path"]), params, members, device="cpu", lenient=lenient)
     return {"name": np.array([it.name for it in items], dtype=object),
             "size": np.array([it.size for it in items], dtype=np.int64),
             "root": np.array([it.root for it in items], dtype=object)}
 
 
 def hash_samples(root, params: HashParams, *, members=(), rules=None, exclude=(),
-                 files_per_task: int = FILES_PER_TASK) -> list[Item]:
-    """The sample items of the dataset directory ``root``, hashed in Ray tasks, sorted by name."""
+                 files_per_task: int = FILES_PER_TASK, lenient: bool = False) -> list[Item]:
+    """The sample items of the dataset directory ``root``, hashed in Ray tasks, sorted by name
+    (``lenient``: see :func:`sentry.manifest.shards.sample_ranges`)."""
     files = _files(root, rules or IgnoreRules((), ()), exclude)
     if not files:
         return []
     ds = _ray_data().from_items([{"name": n, "path": p} for n, p in files])
     ds = ds.map_batches(_hash_task, batch_size=files_per_task, batch_format="numpy",
-                        fn_kwargs={"params": params, "members": tuple(members)})
+                        fn_kwargs={"params": params, "members": tuple(members), "lenient": lenient})
     items = [Item(SAMPLE, str(n), int(s), bytes(r)) for b in ds.iter_batches(batch_format="numpy", batch_size=None)
              for n, s, r in zip(b["name"], b["size"], b["root"])]
     return sorted(items, key=lambda it: it.name)
@@ -115,7 +116,7 @@ def verify(path, public_key=None, signature=None, *, sidecar=None, ignore=(),
            files_per_task: int = FILES_PER_TASK):
     """:func:`sentry.verify_dataset` of a whole directory with the hashing in Ray tasks, including
     the members of tar shards and Parquet row groups when the signature lists them. Raises
-    VerificationError (with ``.report``) naming every missing, extra or changed sample."""
+    ContentMismatch (with ``.report``) naming every missing, extra or changed sample."""
     from ..api import dataset_claim
     from ..manifest.dataset import compare_all
 
@@ -123,12 +124,13 @@ def verify(path, public_key=None, signature=None, *, sidecar=None, ignore=(),
     ignored = []
     rules = IgnoreRules(claim.ignore + tuple(ignore), claim.default_ignores, ignored)
     actual = hash_samples(path, claim.params, members=claim.members, rules=rules,
-                          exclude=[sig_path, *claim.sidecar_paths(where)], files_per_task=files_per_task)
+                          exclude=[sig_path, *claim.sidecar_paths(where)], files_per_task=files_per_task,
+                          lenient=True)
     _check_unique(actual)
     report = compare_all(claim, where, actual)  # the sidecar streamed, its roots checked to the end
     report.ignored = ignored
     if not report.ok:
-        raise VerificationError(f"verification failed: {report.summary()}; {report.lines()[0]}", report)
+        raise ContentMismatch(f"verification failed: {report.summary()}; {report.lines()[0]}", report)
     return report
 
 
@@ -153,7 +155,7 @@ class VerifySamples:
 
     Rows hold the sample's name (column ``name``) and raw bytes (column ``data``), as
     :func:`read_samples` gives them. ``policy="raise"``: a sample that is not signed, or whose
-    bytes differ, fails the stage with VerificationError naming it; ``"drop"``: its row is left
+    bytes differ, fails the stage with ContentMismatch naming it; ``"drop"``: its row is left
     out (and a warning names it)."""
 
     def __init__(self, signed=None, *, signature=None, public_key=None, sidecar=None, path=None, name="name",

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import SentryError, InvalidBundle, ContentMismatch
+from ..errors import ContentMismatch, InvalidBundle, InvalidInput, Remedy, SentryError
 from ..hashing.merkle import StreamRoot
 from ..hashing.params import HashParams
 from . import sidecar
@@ -155,7 +155,7 @@ def check_part_samples(part_samples: int) -> None:
     """SentryError unless ``part_samples`` is 0 (one sidecar) or a power of two a part may hold."""
     if type(part_samples) is not int or part_samples < 0 or part_samples & (part_samples - 1) \
             or part_samples > MAX_PART_SAMPLES:
-        raise SentryError(f"part_samples must be a power of two up to {MAX_PART_SAMPLES} (or 0: one sidecar)")
+        raise InvalidInput(f"part_samples must be a power of two up to {MAX_PART_SAMPLES} (or 0: one sidecar)")
 
 
 def partitioned(items, part_samples: int = 0, per_task: int = None):
@@ -167,8 +167,9 @@ def partitioned(items, part_samples: int = 0, per_task: int = None):
     items, start = iter(items), 0
     while batch := list(itertools.islice(items, per_task or SAMPLES_PER_BATCH)):
         if start + len(batch) > limit:
-            raise SentryError(f"cannot sign more than {limit} items: a verifier would refuse the list"
-                              + ("" if part_samples else " (split the sidecar in parts: part_samples)"))
+            raise SentryError(f"cannot sign more than {limit} items: a verifier would refuse the list",
+                              remedy=None if part_samples else Remedy("part_samples", "N",
+                                                                      purpose="to split the sidecar in parts"))
         yield task(start, batch, part_samples)
         start += len(batch)
 
