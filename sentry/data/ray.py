@@ -66,7 +66,7 @@ def hash_samples(root, params: HashParams, *, members=(), rules=None, exclude=()
     return sorted(items, key=lambda it: it.name)
 
 
-def _record_task(row, params: HashParams, max_leaves: int) -> dict:
+def _record_task(row, max_leaves: int) -> dict:
     items = [Item(SAMPLE, n, s, r) for n, s, r in zip(row["names"], row["sizes"], row["roots"])]
     lines, part = partition.task(row["start"], items, max_leaves)
     return {"start": part.start, "count": part.count, "first": part.first or "", "last": part.last or "",
@@ -81,11 +81,11 @@ def _part(row) -> partition.Part:
     return partition.Part(int(row["start"]), int(row["count"]), row["first"] or None, row["last"] or None, blocks)
 
 
-def records(items, params: HashParams, partitions: int, part_samples: int = 0) -> list:
+def records(items, partitions: int, part_samples: int = 0) -> list:
     """(sidecar lines, Part) per partition of the sorted ``items``, computed in Ray tasks, in order."""
     rows = [{"start": s, "names": [it.name for it in items[s:e]], "sizes": [it.size for it in items[s:e]],
              "roots": [it.root for it in items[s:e]]} for s, e in partition.ranges(len(items), partitions)]
-    ds = _ray_data().from_items(rows).map(_record_task, fn_kwargs={"params": params, "max_leaves": part_samples})
+    ds = _ray_data().from_items(rows).map(_record_task, fn_kwargs={"max_leaves": part_samples})
     out = [(bytes(r["lines"]), _part(r)) for r in ds.take_all()]
     out.sort(key=lambda lp: lp[1].start)
     return [(lines.splitlines(keepends=True), part) for lines, part in out]
@@ -108,7 +108,7 @@ def sign(path, key=None, signature=None, *, sidecar=None, password=None, ignore=
     items = hash_samples(path, params, members=members, rules=IgnoreRules(tuple(ignore), ()),
                          exclude=[sig_path, side_path], files_per_task=files_per_task)
     _check_unique(items)
-    seal(params, records(items, params, partitions or _default_partitions(), part_samples), ignore, False, members)
+    seal(params, records(items, partitions or _default_partitions(), part_samples), ignore, False, members)
     return sig_path
 
 
