@@ -503,8 +503,13 @@ def dataset_outputs(path, key, signature, sidecar, password, force, key_files, p
                           remedy=Remedy("sidecar", "PATH", purpose="outside the dataset"))
     _check_outputs([(SIGNATURE, sig_path), (SIDECAR, first)], path, key, key_files, force)
 
+    def write(part, lines):  # parts after the first, known only now, get the same check first
+        if part != first:
+            _check_outputs([(SIDECAR, part)], path, key, key_files, force)
+        write_atomic(part, lines)
+
     def seal(params, results, ignore, allow_symlinks, members=()):
-        root, count, files = dataset.write_sidecars(side_path, results, write_atomic, part_samples)
+        root, count, files = dataset.write_sidecars(side_path, results, write, part_samples)
         if part_samples:
             claim = dataset.DatasetClaim(params, count, "", 0, root, tuple(ignore), allow_symlinks, (),
                                          part_samples, files, members)

@@ -265,3 +265,13 @@ def test_a_parquet_file_that_is_not_one_or_lies_about_its_row_groups_is_refused(
     (tmp_path / "cut.parquet").write_bytes(raw[:ranges[1].offset] + raw[ranges[2].offset:])  # a footer that lies
     with pytest.raises(SentryError, match="cut.parquet"):
         row_groups(tmp_path / "cut.parquet")
+
+
+def test_a_later_part_never_replaces_a_file_that_is_not_an_earlier_sample_list(data_dir, keys, tmp_path):
+    (tmp_path / "p.samples.000002.jsonl").write_text("my notes\n")
+    with pytest.raises(SentryError, match="p.samples.000002.jsonl"):
+        sentry.sign_dataset(data_dir, keys[0], tmp_path / "p.sig", part_samples=16)
+    assert (tmp_path / "p.samples.000002.jsonl").read_text() == "my notes\n"
+    assert not (tmp_path / "p.sig").exists()
+    sentry.sign_dataset(data_dir, keys[0], tmp_path / "p.sig", part_samples=16, force=True)
+    sentry.sign_dataset(data_dir, keys[0], tmp_path / "p.sig", part_samples=16)  # its own earlier parts: fine
