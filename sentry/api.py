@@ -514,40 +514,69 @@ def verify_model(model_or_path, public_key=None, signature=None, *, ignore=(), d
 
 
 def sign_dataset(path, key=None, signature=None, *, sidecar=None, password=None, ignore=(), allow_symlinks=False,
-                 leaf_size=None, device=None, progress=None, force=False, key_files=()) -> Path:
+                 leaf_size=None, device=None, progress=None, force=False, key_files=(), part_samples=0) -> Path:
     """Sign a dataset directory: every file is a sample (no default ignores: a top-level .git is
     samples too), listed in a sidecar (default beside the signature: ``train.sig`` +
-    ``train.samples.jsonl``) whose records root the signature covers.
+    ``train.samples.jsonl``) whose records root the signature covers. ``part_samples`` (a power
+    of two): the sidecar is split in parts of that many records (``train.samples.000000.jsonl``,
+    ...), each signed with its start and root; the dataset root is the same.
 
     Returns the signature path. ``force`` and ``key_files`` as for :func:`sign_model` (the sidecar
     may replace an earlier sample list)."""
     from .manifest import dataset
-    from .manifest import sidecar as records
-    from .signing import make_statement, write_bundle
-    from .signing._files import write_atomic
-    from .signing.outputs import SIDECAR, SIGNATURE
 
     if not _is_path(path):
         raise SentryError("a dataset is given as a directory path")
-    signer = _signer(key, password)
-    sig_path = _signature_path(path, signature)
-    side_path = Path(sidecar) if sidecar is not None else dataset.default_sidecar_path(sig_path)
-    _check_outputs([(SIGNATURE, sig_path), (SIDECAR, side_path)], path, key, key_files, force)
     leaf_size = _setting("leaf_size", leaf_size)
     params = HashParams() if leaf_size is None else HashParams(leaf_size=leaf_size)
+    sig_path, side_path, seal = dataset_outputs(path, key, signature, sidecar, password, force, key_files,
+                                                part_samples)
     samples = dataset.iter_samples(path, params, ignore=ignore, allow_symlinks=allow_symlinks,
                                    exclude=[sig_path, side_path], progress=_setting("progress", progress),
                                    device=_setting("device", device) or "auto",
                                    walk_lazily=not dataset.writes_inside(path, side_path))
-    # The sidecar is written as samples are hashed (memory at millions of samples), and before the
-    # bundle: a bundle never points at a sidecar that is not there yet.
-    written = records.Writer()
-    write_atomic(side_path, written.lines(samples))
-    claim = dataset.DatasetClaim(params, written.count, side_path.name, written.size, written.root(),
-                                 tuple(ignore), allow_symlinks)
-    payload = make_statement(Path(os.path.abspath(path)).name, claim.root.hex(), claim.to_predicate())
-    write_bundle(sig_path, signer.sign(payload))
+    seal(params, dataset.partitioned(samples, part_samples), ignore, allow_symlinks)
     return sig_path
+
+
+def dataset_outputs(path, key, signature, sidecar, password, force, key_files, part_samples):
+    """(signature path, sidecar path, seal) for signing the dataset ``path``, the outputs checked
+    before any hashing; ``seal(params, results, ignore, allow_symlinks)`` writes the sidecar (or
+    its parts) from :func:`~sentry.manifest.partition.task` results in record order, then the
+    bundle: a bundle never points at a sidecar that is not there yet. Shared by the engines
+    (sentry.data.ray) that hash the samples elsewhere."""
+    from .manifest import dataset
+    from .signing import make_statement, write_bundle
+    from .signing._files import write_atomic
+    from .signing.outputs import SIDECAR, SIGNATURE
+
+    dataset.check_part_samples(part_samples)
+    signer = _signer(key, password)
+    sig_path = _signature_path(path, signature)
+    side_path = Path(sidecar) if sidecar is not None else dataset.default_sidecar_path(sig_path)
+    first = dataset.part_path(side_path, 0) if part_samples else side_path
+    if part_samples and dataset.writes_inside(path, side_path):
+        raise SentryError("a sidecar in parts cannot lie inside the dataset directory",
+                          remedy=Remedy("sidecar", "PATH", purpose="outside the dataset"))
+    _check_outputs([(SIGNATURE, sig_path), (SIDECAR, first)], path, key, key_files, force)
+
+    def write(part, lines):  # parts after the first, known only now, get the same check first
+        if part != first:
+            _check_outputs([(SIDECAR, part)], path, key, key_files, force)
+        write_atomic(part, lines)
+
+    def seal(params, results, ignore, allow_symlinks, members=()):
+        root, count, files = dataset.write_sidecars(side_path, results, write, part_samples)
+        if part_samples:
+            claim = dataset.DatasetClaim(params, count, "", 0, root, tuple(ignore), allow_symlinks, (),
+                                         part_samples, files, members)
+        else:
+            claim = dataset.DatasetClaim(params, count, side_path.name, files[0].size, root, tuple(ignore),
+                                         allow_symlinks, members=members)
+        payload = make_statement(Path(os.path.abspath(path)).name, claim.root.hex(), claim.to_predicate())
+        write_bundle(sig_path, signer.sign(payload))
+
+    return sig_path, side_path, seal
 
 
 def _dataset_files(path, public_key, signature, sidecar) -> tuple:
@@ -560,8 +589,20 @@ def _dataset_files(path, public_key, signature, sidecar) -> tuple:
 
 
 def _sidecar_path(sig_path: Path, claim, sidecar) -> Path:
-    """The sidecar given, else the one the claim names beside the signature."""
+    """The sidecar given, else the one the claim names beside the signature; for a sidecar in
+    parts, the directory holding them: beside the sidecar path given (as signing named them), else
+    beside the signature."""
+    if claim.part_samples:
+        return (Path(sidecar) if sidecar is not None else sig_path).parent
     return Path(sidecar) if sidecar is not None else sig_path.with_name(claim.sidecar_name)
+
+
+def dataset_claim(path=None, public_key=None, signature=None, *, sidecar=None) -> tuple:
+    """(signature path, checked :class:`~sentry.manifest.dataset.DatasetClaim`, sidecar location)
+    of a dataset signature, for an engine that hashes the samples itself and streams the
+    comparison (:func:`~sentry.manifest.dataset.compare_all`); the sidecar is not read yet."""
+    public_key, signature = _dataset_settings(public_key, signature)
+    return _dataset_files(path, public_key, signature, sidecar)
 
 
 def load_signed_dataset(path=None, public_key=None, signature=None, *, sidecar=None):
@@ -608,6 +649,9 @@ def _check_dataset(path, claim, sig_path: Path, *, sidecar=None, samples=None, i
     """A dataset directory against a verified claim and its sidecar (:func:`verify_dataset`)."""
     from .manifest.dataset import SignedDataset, compare_all, iter_samples
 
+    if claim.members:
+        raise UnsupportedFormat(f"{sig_path} signs the members of {' and '.join(claim.members)} files as samples, "
+                                f"which a directory walk does not read: verify it with sentry.data.ray.verify")
     side_path = _sidecar_path(sig_path, claim, sidecar)
     # Subsets are looked up by name: the sidecar is read (and checked) whole before any hashing.
     signed = SignedDataset.load(claim, side_path, sig_path) if samples is not None else None
@@ -617,7 +661,7 @@ def _check_dataset(path, claim, sig_path: Path, *, sidecar=None, samples=None, i
     actual = iter_samples(  # compared as hashed, not all kept
         path, claim.params, names=samples, ignore=claim.ignore + tuple(ignore),
         default_ignores=claim.default_ignores if default_ignores else (),
-        allow_symlinks=claim.allow_symlinks or allow_symlinks, exclude=[sig_path, side_path],
+        allow_symlinks=claim.allow_symlinks or allow_symlinks, exclude=[sig_path, *claim.sidecar_paths(side_path)],
         progress=_setting("progress", progress), device=device, walk_lazily=True, ignored=ignored)
     failures: dict = {}
     if sources is not None:

@@ -146,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.add_argument("--dataset", action="store_true",
                    help="sign PATH as a dataset: its samples go to a sidecar that the signature covers")
+    p.add_argument("--part-samples", type=int, default=0, metavar="N",
+                   help="with --dataset: split the sidecar into parts of N records (a power of two), "
+                        "SIDECAR.000000.jsonl, ... (docs/spec.md §6.5)")
     _dataset_options(p)
 
     p = sub.add_parser("verify", help="check a signature, then the artifact against it",
@@ -367,6 +370,10 @@ def cmd_sign(args) -> int:
         options["default_ignores"] = args.default_ignores
     if args.training_data:
         options.update(training_data=args.training_data, dataset_public_key=args.dataset_public_key)
+    if args.part_samples:
+        if not args.dataset:
+            raise SentryError("--part-samples splits a dataset's sidecar: add --dataset")
+        options["part_samples"] = args.part_samples
     sign = sign_dataset if args.dataset else sign_model
     with _progress(args) as bar:
         sig = sign(args.path, key=signer, signature=args.signature, ignore=args.ignore, allow_symlinks=args.allow_symlinks,
@@ -375,7 +382,9 @@ def cmd_sign(args) -> int:
     if args.dataset:
         from .manifest.dataset import default_sidecar_path
 
-        print(f"signed {args.path} -> {sig} (samples listed in {args.sidecar or default_sidecar_path(sig)})")
+        side = args.sidecar or default_sidecar_path(sig)
+        where = f"parts beside {side}" if args.part_samples else side
+        print(f"signed {args.path} -> {sig} (samples listed in {where})")
     else:
         print(f"signed {args.path} -> {sig}")
     return 0
@@ -534,6 +543,8 @@ _REMEDY_OPTIONS = {
     "salt": "--salt {}",
     "superblock": "--no-superblock",
     "model_id": "--model-id {}",
+    "part_samples": "--part-samples {}",
+    "sidecar": "--sidecar {}",
 }
 
 

@@ -62,7 +62,7 @@ class DatasetHasher:
         A file that is not signed is an injected sample; a signed sample of those extensions that
         is absent is a missing one: each raises (or, under "drop", is reported)."""
         signed = self.signed
-        exclude = [p for p in (signed.sidecar, signed.signature) if p is not None]
+        exclude = [*signed.sidecars, *([signed.signature] if signed.signature is not None else [])]
         skip = IgnoreRules(signed.claim.ignore, signed.claim.default_ignores)
         on_disk = [n for n, _ in list_files(root, skip, signed.claim.allow_symlinks, exclude)]
 

@@ -88,12 +88,15 @@ class StreamRoot:
         self._subtrees: list[tuple[bytes, int]] = []
         self.count = 0
 
-    def add(self, h: bytes) -> None:
-        size = 1
+    def add(self, h: bytes, leaves: int = 1) -> None:
+        """Append ``h``: a leaf hash, or the root of an aligned perfect subtree of ``leaves`` (a
+        power of two dividing ``count``; the caller checks), or, last of all, of a shorter block
+        (spec §1.3: aligned block roots fold with the same rule)."""
+        size = leaves
         while self._subtrees and self._subtrees[-1][1] == size:
             h, size = node_hash(self._subtrees.pop()[0], h), size * 2
         self._subtrees.append((h, size))
-        self.count += 1
+        self.count += leaves
 
     def root(self) -> bytes:
         if not self._subtrees:

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import SentryError, InvalidBundle, ContentMismatch
+from ..errors import ContentMismatch, InvalidBundle, InvalidInput, Remedy, SentryError
 from ..hashing.merkle import StreamRoot
 from ..hashing.params import HashParams
 from . import sidecar
@@ -19,6 +19,7 @@ from .compare import Report, diff_item
 from .ignore import IgnoreRules
 from .item import _HEX64, MAX_ITEMS, SAMPLE, Item
 from .manifest import Manifest
+from .shards import MEMBERS
 from .sources import iter_files
 
 SIDECAR_SUFFIX = ".samples.jsonl"
@@ -40,14 +41,36 @@ class DatasetClaim:
     allow_symlinks: bool = False
     # () for a dataset signed now; a signature made before they were recorded implies the model defaults.
     default_ignores: tuple[str, ...] = ()
+    # A sidecar split in parts (docs/spec.md §6.5): records per part (a power of two) and the parts;
+    # then sidecar_name and sidecar_size are unused.
+    part_samples: int = 0
+    parts: tuple["SidecarPart", ...] = ()
+    # Files whose members are samples too (shards.MEMBERS): a directory walk alone cannot check them.
+    members: tuple[str, ...] = ()
+
+    def files(self) -> tuple["SidecarPart", ...]:
+        """The sidecar files in record order: the parts, or the one sidecar as a part at 0."""
+        if self.part_samples:
+            return self.parts
+        return (SidecarPart(self.sidecar_name, 0, self.sidecar_size, self.root, self.samples),)
+
+    def sidecar_paths(self, where) -> list[Path]:
+        """The files of :meth:`files`: ``where`` is the one sidecar, or the directory of the parts."""
+        return [Path(where) / p.name for p in self.parts] if self.part_samples else [Path(where)]
 
     def to_predicate(self) -> dict:
         predicate = Manifest(self.params, [], "dataset", "directory", self.ignore, self.allow_symlinks,
                              self.default_ignores).to_predicate()
-        predicate["dataset"] = {
-            "samples": self.samples,
-            "sidecar": {"name": self.sidecar_name, "size": self.sidecar_size, "root": self.root.hex()},
-        }
+        if self.part_samples:
+            files = [{"name": p.name, "start": p.start, "size": p.size, "root": p.root.hex()} for p in self.parts]
+            predicate["dataset"] = {"samples": self.samples, "parts": {"samples": self.part_samples, "files": files}}
+        else:
+            predicate["dataset"] = {
+                "samples": self.samples,
+                "sidecar": {"name": self.sidecar_name, "size": self.sidecar_size, "root": self.root.hex()},
+            }
+        if self.members:
+            predicate["dataset"]["members"] = list(self.members)
         return predicate
 
     @classmethod
@@ -59,6 +82,14 @@ class DatasetClaim:
         if manifest.artifact_type != "dataset" or manifest.source != "directory" or manifest.items:
             raise bad("a dataset signature lists its samples in a sidecar, not in the statement")
         desc = predicate.get("dataset")
+        members = desc.get("members", []) if isinstance(desc, dict) else []
+        if not isinstance(members, list) or any(m not in MEMBERS for m in members) or members != sorted(set(members)):
+            raise bad(f"its members are not a sorted list of {', '.join(MEMBERS)}")
+        members = tuple(members)
+        if isinstance(desc, dict) and "parts" in desc and "sidecar" not in desc:
+            count, size, parts = _signed_parts(desc, bad)
+            return cls(manifest.params, count, "", 0, _parts_root(parts, size), manifest.ignore,
+                       manifest.allow_symlinks, manifest.default_ignores, size, parts, members)
         if not isinstance(desc, dict) or not isinstance(desc.get("sidecar"), dict):
             raise bad("it has no sidecar")
         name, size = sidecar.signed_file(desc["sidecar"], bad)
@@ -68,7 +99,123 @@ class DatasetClaim:
         if not isinstance(root, str) or not _HEX64.fullmatch(root):
             raise bad("the sidecar's root is not 64 lowercase hex digits")
         return cls(manifest.params, count, name, size, bytes.fromhex(root), manifest.ignore, manifest.allow_symlinks,
-                   manifest.default_ignores)
+                   manifest.default_ignores, members=members)
+
+
+@dataclass(frozen=True)
+class SidecarPart:
+    """One sidecar file: its name (beside the signature), its first record's index in the whole
+    sorted list, its size in bytes, the root of its records, and how many it holds."""
+
+    name: str
+    start: int
+    size: int
+    root: bytes
+    samples: int
+
+
+MAX_PART_SAMPLES = 1 << 23  # records per part: a power of two within what one sidecar may hold (MAX_ITEMS)
+MAX_SAMPLES = 1 << 32  # samples of a dataset whose sidecar is split in parts
+
+
+def _signed_parts(desc: dict, bad) -> tuple[int, int, tuple[SidecarPart, ...]]:
+    """(samples, records per part, parts) of a signed ``dataset`` with ``parts``, checked."""
+    count, spec = desc.get("samples"), desc["parts"]
+    if type(count) is not int or not 0 <= count <= MAX_SAMPLES:
+        raise bad("the sample count is not a valid number")
+    size = spec.get("samples") if isinstance(spec, dict) else None
+    if type(size) is not int or not 0 < size <= MAX_PART_SAMPLES or size & (size - 1):
+        raise bad(f"the records per sidecar part are not a power of two up to {MAX_PART_SAMPLES}")
+    files = spec.get("files")
+    if not isinstance(files, list) or len(files) != -(-count // size):
+        raise bad(f"{count} samples in parts of {size} need {-(-count // size)} sidecar parts")
+    parts = []
+    for j, f in enumerate(files):
+        name, nbytes = sidecar.signed_file(f, bad)
+        root = f.get("root")
+        if f.get("start") != j * size or type(f.get("start")) is not int:
+            raise bad(f"sidecar part {j} does not start at record {j * size}")
+        if not isinstance(root, str) or not _HEX64.fullmatch(root):
+            raise bad(f"the root of sidecar part {j} is not 64 lowercase hex digits")
+        parts.append(SidecarPart(name, j * size, nbytes, bytes.fromhex(root), min(size, count - j * size)))
+    if len({p.name for p in parts}) != len(parts):
+        raise bad("two sidecar parts have the same name")
+    return count, size, tuple(parts)
+
+
+def _parts_root(parts, part_samples: int) -> bytes:
+    """The dataset root: the parts' roots are those of aligned record blocks (spec §1.3)."""
+    stream = StreamRoot()
+    for p in parts:
+        stream.add(p.root, part_samples if p.samples == part_samples else p.samples)
+    return stream.root()
+
+
+def check_part_samples(part_samples: int) -> None:
+    """SentryError unless ``part_samples`` is 0 (one sidecar) or a power of two a part may hold."""
+    if type(part_samples) is not int or part_samples < 0 or part_samples & (part_samples - 1) \
+            or part_samples > MAX_PART_SAMPLES:
+        raise InvalidInput(f"part_samples must be a power of two up to {MAX_PART_SAMPLES} (or 0: one sidecar)")
+
+
+def partitioned(items, part_samples: int = 0, per_task: int = None):
+    """:func:`.partition.task` over consecutive runs of the sorted sample ``items``: the one-process
+    engine. Refuses more samples than the sidecar (or its parts) may list, as a verifier would."""
+    from .partition import task
+
+    limit = MAX_SAMPLES if part_samples else sidecar.MAX_ITEMS  # looked up here: tests lower it
+    items, start = iter(items), 0
+    while batch := list(itertools.islice(items, per_task or SAMPLES_PER_BATCH)):
+        if start + len(batch) > limit:
+            raise SentryError(f"cannot sign more than {limit} items: a verifier would refuse the list",
+                              remedy=None if part_samples else Remedy("part_samples", "N",
+                                                                      purpose="to split the sidecar in parts"))
+        yield task(start, batch, part_samples)
+        start += len(batch)
+
+
+def part_path(base, index: int) -> Path:
+    """``train.samples.jsonl`` -> ``train.samples.000003.jsonl``: part ``index`` of a sidecar."""
+    base = Path(base)
+    return base.with_name(f"{base.stem}.{index:06d}{base.suffix}")
+
+
+def write_sidecars(base, results, write, part_samples: int = 0) -> tuple[bytes, int, tuple[SidecarPart, ...]]:
+    """Write the sidecar lines of ``results`` ((lines, :class:`~.partition.Part`) per partition,
+    in record order, from :func:`.partition.task` with ``max_leaves=part_samples``) to ``base``,
+    or to its parts of ``part_samples`` records each; ``write(path, lines)`` writes one file whole
+    or not at all. Returns (dataset root, samples, files), the root folded from the parts' blocks."""
+    from ..hashing import aligned
+    from .partition import fold
+
+    got, total, by_file = [], [0], {}
+
+    def lines():
+        for part_lines, part in results:
+            got.append(part)
+            for block in part.blocks if part_samples else ():  # blocks never straddle two files
+                by_file.setdefault(block[0] // part_samples, []).append(block)
+            for line in part_lines:
+                total[0] += len(line)
+                yield line
+
+    stream = lines()
+    if not part_samples:
+        write(base, stream)
+        root, count = fold(got)
+        return root, count, (SidecarPart(base.name, 0, total[0], root, count),)
+    files, pending = [], next(stream, None)
+    while pending is not None:
+        start, path, before = len(files) * part_samples, part_path(base, len(files)), total[0] - len(pending)
+        write(path, itertools.chain([pending], itertools.islice(stream, part_samples - 1)))
+        size = total[0] - before
+        pending = next(stream, None)
+        root, count = aligned.fold((p - start, n, r) for p, n, r in by_file.pop(len(files), ()))
+        if count != min(part_samples, sum(p.count for p in got) - start):
+            raise SentryError(f"the records of sidecar part {len(files)} do not fold into {part_samples} records")
+        files.append(SidecarPart(path.name, start, size, root, count))
+    root, count = fold(got)
+    return root, count, tuple(files)
 
 
 # Files hashed per call of the engine: what hashing keeps per sample (ranges, digests, its own
@@ -144,15 +291,13 @@ class SignedDataset:
         self.claim, self.params = claim, claim.params
         self.items = {it.name: it for it in items}
         self.sidecar, self.signature = sidecar, signature  # where they were read from
+        self.sidecars = claim.sidecar_paths(sidecar) if sidecar is not None else []
 
     @classmethod
     def load(cls, claim: DatasetClaim, path, signature=None) -> "SignedDataset":
-        """Read the sidecar at ``path`` and check it against the claim: size, records, root, count."""
-        with sidecar.signed_lines(path, claim.sidecar_size, "dataset") as (lines, where):
-            stream = StreamRoot()
-            items = list(sidecar.records(lines, where, stream))
-        _check_records(claim, stream, where)
-        return cls(claim, items, Path(path), signature)
+        """Read the sidecar at ``path`` (of parts: the directory holding them) and check it against
+        the claim: sizes, records, roots, counts."""
+        return cls(claim, list(signed_records(claim, path)), Path(path), signature)
 
     def check(self, actual: Item) -> str | None:
         """Why a freshly hashed sample does not match its record, or None when it does."""
@@ -195,12 +340,28 @@ class SignedDataset:
         return report
 
 
-def _check_records(claim: DatasetClaim, stream: StreamRoot, where: str) -> None:
+def signed_records(claim: DatasetClaim, where):
+    """The sample records of the claim's sidecar (or its parts, in order), each line checked as it
+    is read; each file's root and count are checked once it is read whole, so a consumer's result
+    stands only once this generator is exhausted."""
+    previous = None
+    for part, path in zip(claim.files(), claim.sidecar_paths(where)):
+        with sidecar.signed_lines(path, part.size, "dataset") as (lines, at):
+            stream = StreamRoot()
+            for it in sidecar.records(lines, at, stream):
+                if stream.count == 1 and previous is not None and it.name <= previous:
+                    raise InvalidBundle(f"{at} line 1 does not come after the part before it ({it.name[:80]!r})")
+                yield it
+                previous = it.name
+        _check_records(part, stream, at)
+
+
+def _check_records(part: SidecarPart, stream: StreamRoot, where: str) -> None:
     """The records read (their root and count) are the signed ones."""
-    if stream.root() != claim.root:
+    if stream.root() != part.root:
         raise ContentMismatch(f"{where} does not match the signature: its records do not hash to the signed root")
-    if stream.count != claim.samples:  # unreachable with a matching root, unless the signer lied
-        raise ContentMismatch(f"{where} lists {stream.count} samples but the signature says {claim.samples}")
+    if stream.count != part.samples:  # unreachable with a matching root, unless the signer lied
+        raise ContentMismatch(f"{where} lists {stream.count} samples but the signature says {part.samples}")
 
 
 def compare_all(claim: DatasetClaim, path, actual) -> Report:
@@ -210,23 +371,20 @@ def compare_all(claim: DatasetClaim, path, actual) -> Report:
     the claim, which is checked last."""
     p = claim.params
     missing, extra, changed = [], [], []
-    with sidecar.signed_lines(path, claim.sidecar_size, "dataset") as (lines, where):
-        stream = StreamRoot()
-        signed = sidecar.records(lines, where, stream)
-        want = next(signed, None)
-        for it in actual:
-            while want is not None and want.name < it.name:
-                missing.append(want.label)
-                want = next(signed, None)
-            if want is None or want.name != it.name:
-                extra.append(it.label)
-                continue
-            change = diff_item(want, it, p.leaf_size, p.max_chunks)
-            if change:
-                changed.append(change)
-            want = next(signed, None)
-        while want is not None:
+    signed = signed_records(claim, path)
+    want = next(signed, None)
+    for it in actual:
+        while want is not None and want.name < it.name:
             missing.append(want.label)
             want = next(signed, None)
-    _check_records(claim, stream, where)
+        if want is None or want.name != it.name:
+            extra.append(it.label)
+            continue
+        change = diff_item(want, it, p.leaf_size, p.max_chunks)
+        if change:
+            changed.append(change)
+        want = next(signed, None)
+    while want is not None:  # exhausted: the last file's root is checked
+        missing.append(want.label)
+        want = next(signed, None)
     return Report(checked=claim.samples + len(extra), missing=missing, extra=extra, changed=changed)
