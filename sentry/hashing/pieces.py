@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from ..errors import ContentMismatch, SentryError
-from . import merkle
+from . import aligned, merkle
 from .params import HashParams
 
 
@@ -57,19 +57,14 @@ def plan_range(size: int, start: int, end: int, params: HashParams) -> RangePlan
 
 
 def _regions(lo: int, hi: int, cap: int) -> list:
-    """Leaves [lo, hi) as greedy aligned power-of-two blocks (at most ``cap``), equal neighbours
-    grouped: growing sizes up to a chunk boundary, whole chunks, then shrinking sizes."""
+    """Leaves [lo, hi) as aligned power-of-two blocks of at most ``cap`` (``aligned.spans``), equal
+    neighbours grouped: growing sizes up to a chunk boundary, whole chunks, then shrinking sizes."""
     regions: list = []
-    pos = lo
-    while pos < hi:
-        unit = cap
-        while pos % unit or pos + unit > hi:
-            unit //= 2
+    for pos, unit in aligned.spans(lo, hi, cap):
         if regions and regions[-1].unit == unit and regions[-1].hi == pos and (pos - regions[-1].lo) // unit < _MAX_UNITS:
             regions[-1] = regions[-1]._replace(hi=pos + unit)
         else:
             regions.append(Region(pos, pos + unit, unit))
-        pos += unit
     return regions
 
 
