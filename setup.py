@@ -24,8 +24,11 @@ SKIPPED_NOTE = "_cmerkle.skipped"
 class build_py_with_data(build_py):
     def run(self):
         super().run()
+        if getattr(self, "editable_mode", False):
+            return  # an editable install reads kernels/ and cufile.json in place, from the checkout
         for src, dst in PACKAGE_DATA.items():
             out = os.path.join(self.build_lib, dst)
+            self.mkpath(os.path.dirname(out))  # the package's directory may not be built yet
             (self.copy_tree if os.path.isdir(src) else self.copy_file)(src, out)
 
 
