@@ -8,6 +8,7 @@ from pathlib import Path
 from .errors import SentryError, VerificationError, InvalidBundle, UnsupportedFormat, ContentMismatch, Remedy
 from .hashing.params import HashParams
 from .manifest.compare import Report, compare_manifests
+from .manifest.ignore import default_ignore_names
 from .manifest.manifest import Manifest
 from .manifest.sources import manifest_for_path
 from .manifest.tensors import is_sharded_manifest, state_dict_of, tensor_items
@@ -74,15 +75,6 @@ def _check_outputs(outputs, artifact, key, key_files, force) -> None:
     check_outputs(outputs, artifact=artifact if _is_path(artifact) else None, keep=keep, force=force)
 
 
-def _default_ignore_names(default_ignores) -> tuple:
-    """``default_ignores``: True (Sentry's defaults), False (none) or the names a signature recorded."""
-    from .manifest.ignore import DEFAULT_IGNORES
-
-    if default_ignores is True:
-        return DEFAULT_IGNORES
-    return () if default_ignores is False else tuple(default_ignores)
-
-
 def hash_artifact(artifact, *, artifact_type="model", leaf_size=None, ignore=(), default_ignores=True,
                   allow_symlinks=False, exclude=(), strict=True, strip_prefix="", add_prefix="", device=None,
                   progress=None, params: HashParams | None = None, ignored=None, distributed_timeout=None,
@@ -100,7 +92,7 @@ def hash_artifact(artifact, *, artifact_type="model", leaf_size=None, ignore=(),
     progress = _setting("progress", progress)
     if _is_path(artifact):
         return manifest_for_path(artifact, params, artifact_type=artifact_type, ignore=ignore,
-                                 default_ignores=_default_ignore_names(default_ignores),
+                                 default_ignores=default_ignore_names(default_ignores),
                                  allow_symlinks=allow_symlinks, exclude=exclude, strict=strict,
                                  progress=progress, device=device, ignored=ignored, signed_roots=signed_roots)
     items = tensor_items(state_dict_of(artifact), params, strip_prefix=strip_prefix,

@@ -41,9 +41,9 @@ def build_image(model, out, *, layout="plain", salt=None, uuid=None, model_id=No
     """Build the image of the model directory ``model`` at ``out``; with ``signer``, also sign a
     statement binding its verity root, image digest and manifest root (to ``signature``, default
     OUT.sig)."""
-    from ..api import _default_ignore_names, hash_artifact
-    from ..manifest.ignore import IgnoreRules
-    from ..manifest.sources import _stamp, files_of
+    from ..api import hash_artifact
+    from ..manifest.ignore import IgnoreRules, default_ignore_names
+    from ..manifest.sources import files_of, stamp
 
     model, out = Path(model), Path(out)
     lay = layout_for(layout, salt=salt, uuid=uuid, model_id=model_id)
@@ -51,14 +51,14 @@ def build_image(model, out, *, layout="plain", salt=None, uuid=None, model_id=No
         raise SentryError(f"{model} is not a directory: an image is built from a model directory")
     sig = Path(signature) if signature else (out.with_name(out.name + ".sig") if signer else None)
     _outputs_ok(model, [out, *lay.side_paths(out), *([sig] if sig else [])], force)
-    _, files = files_of(model, IgnoreRules(ignore, _default_ignore_names(default_ignores)), allow_symlinks)
-    stamps = {real: _stamp(os.stat(real)) for _, real in files}  # before hashing: any change after is caught
+    _, files = files_of(model, IgnoreRules(ignore, default_ignore_names(default_ignores)), allow_symlinks)
+    stamps = {real: stamp(os.stat(real)) for _, real in files}  # before hashing: any change after is caught
     manifest = hash_artifact(model, ignore=ignore, default_ignores=default_ignores, allow_symlinks=allow_symlinks,
                              device="cpu" if device == "cpu" else "auto", progress=progress)
 
     def unchanged():
-        for real, stamp in stamps.items():
-            if _stamp(os.stat(real)) != stamp:
+        for real, before in stamps.items():
+            if stamp(os.stat(real)) != before:
                 raise SentryError(f"{real} changed while the image was being built")
 
     from .build import write_image
