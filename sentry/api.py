@@ -268,8 +268,11 @@ def _check_signed_type(signature: Path, statement, artifact_type: str | None) ->
     """Before the predicate is parsed: a Sentry signature, and of a model for a model, of a dataset
     for a dataset (their predicates differ, so a mix-up would otherwise read as a corrupt one).
     Returns the signed type; ``artifact_type`` None accepts either (an audit)."""
-    from .signing import PREDICATE_TYPE
+    from .signing import IMAGE_PREDICATE_TYPE, PREDICATE_TYPE
 
+    if statement.predicate_type == IMAGE_PREDICATE_TYPE:
+        raise UnsupportedFormat(f"{signature} signs a disk image, not a model or dataset",
+                                remedy=Remedy("image", python="verify it with sentry.image.verify_signed_image"))
     if statement.predicate_type != PREDICATE_TYPE:
         raise UnsupportedFormat(f"{signature} is not a Sentry signature (predicate {statement.predicate_type!r})")
     artifact = statement.predicate.get("artifact")
