@@ -223,3 +223,23 @@ def test_a_missing_image_or_signature_is_a_usage_error(work, tmp_path):
     shutil.copy(work["images"]["plain"].path, tmp_path / "lone.img")
     with pytest.raises(SentryError, match="signature .*lone.img.sig does not exist"):
         verify_signed_image(tmp_path / "lone.img", work["pub"])
+
+
+def test_sigstore_signs_through_the_signer_sentry_sign_builds(work, tmp_path, monkeypatch, capsys):
+    """Sigstore needs the network: a stand-in for SigstoreSigner (signing with the test key) shows
+    that `image build --sigstore` gets its signer, with its options, from the same construction."""
+    import sentry.signing.sigstore as sigstore
+
+    seen = {}
+
+    class StandIn(KeySigner):
+        def __init__(self, **options):
+            seen.update(options)
+            super().__init__(load_private_key(work["priv"]))
+
+    monkeypatch.setattr(sigstore, "SigstoreSigner", StandIn)
+    out = tmp_path / "s.img"
+    assert main(["image", "build", str(work["model"]), "-o", str(out), "-q", "--sigstore", "--identity-token", "T",
+                 "--staging"]) == 0
+    assert seen == {"identity_token": "T", "staging": True, "trust_config": None, "cache_dir": None}
+    assert verify_signed_image(out, work["pub"])["ok"]
