@@ -127,12 +127,17 @@ def verify_signed_image(path, public_key=None, signature=None, *, root_hash: byt
     if model_signature is not None:
         model_root = _model_root(model_signature, verifier if model_public_key is None else
                                  verifier_for(model_public_key), signed, sig)
+    size = path.stat().st_size
+    blocks = signed.hash_offset // verity.BLOCK
+    want = signed.hash_offset + verity.BLOCK * signed.superblock + verity.hash_area_size(blocks)
+    if size != want:  # a signed verify fails on it (exit 1); verify_image would call a short image bad input
+        raise ContentMismatch(f"{path} is {size} bytes, not the signed image's {want} (truncated, or bytes added)")
     summary = verify_image(path, signed.root_hash, hash_offset=signed.hash_offset, salt=signed.salt,
                            superblock=signed.superblock, device=device)
     digest = _file_sha256(path)
-    if digest != signed.image_sha256:  # the tree matched: the superblock or bytes after the tree differ
+    if digest != signed.image_sha256:  # size, data and tree match: what is left is the superblock
         raise ContentMismatch(f"{path} has SHA-256 {digest}, not the signed {signed.image_sha256}: its data and "
-                              "tree match, so its verity superblock or bytes after the tree differ")
+                              "tree match, so its verity superblock differs")
     return {**summary, "signature": str(sig), "layout": signed.layout, "image_sha256": digest,
             "manifest_root": signed.manifest_root, "manifest_leaf_size": signed.leaf_size,
             "model_signature": None if model_signature is None else str(model_signature),
