@@ -8,6 +8,7 @@ from pathlib import Path
 from .errors import SentryError, VerificationError, InvalidBundle, UnsupportedFormat, ContentMismatch, Remedy
 from .hashing.params import HashParams
 from .manifest.compare import Report, compare_manifests
+from .manifest.ignore import default_ignore_names
 from .manifest.manifest import Manifest
 from .manifest.sources import manifest_for_path
 from .manifest.tensors import is_sharded_manifest, state_dict_of, tensor_items
@@ -74,15 +75,6 @@ def _check_outputs(outputs, artifact, key, key_files, force) -> None:
     check_outputs(outputs, artifact=artifact if _is_path(artifact) else None, keep=keep, force=force)
 
 
-def _default_ignore_names(default_ignores) -> tuple:
-    """``default_ignores``: True (Sentry's defaults), False (none) or the names a signature recorded."""
-    from .manifest.ignore import DEFAULT_IGNORES
-
-    if default_ignores is True:
-        return DEFAULT_IGNORES
-    return () if default_ignores is False else tuple(default_ignores)
-
-
 def hash_artifact(artifact, *, artifact_type="model", leaf_size=None, ignore=(), default_ignores=True,
                   allow_symlinks=False, exclude=(), strict=True, strip_prefix="", add_prefix="", device=None,
                   progress=None, params: HashParams | None = None, ignored=None, distributed_timeout=None,
@@ -100,7 +92,7 @@ def hash_artifact(artifact, *, artifact_type="model", leaf_size=None, ignore=(),
     progress = _setting("progress", progress)
     if _is_path(artifact):
         return manifest_for_path(artifact, params, artifact_type=artifact_type, ignore=ignore,
-                                 default_ignores=_default_ignore_names(default_ignores),
+                                 default_ignores=default_ignore_names(default_ignores),
                                  allow_symlinks=allow_symlinks, exclude=exclude, strict=strict,
                                  progress=progress, device=device, ignored=ignored, signed_roots=signed_roots)
     items = tensor_items(state_dict_of(artifact), params, strip_prefix=strip_prefix,
@@ -276,8 +268,11 @@ def _check_signed_type(signature: Path, statement, artifact_type: str | None) ->
     """Before the predicate is parsed: a Sentry signature, and of a model for a model, of a dataset
     for a dataset (their predicates differ, so a mix-up would otherwise read as a corrupt one).
     Returns the signed type; ``artifact_type`` None accepts either (an audit)."""
-    from .signing import PREDICATE_TYPE
+    from .signing import IMAGE_PREDICATE_TYPE, PREDICATE_TYPE
 
+    if statement.predicate_type == IMAGE_PREDICATE_TYPE:
+        raise UnsupportedFormat(f"{signature} signs a disk image, not a model or dataset",
+                                remedy=Remedy("image", python="verify it with sentry.image.verify_signed_image"))
     if statement.predicate_type != PREDICATE_TYPE:
         raise UnsupportedFormat(f"{signature} is not a Sentry signature (predicate {statement.predicate_type!r})")
     artifact = statement.predicate.get("artifact")

@@ -86,6 +86,40 @@ def _dataset_args(args) -> dict:
             **({"provenance": [tuple(s) for s in source]} if source else {})}
 
 
+def _signing_options(p: argparse.ArgumentParser) -> None:
+    """How to sign (one signer, built by :func:`_signer_for`): shared by sign and image build."""
+    p.add_argument("--key", metavar="KEY.pem", help="ECDSA P-256 private key (PEM)")
+    p.add_argument("--certificate", metavar="CERT.pem",
+                   help="with --key: its X.509 signing certificate (PEM; further certificates in it join the chain)")
+    p.add_argument("--certificate-chain", action="append", default=[], metavar="CHAIN.pem",
+                   help="with --certificate: intermediate certificates to put in the bundle; repeatable")
+    p.add_argument("--password-file", metavar="FILE",
+                   help="password of an encrypted key (else SENTRY_KEY_PASSWORD, else a prompt on a terminal)")
+    p.add_argument("--sigstore", action="store_true",
+                   help="sign keyless with Sigstore: an OIDC identity (--identity-token, ambient CI credentials, "
+                        "or a login on a terminal) gets a short-lived certificate; needs the network")
+    p.add_argument("--identity-token", metavar="TOKEN", help="with --sigstore: the OIDC identity token to use")
+    p.add_argument("--staging", action="store_true", help="with --sigstore: use Sigstore's staging instance")
+    p.add_argument("--trust-config", metavar="FILE", help="with --sigstore: a Sigstore client trust config to use")
+    p.add_argument("--cache-dir", metavar="DIR",
+                   help="with --sigstore: where the trust root fetched by TUF is kept "
+                        "(default: $SENTRY_CACHE_DIR, else ~/.cache/sentry)")
+
+
+def _verifying_options(p: argparse.ArgumentParser) -> None:
+    """Whom to trust (one verifier, built by :func:`_verifier_for`): shared by verify and image verify."""
+    p.add_argument("--public-key", metavar="PUB.pem", help="for a key bundle: the signer's public key (PEM)")
+    p.add_argument("--certificate-chain", action="append", default=[], metavar="CA.pem",
+                   help="for a certificate bundle: trusted CA certificates (PEM); repeatable")
+    p.add_argument("--identity", metavar="ID",
+                   help="for a Sigstore bundle: the signer's identity (e-mail, or workflow URI in CI)")
+    p.add_argument("--issuer", metavar="URL", help="for a Sigstore bundle: the identity's OIDC issuer")
+    p.add_argument("--trust-config", metavar="FILE",
+                   help="for a Sigstore bundle: a client trust config (default: the public instance's trusted "
+                        "root shipped with sigstore-python; verification is offline either way)")
+    p.add_argument("--staging", action="store_true", help="for a Sigstore bundle: trust Sigstore's staging instance")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sentry", description="Merkle-hash ML models and datasets, sign them, verify them.",
@@ -116,22 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "manifest: with a private key, a key and its X.509 certificate, or Sigstore keyless.",
                        epilog=EXIT_CODES)
     _hashing_options(p, leaf_size=True)
-    p.add_argument("--key", metavar="KEY.pem", help="ECDSA P-256 private key (PEM)")
-    p.add_argument("--certificate", metavar="CERT.pem",
-                   help="with --key: its X.509 signing certificate (PEM; further certificates in it join the chain)")
-    p.add_argument("--certificate-chain", action="append", default=[], metavar="CHAIN.pem",
-                   help="with --certificate: intermediate certificates to put in the bundle; repeatable")
-    p.add_argument("--password-file", metavar="FILE",
-                   help="password of an encrypted key (else SENTRY_KEY_PASSWORD, else a prompt on a terminal)")
-    p.add_argument("--sigstore", action="store_true",
-                   help="sign keyless with Sigstore: an OIDC identity (--identity-token, ambient CI credentials, "
-                        "or a login on a terminal) gets a short-lived certificate; needs the network")
-    p.add_argument("--identity-token", metavar="TOKEN", help="with --sigstore: the OIDC identity token to use")
-    p.add_argument("--staging", action="store_true", help="with --sigstore: use Sigstore's staging instance")
-    p.add_argument("--trust-config", metavar="FILE", help="with --sigstore: a Sigstore client trust config to use")
-    p.add_argument("--cache-dir", metavar="DIR",
-                   help="with --sigstore: where the trust root fetched by TUF is kept "
-                        "(default: $SENTRY_CACHE_DIR, else ~/.cache/sentry)")
+    _signing_options(p)
     p.add_argument("--format", choices=("sentry", "oms"), default="sentry",
                    help="sentry (default: Merkle roots, per tensor too) or oms (model_signing's format, "
                         "SHA-256 per file, which `model_signing verify` accepts)")
@@ -156,16 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "missing, extra or changed item.",
                        epilog=EXIT_CODES)
     _hashing_options(p, leaf_size=False)
-    p.add_argument("--public-key", metavar="PUB.pem", help="for a key bundle: the signer's public key (PEM)")
-    p.add_argument("--certificate-chain", action="append", default=[], metavar="CA.pem",
-                   help="for a certificate bundle: trusted CA certificates (PEM); repeatable")
-    p.add_argument("--identity", metavar="ID",
-                   help="for a Sigstore bundle: the signer's identity (e-mail, or workflow URI in CI)")
-    p.add_argument("--issuer", metavar="URL", help="for a Sigstore bundle: the identity's OIDC issuer")
-    p.add_argument("--trust-config", metavar="FILE",
-                   help="for a Sigstore bundle: a client trust config (default: the public instance's trusted "
-                        "root shipped with sigstore-python; verification is offline either way)")
-    p.add_argument("--staging", action="store_true", help="for a Sigstore bundle: trust Sigstore's staging instance")
+    _verifying_options(p)
     p.add_argument("--signature", metavar="SIG", help="the bundle (default: PATH.sig beside PATH)")
     p.add_argument("--dataset", action="store_true", help="PATH is a dataset")
     _dataset_options(p)
@@ -457,7 +467,10 @@ def _image_parser(sub) -> None:
                            description="Model disk images: a reproducible EROFS image of a model directory with "
                                        "its dm-verity hash tree (docs/spec.md §10).", epilog=EXIT_CODES)
     isub = image.add_subparsers(dest="image_command", required=True, metavar="ACTION")
-    p = isub.add_parser("build", help="build the image and its verity tree", epilog=EXIT_CODES)
+    p = isub.add_parser("build", help="build the image and its verity tree (and sign them)", epilog=EXIT_CODES,
+                        description="Build the image and its verity tree; with --key (and --certificate) or "
+                                    "--sigstore, also sign a statement binding the verity root, the image's "
+                                    "SHA-256 and the model's manifest root (docs/spec.md §10.5).")
     p.add_argument("path", metavar="DIR", help="model directory")
     p.add_argument("-o", "--output", required=True, metavar="OUT.img", help="the image to write (tree appended)")
     p.add_argument("--layout", choices=("plain", "modelwrap", "privatemode"), default="plain",
@@ -468,16 +481,25 @@ def _image_parser(sub) -> None:
     _ignore_options(p)
     p.add_argument("--allow-symlinks", action="store_true", help="copy what symbolic links point to (only inside DIR)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the verity tree is hashed")
-    p.add_argument("--key", metavar="KEY.pem", help="also sign a statement binding verity root, image digest and "
-                                                    "manifest root with this ECDSA P-256 key")
-    p.add_argument("--password-file", metavar="FILE", help="password of an encrypted --key")
-    p.add_argument("--signature", metavar="SIG", help="with --key: where to write the bundle (default OUT.img.sig)")
+    _signing_options(p)
+    p.add_argument("--signature", metavar="SIG", help="when signing: where to write the bundle (default OUT.img.sig)")
     p.add_argument("--force", action="store_true", help="replace existing outputs")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    p = isub.add_parser("verify", help="check an image against a dm-verity root hash", epilog=EXIT_CODES)
+    p = isub.add_parser("verify", help="check an image against a dm-verity root hash or its signature",
+                        epilog=EXIT_CODES,
+                        description="Check an image against a trusted root hash (--root-hash), or against its signed "
+                                    "statement (a verifier option: --public-key, --certificate-chain, or --identity "
+                                    "with --issuer), which gives the root, hash offset, salt and superblock flag and "
+                                    "the image's SHA-256.")
     p.add_argument("image", metavar="IMAGE", help="the image with its tree")
-    p.add_argument("--root-hash", required=True, metavar="HEX", help="the trusted dm-verity root hash")
+    p.add_argument("--root-hash", metavar="HEX",
+                   help="the trusted dm-verity root hash (with a signature: it must be the signed one)")
+    _verifying_options(p)
+    p.add_argument("--signature", metavar="SIG", help="the image's signature bundle (default: IMAGE.sig)")
+    p.add_argument("--model-signature", metavar="MODEL.sig",
+                   help="with a signature: a Sentry model signature (same verifier) that must sign the manifest "
+                        "root the image's statement names, i.e. the same weights")
     p.add_argument("--hash-offset", type=int, metavar="BYTES",
                    help="where the tree (or its superblock) starts; default: the EROFS image's size")
     p.add_argument("--salt", metavar="HEX", help="the salt (default: the verity superblock's)")
@@ -486,38 +508,62 @@ def _image_parser(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
+def _root_hash_arg(text):
+    try:
+        root = bytes.fromhex(text)
+    except ValueError:
+        root = b""
+    if len(root) != 32:
+        raise SentryError("--root-hash must be 64 hex digits")
+    return root
+
+
+def _image_verify(args) -> dict:
+    from . import image
+
+    root = None if args.root_hash is None else _root_hash_arg(args.root_hash)
+    signed = bool(args.signature or args.public_key or args.certificate_chain or args.identity or args.issuer)
+    if signed:
+        if args.hash_offset is not None or args.salt is not None or args.no_superblock:
+            raise SentryError("the signed statement gives the hash offset, salt and superblock flag: leave out "
+                              "--hash-offset, --salt and --no-superblock")
+        return image.verify_signed_image(args.image, _verifier_for(args), args.signature, root_hash=root,
+                                         model_signature=args.model_signature, device=args.device)
+    if args.model_signature:
+        raise SentryError("--model-signature is checked against the image's signature: add its verifier "
+                          "(--public-key, --certificate-chain, or --identity with --issuer)")
+    if root is None:
+        raise SentryError("give the trusted --root-hash HEX, or the image signature's verifier (--public-key, "
+                          "--certificate-chain, or --identity with --issuer)")
+    salt = None if args.salt is None else image.layouts.parse_salt(args.salt)
+    return image.verify_image(args.image, root, hash_offset=args.hash_offset, salt=salt,
+                              superblock=not args.no_superblock, device=args.device)
+
+
+def _signing_asked(args) -> bool:
+    return any((args.key, args.certificate, args.certificate_chain, args.password_file, args.sigstore,
+                args.identity_token, args.staging, args.trust_config, args.cache_dir))
+
+
 def cmd_image(args) -> int:
     from . import image
 
     if args.image_command == "verify":
         try:
-            root = bytes.fromhex(args.root_hash)
-        except ValueError:
-            root = b""
-        if len(root) != 32:
-            raise SentryError("--root-hash must be 64 hex digits")
-        salt = None if args.salt is None else image.layouts.parse_salt(args.salt)
-        try:
-            out = image.verify_image(args.image, root, hash_offset=args.hash_offset, salt=salt,
-                                     superblock=not args.no_superblock, device=args.device)
+            out = _image_verify(args)
         except VerificationError as exc:
             if args.json:
                 print(json.dumps({"ok": False, "error": error_message(exc)}, indent=2))
             raise
-        print(json.dumps(out, indent=2) if args.json else f"OK: {args.image} matches root hash {args.root_hash}")
+        print(json.dumps(out, indent=2) if args.json else f"OK: {args.image} matches root hash {out['root_hash']}"
+              + (f" (signed by {out['signature']})" if "signature" in out else ""))
         return 0
-    if args.password_file and not args.key:
-        raise SentryError("--password-file goes with --key")
-    signer = None
-    if args.key:
-        from .signing import KeySigner, load_private_key
-
-        signer = KeySigner(load_private_key(args.key, _password_for(args.key, args.password_file)))
+    signer = _signer_for(args) if _signing_asked(args) else None
     with _progress(args) as bar:
         result = image.build_image(args.path, args.output, layout=args.layout, salt=args.salt, uuid=args.uuid,
                                    model_id=args.model_id, ignore=args.ignore, default_ignores=args.default_ignores,
                                    allow_symlinks=args.allow_symlinks, device=args.device, force=args.force,
-                                   signer=signer, signature=args.signature, progress=bar)
+                                   signer=signer, signature=args.signature, progress=bar, key_files=_key_files(args))
     j = result.to_json()
     if args.json:
         print(json.dumps(j, indent=2))
@@ -555,6 +601,8 @@ def error_message(exc: SentryError) -> str:
         return str(exc)
     if remedy.setting == "dataset":
         advice = ("add" if remedy.value == "True" else "drop") + " --dataset"
+    elif remedy.setting == "image":
+        advice = "verify it with sentry image verify IMAGE --signature SIG"
     elif remedy.setting == "password":
         from .signing.keys import PASSWORD_ENV
 

@@ -37,7 +37,7 @@ def test_every_remedy_a_library_raises_has_a_command_line_wording():
     settings = set()
     for path in Path(sentry.__file__).parent.rglob("*.py"):
         settings |= set(re.findall(r'Remedy\(\s*"(\w+)"', path.read_text()))
-    assert settings and settings <= set(cli._REMEDY_OPTIONS) | {"dataset", "password"}
+    assert settings and settings <= set(cli._REMEDY_OPTIONS) | {"dataset", "password", "image"}
 
 
 def test_no_library_message_names_a_command_line_option():

@@ -26,8 +26,6 @@ from .erofs import Erofs
 from .layouts import Layout
 from .mkfs import make_erofs
 
-IMAGE_PREDICATE_TYPE = "https://github.com/sentry-artifacts/sentry/disk-image/v1"
-
 
 @dataclass
 class ImageResult:

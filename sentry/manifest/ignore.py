@@ -28,6 +28,13 @@ import re
 DEFAULT_IGNORES = (".git", ".github", ".gitattributes", ".gitignore", ".hg", ".svn", ".DS_Store")
 
 
+def default_ignore_names(default_ignores) -> tuple:
+    """``default_ignores``: True (Sentry's defaults), False (none) or the names a signature recorded."""
+    if default_ignores is True:
+        return DEFAULT_IGNORES
+    return () if default_ignores is False else tuple(default_ignores)
+
+
 def is_plain_entry_name(name) -> bool:
     """A default ignore is one directory entry's name."""
     return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\x00" not in name

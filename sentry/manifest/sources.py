@@ -108,7 +108,8 @@ def _symlink_target(path: Path, real_root: Path, allowed: bool, blobs: Path | No
     return target
 
 
-def _stamp(st) -> tuple:
+def stamp(st) -> tuple:
+    """What identifies a file's contents cheaply (from ``os.stat``): a change of it means the file changed."""
     return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
 
 
@@ -119,7 +120,7 @@ def file_ranges(name: str, path: Path, strict: bool):
     file's own item already shows the change, so its tensors are simply not found.
     """
     with FileSource(path, follow_symlinks=True) as src:
-        stamp = (src.size, src.mtime_ns, src.ino, src.dev)
+        before = (src.size, src.mtime_ns, src.ino, src.dev)
         specs = [(Item(FILE, name, src.size, b""), 0, src.size)]
         if name.endswith(".safetensors"):
             try:
@@ -128,7 +129,7 @@ def file_ranges(name: str, path: Path, strict: bool):
             except InvalidSafetensors:
                 if strict:
                     raise
-    return stamp, specs
+    return before, specs
 
 
 def files_of(path: Path, skip, allow_symlinks=False, exclude=()) -> tuple[str, list[tuple[str, Path]]]:
@@ -173,9 +174,9 @@ def manifest_for_path(
     digests = digest_ranges(ranges, params, progress=progress, device=device)
     # The engine checks each file from its own open to its last block; this closes the gap since
     # the listing, when the tensor ranges were read from the header.
-    for real, stamp in stamps.items():
+    for real, before in stamps.items():
         try:
-            unchanged = _stamp(os.stat(real)) == stamp
+            unchanged = stamp(os.stat(real)) == before
         except OSError:
             unchanged = False
         if not unchanged:

@@ -30,6 +30,7 @@ from sentry.signing.keys import (
     write_keypair,
 )
 from sentry.signing.statement import (
+    IMAGE_PREDICATE_TYPE,
     PREDICATE_TYPE,
     STATEMENT_TYPE,
     Statement,
@@ -43,6 +44,7 @@ __all__ = [
     "MAX_BUNDLE_BYTES",
     "PASSWORD_ENV",
     "PAYLOAD_TYPE",
+    "IMAGE_PREDICATE_TYPE",
     "PREDICATE_TYPE",
     "STATEMENT_TYPE",
     "Bundle",

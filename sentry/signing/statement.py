@@ -17,6 +17,8 @@ from sentry.signing.bundle import MAX_PAYLOAD_BYTES
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://github.com/sentry-artifacts/sentry/manifest/v1"
+# A model disk image (docs/spec.md §10.5): its verity root, image digest and manifest root.
+IMAGE_PREDICATE_TYPE = "https://github.com/sentry-artifacts/sentry/disk-image/v1"
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 MAX_TYPE_URI = 200
