@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 import fake_gpu
+from cuda_emu import isolate
+from sentry._gpu import PerDevice
 from sentry.hashing import cuda
-from sentry.hashing.kernel_source import PerDevice
 
 THREADS = 16
 
@@ -112,6 +113,7 @@ def run_together(fn, count: int = THREADS) -> list:
 def test_merkle_kernels_compile_once_per_device_when_reader_threads_start_together(monkeypatch):
     fake = CountingCupy()
     monkeypatch.setitem(sys.modules, "cupy", fake)
+    isolate(monkeypatch)
     monkeypatch.setattr(cuda, "_kernels", PerDevice(cuda._compile))
 
     def first_block(i):
