@@ -134,3 +134,13 @@ def test_a_batching_block_hasher_gets_blocks_across_files_and_a_task_of_small_fi
     pipeline = [c for c in calls if c not in small_calls]
     assert all(sum(-(-n // leaf) * leaf for _, n in c) <= batch for c in pipeline)
     assert len(pipeline) < sum(map(len, pipeline)) and any(len({p for p, _ in c}) > 1 for c in pipeline)
+
+
+def test_dm_verity_levels_take_the_same_devices():
+    from sentry.hashing import verity
+
+    data = bytes(range(256)) * 40
+    if not _gpu.available():
+        assert verity.level(data, b"salt", device="auto") == verity.py_level(data, b"salt", 4096)
+    with pytest.raises(InvalidInput, match=r"^unknown device 'gpu': choose one of auto, cpu, cuda$"):
+        verity.level(data, b"salt", device="gpu")
