@@ -16,7 +16,7 @@ from setuptools.command.build_py import build_py
 
 # Top-level path -> where it goes in the package. A build-time copy, not a symlink or a second
 # copy in git: kernels/ stays where the docs, the g++ host harness, docker-compose and the tests
-# use it; a checkout (or an editable install) reads both in place (kernel_source.py, io/kvikio.py).
+# use it; a checkout (or an editable install) reads both in place (sentry/_gpu.py, io/kvikio.py).
 PACKAGE_DATA = {"kernels": "sentry/hashing/kernels", "cufile.json": "sentry/io/cufile.json"}
 SKIPPED_NOTE = "_cmerkle.skipped"
 

@@ -31,6 +31,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from sentry import _gpu  # noqa: E402
 from sentry.hashing import cuda  # noqa: E402
 
 MiB, GiB = 1 << 20, 1 << 30
@@ -87,9 +88,7 @@ def model_shaped(repeats: int, count: int) -> dict:
 def compression_rate(repeats: int) -> dict:
     import cupy
 
-    from sentry.hashing.kernel_source import source
-
-    kernel = cupy.RawModule(code=source("sha256_rate.cu"), options=("-std=c++17",)).get_function("sha256_rate")
+    kernel = _gpu.raw_module("sha256_rate.cu", cupy.cuda.Device().id).get_function("sha256_rate")
     sms = cupy.cuda.Device().attributes["MultiProcessorCount"]
     threads, blocks, rounds = 256, sms * 32, 256
     out = cupy.empty(threads * blocks * 8, cupy.uint32)
@@ -151,8 +150,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.quick:
         args.max_gib, args.repeats, args.tensors = 4, 3, 2000
-    if not cuda.available():
-        print(f"no GPU backend: {cuda.unavailable_reason()}", file=sys.stderr)
+    if not _gpu.available():
+        print(f"no GPU backend: {_gpu.unavailable_reason()}", file=sys.stderr)
         return 2
     props = torch.cuda.get_device_properties(0)
     print(f"device: {props.name}, {props.multi_processor_count} SMs, {props.total_memory / GiB:.0f} GiB; torch {torch.__version__}")

@@ -71,9 +71,9 @@ def main() -> int:
     except ImportError:
         print("torch is not installed")
         ok = False
-    from sentry.hashing import cuda
+    from sentry import _gpu
 
-    reason = cuda.unavailable_reason()
+    reason = _gpu.unavailable_reason()
     print(f"Sentry's CUDA backend: {'available' if reason is None else reason}")
     if reason is not None:
         return 1

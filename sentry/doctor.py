@@ -45,7 +45,7 @@ def _why_not_accelerated() -> str:
 
 
 def _data_files() -> dict:
-    from .hashing import kernel_source
+    from . import _gpu as kernel_source
     from .io import kvikio
 
     try:

@@ -265,8 +265,10 @@ def load_crypto_cuda(monkeypatch, fake):
     import importlib.util
 
     import sentry.crypto
+    from cuda_emu import isolate
 
     monkeypatch.setitem(sys.modules, "cupy", fake)
+    isolate(monkeypatch)
     spec = importlib.util.find_spec("sentry.crypto.cuda")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

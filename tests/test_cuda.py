@@ -10,12 +10,13 @@ import random
 import numpy as np
 import pytest
 
+from sentry import _gpu
 from sentry.hashing import cpu, cuda
 from sentry.hashing.params import HashParams
 
 from test_merkle import VECTORS, expected, vec_id, vector_data
 
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not cuda.available(), reason=f"{cuda.unavailable_reason()}")]
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not _gpu.available(), reason=f"{_gpu.unavailable_reason()}")]
 
 MiB = 1 << 20
 

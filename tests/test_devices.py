@@ -1,12 +1,16 @@
 """Backend choice (device auto / cpu / cuda) and the CPU side of the CUDA backend's plumbing."""
 from __future__ import annotations
 
+import sys
+import types
+
 import pytest
 import torch
 
 import sentry.hashing as hashing
-from sentry.errors import SentryError
-from sentry.hashing import cpu, cuda
+from sentry import _gpu
+from sentry.errors import InvalidInput, SentryError
+from sentry.hashing import cpu
 from sentry.hashing.params import HashParams
 
 from support import run_cli
@@ -14,32 +18,41 @@ from support import run_cli
 
 @pytest.fixture
 def no_gpu(monkeypatch):
-    monkeypatch.setattr(cuda, "unavailable_reason", lambda: "no CUDA GPU is visible")
-    monkeypatch.setattr(cuda, "available", lambda: False)
+    """CuPy installed (an empty stand-in), no GPU usable."""
+    monkeypatch.setitem(sys.modules, "cupy", types.ModuleType("cupy"))
+    monkeypatch.setattr(_gpu, "unavailable_reason", lambda: "no CUDA GPU is visible")
 
 
 def test_available_is_a_bool_and_never_raises():
-    assert cuda.available() in (True, False)
-    assert (cuda.unavailable_reason() is None) == cuda.available()
+    assert _gpu.available() in (True, False)
+    assert (_gpu.unavailable_reason() is None) == _gpu.available()
 
 
 def test_auto_falls_back_to_cpu_and_cuda_without_gpu_is_one_sentence(no_gpu):
     assert hashing.resolve_device("auto") == "cpu"
     assert hashing.resolve_device("cpu") == "cpu"
-    with pytest.raises(SentryError, match=r"^cannot hash on CUDA: no CUDA GPU is visible; pass device='cpu'$"):
+    with pytest.raises(SentryError, match=r"^hashing on CUDA needs a usable GPU: no CUDA GPU is visible; pass device='cpu'$"):
         hashing.resolve_device("cuda")
-    with pytest.raises(SentryError, match="unknown device 'tpu'"):
-        hashing.resolve_device("tpu")
+
+
+@pytest.mark.parametrize("device", ["tpu", "gpu", "CUDA", ""])
+def test_an_unknown_device_is_invalid_input_naming_the_choices(device):
+    from sentry.crypto import batch_sign
+
+    for choose in (hashing.resolve_device, lambda d: batch_sign(b"\x01" * 32, [bytes(32)], device=d)):
+        with pytest.raises(InvalidInput, match=rf"^unknown device {device!r}: choose one of auto, cpu, cuda$"):
+            choose(device)
 
 
 def test_cli_device_cuda_without_gpu_exits_2(tmp_path):
-    if cuda.available():
+    if _gpu.available():
         pytest.skip("a GPU is usable here")
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "w.bin").write_bytes(b"x" * 5000)
     r = run_cli("hash", tmp_path / "m", "--device", "cuda")
     assert r.returncode == 2
-    assert "cannot hash on CUDA" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    # without CuPy: the extra that installs it; with CuPy and no GPU: why, and --device cpu
+    assert "hashing on CUDA needs " in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
 def test_digest_tensors_batch_equals_one_by_one_with_progress(no_gpu):
@@ -50,7 +63,7 @@ def test_digest_tensors_batch_equals_one_by_one_with_progress(no_gpu):
     got = hashing.digest_tensors(named, HashParams(), progress=seen.append)
     assert got == [hashing.digest_tensor(n, t, HashParams(), device="cpu") for n, t in named]
     assert seen == [d.size for d in got]
-    with pytest.raises(SentryError, match="cannot hash on CUDA"):
+    with pytest.raises(SentryError, match="hashing on CUDA needs a usable GPU"):
         hashing.digest_tensors(named, HashParams(), device="cuda")
     with pytest.raises(SentryError, match="unknown device"):
         hashing.digest_tensors(named, HashParams(), device="gpu")
@@ -121,3 +134,13 @@ def test_a_batching_block_hasher_gets_blocks_across_files_and_a_task_of_small_fi
     pipeline = [c for c in calls if c not in small_calls]
     assert all(sum(-(-n // leaf) * leaf for _, n in c) <= batch for c in pipeline)
     assert len(pipeline) < sum(map(len, pipeline)) and any(len({p for p, _ in c}) > 1 for c in pipeline)
+
+
+def test_dm_verity_levels_take_the_same_devices():
+    from sentry.hashing import verity
+
+    data = bytes(range(256)) * 40
+    if not _gpu.available():
+        assert verity.level(data, b"salt", device="auto") == verity.py_level(data, b"salt", 4096)
+    with pytest.raises(InvalidInput, match=r"^unknown device 'gpu': choose one of auto, cpu, cuda$"):
+        verity.level(data, b"salt", device="gpu")

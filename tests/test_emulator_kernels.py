@@ -86,11 +86,11 @@ def test_many_items_with_empty_ones_one_block_grid_and_tiny_windows(emu_cupy):
     ("__syncthreads(); /* level l - 1 is complete */", ""),  # a fused level reads nodes not made yet
 ])
 def test_planted_staging_and_fusion_bugs_are_caught(emu_cupy, monkeypatch, planted, why):
-    from sentry.hashing import kernel_source
+    from sentry import _gpu
 
-    text = kernel_source.source("merkle.cu")
+    text = _gpu.source("merkle.cu")
     assert planted in text
-    monkeypatch.setattr(kernel_source, "source", lambda name: text.replace(planted, why))
+    monkeypatch.setattr(_gpu, "source", lambda name: text.replace(planted, why))
     rng = random.Random(5)
     datas = [rng.randbytes(n) for n in (100, 4096, 5000, 64 * 700)]
     with pytest.raises(AssertionError):

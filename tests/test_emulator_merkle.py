@@ -175,12 +175,12 @@ def test_the_engine_front_picks_the_emulated_gpu_for_gpu_tensors(emu_cupy, monke
 def test_a_planted_lone_node_error_changes_the_roots(emu_cupy, monkeypatch):
     """The level kernel carries a segment's lone last node up unchanged; hashing it with the slot
     after it instead must give roots that differ from the CPU engine's."""
-    from sentry.hashing import kernel_source
+    from sentry import _gpu
 
-    text = kernel_source.source("merkle.cu")
+    text = _gpu.source("merkle.cu")
     carry = "if (2 * j + 1 < m) sha256_node("
     assert carry in text, "merkle.cu's lone-node carry changed: plant the bug in the new code"
-    monkeypatch.setattr(kernel_source, "source", lambda name: text.replace(carry, "if (2 * j + 1 <= m) sha256_node("))
+    monkeypatch.setattr(_gpu, "source", lambda name: text.replace(carry, "if (2 * j + 1 <= m) sha256_node("))
     items = random_items([3 * LEAF, 4 * LEAF, 5 * LEAF + 1])
     got, want = gpu_digests(emu_cupy, items), cpu_digests(items)
     assert got[1] == want[1]  # a power of two: no lone node anywhere

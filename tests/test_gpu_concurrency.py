@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 import fake_gpu
+from cuda_emu import isolate
+from sentry import _gpu
+from sentry._gpu import PerDevice
 from sentry.hashing import cuda
-from sentry.hashing.kernel_source import PerDevice
 
 THREADS = 16
 
@@ -112,6 +114,7 @@ def run_together(fn, count: int = THREADS) -> list:
 def test_merkle_kernels_compile_once_per_device_when_reader_threads_start_together(monkeypatch):
     fake = CountingCupy()
     monkeypatch.setitem(sys.modules, "cupy", fake)
+    isolate(monkeypatch)
     monkeypatch.setattr(cuda, "_kernels", PerDevice(cuda._compile))
 
     def first_block(i):
@@ -166,3 +169,18 @@ def test_per_device_builds_once_per_device_and_hands_everyone_the_same_value(dev
     assert sorted(calls) == sorted(set(device_ids))
     for i, value in enumerate(got):
         assert value is got[device_ids.index(device_ids[i])]
+
+
+def test_raw_module_compiles_each_source_once_per_device_and_clear_caches_forgets_them(monkeypatch):
+    fake = CountingCupy()
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    isolate(monkeypatch)
+    keys = [(("merkle.cu", "verity.cu")[i % 2], i // 2 % 2) for i in range(THREADS)]
+    got = run_together(lambda i: _gpu.raw_module(*keys[i]))
+    assert sorted(fake.compiles) == [0, 0, 1, 1]  # two sources on each of two devices
+    for i, module in enumerate(got):
+        assert module is got[keys.index(keys[i])] and module.device == keys[i][1]
+    assert len({id(m) for m in got}) == 4
+    assert _gpu.unavailable_reason() is None  # the fake sees 2 GPUs
+    _gpu.clear_caches()
+    assert _gpu.raw_module("merkle.cu", 0) is not got[0] and len(fake.compiles) == 5

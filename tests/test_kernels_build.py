@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sentry.hashing import kernel_source
+from sentry import _gpu
 
 KERNELS = Path(__file__).resolve().parents[1] / "kernels"
 NVCC = shutil.which("nvcc")
@@ -68,7 +68,7 @@ def test_merkle_compiles_without_cp_async_for_turing(tmp_path):
 @needs_nvcc
 def test_runtime_source_compiles(tmp_path):
     """The text NVRTC gets at run time is self-contained and compiles to the same kernels."""
-    text = kernel_source.source("merkle.cu")
+    text = _gpu.source("merkle.cu")
     assert '#include "' not in text
     src = tmp_path / "merkle_rtc.cu"
     src.write_text(text)
@@ -80,7 +80,7 @@ def test_runtime_source_compiles(tmp_path):
 def test_verity_runtime_source_compiles(tmp_path):
     """kernels/verity.cu as NVRTC gets it (sha256_stream.cuh and sha256.cuh inlined): one kernel."""
     src = tmp_path / "verity_rtc.cu"
-    src.write_text(kernel_source.source("verity.cu"))
+    src.write_text(_gpu.source("verity.cu"))
     report = nvcc_cubin(src, tmp_path / "verity_rtc.cubin")
     assert re.findall(r"Compiling entry function '(\w+)'", report) == ["verity_level"], report
 
@@ -104,14 +104,14 @@ def _nvrtc():
 
 @pytest.mark.parametrize("name, kernels", [("merkle.cu", 3), ("ecdsa.cu", 3)])
 def test_nvrtc_compiles_the_runtime_source_for_sm90(name, kernels):
-    """What CuPy's RawModule does on a GPU, minus the GPU: NVRTC on kernel_source.source(name)."""
+    """What CuPy's RawModule does on a GPU, minus the GPU: NVRTC on _gpu.source(name)."""
     import ctypes
 
     lib = _nvrtc()
     prog = ctypes.c_void_p()
-    text = kernel_source.source(name).encode()
+    text = _gpu.source(name).encode()
     assert lib.nvrtcCreateProgram(ctypes.byref(prog), text, name.encode(), 0, None, None) == 0
-    options = [o.encode() for o in kernel_source.NVRTC_OPTIONS] + [b"--gpu-architecture=sm_90"]
+    options = [o.encode() for o in _gpu.NVRTC_OPTIONS] + [b"--gpu-architecture=sm_90"]
     try:
         rc = lib.nvrtcCompileProgram(prog, len(options), (ctypes.c_char_p * len(options))(*options))
         size = ctypes.c_size_t()

@@ -13,36 +13,24 @@ core), or "auto" (CUDA when a GPU is usable). Importing this module loads neithe
 """
 from __future__ import annotations
 
+from sentry import _gpu
 from sentry.crypto import inputs
 from sentry.crypto.der import decode_signature, encode_signature
-from sentry.errors import InvalidInput, SentryError
+from sentry.errors import InvalidInput
 
 __all__ = ["batch_sign", "batch_verify", "cuda_available", "decode_signature", "encode_signature"]
-DEVICES = ("auto", "cpu", "cuda")
 
 
 def cuda_available() -> bool:
     """Whether CuPy is installed and sees a GPU."""
-    try:
-        from sentry.crypto import cuda
-    except ImportError:
-        return False
-    return cuda.available()
+    return _gpu.available()
 
 
 def _backend(device: str):
-    if device not in DEVICES:
-        raise InvalidInput(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
-    if device == "cpu" or (device == "auto" and not cuda_available()):
+    if _gpu.resolve_device(device, "batch ECDSA") == "cpu":
         from sentry.crypto import cpu
 
         return cpu
-    if not cuda_available():
-        from sentry._optional import require
-
-        for module in ("numpy", "cupy"):  # a missing one is named with its extra
-            require(module, "gpu", "batch ECDSA on CUDA")
-        raise SentryError("device='cuda' needs CuPy and a usable GPU")
     from sentry.crypto import cuda
 
     return cuda

@@ -13,25 +13,16 @@ from collections.abc import Sequence
 import cupy as cp
 import numpy as np
 
-from sentry.hashing.kernel_source import NVRTC_OPTIONS, PerDevice, source
+from sentry import _gpu
 
 THREADS = 128  # per block; each block also holds the 33 KB table in shared memory
 TABLE_BYTES = 65 * 8 * 64
 
 
-def available() -> bool:
-    try:
-        return cp.cuda.runtime.getDeviceCount() > 0
-    except cp.cuda.runtime.CUDARuntimeError:
-        return False
-
-
 def _build(device: int) -> tuple[cp.RawModule, cp.ndarray]:
     """The compiled kernels and the fixed-base table on ``device``."""
+    module = _gpu.raw_module("ecdsa.cu", device)
     with cp.cuda.Device(device):
-        # One text with the headers inlined, found in a checkout or an installed wheel alike;
-        # CuPy's cache is keyed by it, so an edited header is never served a stale binary.
-        module = cp.RawModule(code=source("ecdsa.cu"), options=NVRTC_OPTIONS)
         table = cp.empty(TABLE_BYTES, dtype=cp.uint8)
         module.get_function("p256_build_table")((1,), (65,), (table,))
         # Built on the caller's current stream, then read from any thread's stream: finish it
@@ -40,7 +31,7 @@ def _build(device: int) -> tuple[cp.RawModule, cp.ndarray]:
         return module, table
 
 
-_modules = PerDevice(_build)
+_modules = _gpu.PerDevice(_build)
 
 
 def _module() -> tuple[cp.RawModule, cp.ndarray]:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-from ..errors import SentryError
+from .. import _gpu
+from ..errors import InvalidInput
 from ..hashing import cpu
 from ..hashing.params import HashParams
 
@@ -22,9 +23,7 @@ _pool: ThreadPoolExecutor | None = None
 
 def cuda_available() -> bool:
     """True when the CUDA engine can hash device buffers here."""
-    from ..hashing import resolve_device
-
-    return resolve_device("auto") == "cuda"
+    return _gpu.available()
 
 
 def hash_batch(buffers, params: HashParams, device: str = "cpu") -> list[tuple[int, bytes]]:
@@ -38,7 +37,7 @@ def hash_batch(buffers, params: HashParams, device: str = "cpu") -> list[tuple[i
         tensors = [(f"sample {i}", torch.from_dlpack(b).reshape(-1).view(torch.uint8)) for i, b in enumerate(buffers)]
         return [(d.size, d.root) for d in digest_tensors(tensors, params, device="cuda")]
     if device != "cpu":
-        raise SentryError(f"unknown hashing device {device!r}: choose cpu or cuda")
+        raise InvalidInput(f"unknown hashing device {device!r}: choose cpu or cuda")
 
     def one(buf):
         d = cpu.digest_bytes(buf, params, workers=1)

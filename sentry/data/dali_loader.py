@@ -23,7 +23,7 @@ import warnings
 from pathlib import Path
 
 from .._optional import require
-from ..errors import SentryError, ContentMismatch
+from ..errors import ContentMismatch, InvalidInput, SentryError
 from ..manifest.dataset import hash_samples
 from .batch_hash import cuda_available
 from .verify import IMAGE_EXTENSIONS, DatasetHasher, class_labels, signed_dataset
@@ -95,7 +95,7 @@ def _batch_size(batch_size, batch) -> int:
 def _resolve_device(device: str, device_id: int) -> str:
     """``"cpu"`` or ``"gpu"``; a GPU that is asked for and absent is one sentence, not DALI's CUDA error."""
     if device not in ("auto", "cpu", "gpu"):
-        raise SentryError(f"unknown loader device {device!r}: choose auto, cpu or gpu")
+        raise InvalidInput(f"unknown loader device {device!r}: choose auto, cpu or gpu")
     require("nvidia.dali", "dali", "the DALI loader")
     from nvidia.dali import backend
     if device == "cpu":

@@ -1,32 +1,15 @@
 """The Merkle engine: one front for both backends, CPU (``cpu.py``) and CUDA (``cuda.py``)."""
 from __future__ import annotations
 
-import importlib.util
-
-from ..errors import SentryError, Remedy
+from .. import _gpu
 from .params import HashParams
 from .plan import FileRange, ItemDigest  # noqa: F401  (the engine's input and result types)
 
-DEVICES = ("auto", "cpu", "cuda")
-
 
 def resolve_device(device: str) -> str:
-    """The backend to use: 'auto' picks CUDA when a usable GPU (and CuPy) is there, else the CPU."""
-    if device not in DEVICES:
-        raise SentryError(f"unknown device {device!r}: choose one of {', '.join(DEVICES)}")
-    if device == "cpu" or (device == "auto" and importlib.util.find_spec("cupy") is None):
-        return "cpu"  # without CuPy, 'auto' need not import the CUDA backend (and numpy) to know
-    if device == "cuda":  # the CUDA backend imports numpy; without CuPy it says so below
-        from .._optional import require
-
-        require("numpy", "gpu", "hashing on CUDA")
-    from . import cuda
-
-    if cuda.available():
-        return "cuda"
-    if device == "cuda":
-        raise SentryError(f"cannot hash on CUDA: {cuda.unavailable_reason()}", remedy=Remedy("device", "'cpu'"))
-    return "cpu"
+    """The backend to use: 'auto' picks CUDA when a usable GPU (and CuPy) is there, else the CPU
+    (sentry._gpu.resolve_device, which says why 'cuda' cannot run)."""
+    return _gpu.resolve_device(device, "hashing")
 
 
 def digest_ranges(ranges, params: HashParams, *, progress=None, device="auto"):

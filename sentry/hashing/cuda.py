@@ -1,8 +1,8 @@
 """The CUDA Merkle backend: the same roots as the CPU backend, computed on the GPU where the bytes are.
 
 Kernels (``kernels/merkle.cu``) are compiled by NVRTC through CuPy on first use, once per device
-under a lock (the file reader threads start at once), for the running GPU's architecture (CuPy
-also caches the binary on disk per architecture).
+under a lock (the file reader threads start at once), for the running GPU's architecture
+(:mod:`sentry._gpu`, which also says whether a GPU is usable at all).
 Work tables come from :mod:`.gpu_plan`: all items of a call (every tensor of a model) go through
 one leaf launch (which also makes the 8 tree levels above the leaves) and one launch per higher
 tree level per window of at most ``WINDOW_LEAVES`` node slots; each grid is one wave of blocks,
@@ -31,18 +31,16 @@ CuPy is imported only here and only when used: ``import sentry`` needs neither C
 from __future__ import annotations
 
 import contextlib
-import functools
 import queue
 from typing import Optional
 
 import numpy as np
 
+from .. import _gpu
 from ..errors import SentryError
 from ..io import kvikio as kvikio_io
 from ..io.posix import FileSource
 from . import cpu, gpu_plan, merkle, plan
-from . import kernel_source
-from .kernel_source import NVRTC_OPTIONS, PerDevice
 from .params import HashParams
 
 WINDOW_LEAVES = 1 << 21  # node slots per launch window (also its largest segment): a node array of 64 MiB at most
@@ -58,33 +56,14 @@ H = gpu_plan.HASH_LEN
 KERNELS = ("merkle_leaves", "merkle_level", "merkle_roots")
 
 
-@functools.lru_cache(maxsize=None)
-def unavailable_reason() -> Optional[str]:
-    """Why the backend cannot run here (None when it can). Never raises; probed once."""
-    try:
-        import cupy
-
-        if cupy.cuda.runtime.getDeviceCount() > 0:
-            return None
-        return "no CUDA GPU is visible"
-    except ImportError:
-        return "CuPy is not installed (pip install 'sentry-artifacts[gpu]')"
-    except Exception as exc:  # no driver, driver too old, device busy, ...
-        return f"no usable CUDA GPU ({type(exc).__name__}: {exc})"
-
-
-def available() -> bool:
-    return unavailable_reason() is None
-
-
 def _compile(device_id: int) -> dict:
     """name -> (function, grid cap) for the kernels of merkle.cu, compiled by NVRTC and loaded on
     ``device_id``; the cap is as many blocks as the GPU holds at once, from the occupancy API
     (registers and shared memory per block)."""
     import cupy
 
+    module = _gpu.raw_module("merkle.cu", device_id)
     with cupy.cuda.Device(device_id) as device:
-        module = cupy.RawModule(code=kernel_source.source("merkle.cu"), options=NVRTC_OPTIONS)
         sms, kernels = device.attributes["MultiProcessorCount"], {}
         for name in KERNELS:
             fn = module.get_function(name)
@@ -93,7 +72,7 @@ def _compile(device_id: int) -> dict:
         return kernels
 
 
-_kernels = PerDevice(_compile)
+_kernels = _gpu.PerDevice(_compile)
 
 
 class _StreamRef:

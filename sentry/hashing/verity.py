@@ -12,8 +12,8 @@ import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 
+from .. import _gpu
 from ..errors import SentryError
-from .kernel_source import NVRTC_OPTIONS, PerDevice, source
 
 try:
     from ._cmerkle import verity_level as _c_level
@@ -44,12 +44,11 @@ def _check(salt: bytes, block_size: int) -> None:
 
 
 def level(buf, salt: bytes, block_size: int = 4096, *, device: str = "cpu") -> bytes:
-    """Concatenated 32-byte digests SHA-256(salt || block) of ``buf``'s blocks (``b""`` if empty)."""
+    """Concatenated 32-byte digests SHA-256(salt || block) of ``buf``'s blocks (``b""`` if empty).
+    ``device``: "cpu", "cuda" or "auto" (CUDA when a GPU is usable)."""
     _check(salt, block_size)
-    if device == "cuda":
+    if _gpu.resolve_device(device, "building a dm-verity tree") == "cuda":
         return _cuda_level(buf, salt, block_size)
-    if device != "cpu":
-        raise SentryError(f"unknown device {device!r} for a dm-verity tree: choose cpu or cuda")
     view = memoryview(buf).cast("B")
     if _c_level is None:
         return py_level(view, salt, block_size)
@@ -62,16 +61,6 @@ def level(buf, salt: bytes, block_size: int = 4096, *, device: str = "cpu") -> b
 
 
 THREADS = 128  # kernels/verity.cu's launch bounds
-
-
-def _compile(device_id: int):
-    import cupy
-
-    with cupy.cuda.Device(device_id):
-        return cupy.RawModule(code=source("verity.cu"), options=NVRTC_OPTIONS).get_function("verity_level")
-
-
-_kernel = PerDevice(_compile)
 
 
 def _cuda_level(buf, salt: bytes, block_size: int) -> bytes:
@@ -90,7 +79,7 @@ def _cuda_level(buf, salt: bytes, block_size: int) -> bytes:
     if salt:
         salt_dev.set(np.frombuffer(salt, np.uint8))
     out = cupy.zeros(32 * n_blocks, cupy.uint8)
-    fn = _kernel.get(cupy.cuda.Device().id)
+    fn = _gpu.raw_module("verity.cu", cupy.cuda.Device().id).get_function("verity_level")
     fn((-(-n_blocks // THREADS),), (THREADS,),
        (data, np.uint64(n_blocks), np.uint32(block_size), salt_dev, np.uint32(len(salt)), out))
     return cupy.asnumpy(out).tobytes()

@@ -54,14 +54,15 @@ def merkle(cupy) -> int:
 def overread(cupy) -> int:
     """The leaf kernel planted to stage one 16-byte word more than a block's bytes need: for a
     16-byte-aligned item of 4096 bytes that word lies past its allocation, which ASan reports."""
-    from sentry.hashing import cpu, cuda, kernel_source
+    from sentry import _gpu
+    from sentry.hashing import cpu, cuda
 
-    text = kernel_source.source("merkle.cu").replace("(s + n + 15) >> 4", "(s + n + 16) >> 4")
+    text = _gpu.source("merkle.cu").replace("(s + n + 15) >> 4", "(s + n + 16) >> 4")
     data = np.random.default_rng(8).integers(0, 256, 4096, np.uint8)
     buf = cupy.empty(4096, cupy.uint8)
     buf.set(data)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(kernel_source, "source", lambda name: text)
+        mp.setattr(_gpu, "source", lambda name: text)
         cuda_emu.clear_caches()
         try:
             return int(cuda.digest_device_buffer(buf) == cpu.digest_bytes(data.tobytes()))
