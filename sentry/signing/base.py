@@ -11,11 +11,11 @@ from sentry.signing.bundle import Bundle
 
 
 class Signer(abc.ABC):
-    """Signs a statement payload and returns a Sigstore bundle dict holding its DSSE envelope."""
+    """Signs a statement payload and returns the Sigstore bundle holding its DSSE envelope."""
 
     @abc.abstractmethod
-    def sign(self, payload: bytes) -> dict:
-        """Sign ``payload`` (an in-toto statement's bytes) and return the bundle dict."""
+    def sign(self, payload: bytes) -> Bundle:
+        """Sign ``payload`` (an in-toto statement's bytes) and return the bundle (its JSON in ``raw``)."""
 
 
 class Verifier(abc.ABC):
