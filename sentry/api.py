@@ -163,7 +163,7 @@ def _sign(artifact, artifact_type, key, signature, password, format="sentry", *,
     if format == "oms":
         if training_data:
             raise SentryError("the OMS format has no field for training data: sign in Sentry's format")
-        payload = _oms_statement(artifact, artifact_type, sig_path, name, **hash_options)
+        claim = _oms_manifest(artifact, artifact_type, sig_path, **hash_options)
     else:
         manifest = hash_artifact(artifact, artifact_type=artifact_type, exclude=[sig_path], **hash_options)
 
@@ -175,16 +175,16 @@ def _sign(artifact, artifact_type, key, signature, password, format="sentry", *,
             return _sign_on_rank_0(seal, sig_path, hash_options.get("distributed_timeout"))
         seal()
         return sig_path
-    write_bundle(sig_path, signer.sign(payload))
+    write_bundle(sig_path, signer.sign_claim(name, claim))
     return sig_path
 
 
 def _seal(manifest, training_data, artifact, sig_path, name, signer, check_sidecar) -> None:
-    from .signing import make_statement, write_bundle
+    from .signing import write_bundle
 
     manifest.training_data = training_data
     manifest = _fit_for_bundle(manifest, artifact, sig_path, check_sidecar)
-    write_bundle(sig_path, signer.sign(make_statement(name, manifest.root().hex(), manifest.to_predicate())))
+    write_bundle(sig_path, signer.sign_claim(name, manifest))
 
 
 def _sign_on_rank_0(seal, sig_path: Path, timeout) -> Path:
@@ -229,23 +229,21 @@ def _fit_for_bundle(manifest: Manifest, artifact, sig_path: Path, check_sidecar)
     return manifest
 
 
-def _oms_statement(artifact, artifact_type, sig_path, name, *, leaf_size=None, ignore=(), default_ignores=True,
-                   allow_symlinks=False, progress=None, **_tensor_options) -> bytes:
+def _oms_manifest(artifact, artifact_type, sig_path, *, leaf_size=None, ignore=(), default_ignores=True,
+                   allow_symlinks=False, progress=None, **_tensor_options):
     """An OMS (model_signing) statement: plain SHA-256 per file, as model_signing makes them.
 
     The remaining options (state_dict prefixes, the hashing device) concern tensors and the
     Merkle engine, which this format does not use."""
     from .manifest import oms
-    from .signing import make_statement
 
     if not _is_path(artifact) or artifact_type != "model":
         raise SentryError("the OMS format signs a model directory or file, not a model in memory or a dataset")
     if leaf_size is not None:
         raise SentryError("the OMS format hashes whole files: a leaf size does not apply")
-    manifest = oms.manifest_for_model(artifact, ignore=ignore, default_ignores=default_ignores,
-                                      allow_symlinks=allow_symlinks, exclude=[sig_path],
-                                      progress=_setting("progress", progress))
-    return make_statement(name, manifest.digest().hex(), manifest.to_predicate(), predicate_type=oms.PREDICATE_TYPE)
+    return oms.manifest_for_model(artifact, ignore=ignore, default_ignores=default_ignores,
+                                  allow_symlinks=allow_symlinks, exclude=[sig_path],
+                                  progress=_setting("progress", progress))
 
 
 def read_signed_statement(signature: Path, verifier):
@@ -262,58 +260,22 @@ def read_signed_manifest(signature: Path, verifier) -> Manifest:
 
 def signed_manifest(statement, signature: Path) -> Manifest:
     """The manifest in a verified statement with Sentry's predicate."""
-    from .signing import PREDICATE_TYPE
+    from .manifest.claim import checked_claim
+    from .manifest.manifest import PREDICATE_TYPE
 
     if statement.predicate_type != PREDICATE_TYPE:
         raise UnsupportedFormat(f"{signature} is not a Sentry signature (predicate {statement.predicate_type!r})")
-    manifest = Manifest.from_predicate(statement.predicate, sidecar_dir=signature.parent)
-    if manifest.root().hex() != statement.digest_hex:
-        raise InvalidBundle(f"{signature}: the signed manifest does not match the signed digest")
-    return manifest
-
-
-def _check_signed_type(signature: Path, statement, artifact_type: str | None) -> str | None:
-    """Before the predicate is parsed: a Sentry signature, and of a model for a model, of a dataset
-    for a dataset (their predicates differ, so a mix-up would otherwise read as a corrupt one).
-    Returns the signed type; ``artifact_type`` None accepts either (an audit)."""
-    from .signing import PREDICATE_TYPE
-
-    if statement.predicate_type != PREDICATE_TYPE:
-        raise UnsupportedFormat(f"{signature} is not a Sentry signature (predicate {statement.predicate_type!r})")
-    artifact = statement.predicate.get("artifact")
-    signed_type = artifact.get("type") if isinstance(artifact, dict) else None
-    if artifact_type is not None and signed_type in ("model", "dataset") and signed_type != artifact_type:
-        _wrong_kind(signature, signed_type)
-    return signed_type
-
-
-def _wrong_kind(signature: Path, signed_type: str):
-    """A signature used for the other kind of artifact: a usage error that says how to verify it."""
-    if signed_type == "dataset":
-        raise SentryError(f"{signature} signs a dataset, not a model",
-                          remedy=Remedy("dataset", "True", python="verify it with verify_dataset"))
-    raise SentryError(f"{signature} signs a {signed_type}, not a dataset",
-                      remedy=Remedy("dataset", "False", python="verify it with verify_model"))
+    return checked_claim(Manifest, statement, signature)
 
 
 def signed_claim(statement, signature: Path, artifact_type: str | None = None):
-    """What a verified statement signs, chosen by its predicate type and checked against the
-    signed digest: an ``OmsManifest`` (model_signing), a :class:`Manifest` (a Sentry model) or a
-    ``DatasetClaim`` (a Sentry dataset, whose sidecar is not read yet). ``artifact_type``
-    ("model" or "dataset"): what the caller verifies; None accepts any (an audit)."""
-    from .manifest import oms
-    from .manifest.dataset import DatasetClaim
+    """What a verified statement signs (:func:`~sentry.manifest.claim.read_claim`): an
+    ``OmsManifest`` (model_signing), a :class:`Manifest` (a Sentry model) or a ``DatasetClaim``
+    (a Sentry dataset, whose sidecar is not read yet), checked against the signed digest.
+    ``artifact_type`` ("model" or "dataset"): what the caller verifies; None accepts any (an audit)."""
+    from .manifest.claim import read_claim
 
-    if statement.predicate_type == oms.PREDICATE_TYPE:
-        if artifact_type == "dataset":
-            _wrong_kind(signature, "model_signing model")
-        return oms.OmsManifest.from_statement(statement.digest_hex, statement.predicate)
-    if _check_signed_type(signature, statement, artifact_type) != "dataset":
-        return signed_manifest(statement, signature)
-    claim = DatasetClaim.from_predicate(statement.predicate)
-    if claim.root.hex() != statement.digest_hex:
-        raise InvalidBundle(f"{signature}: the signed sidecar root does not match the signed digest")
-    return claim
+    return read_claim(statement, Path(signature), artifact_type)
 
 
 def _require_artifact(artifact) -> None:
@@ -326,18 +288,9 @@ def _verify(artifact, artifact_type, public_key, signature, **options) -> Report
     _require_artifact(artifact)
     sig_path, signed = _read_claim(artifact, public_key, signature, artifact_type)
     report = check_signed(artifact, signed, sig_path, **options)
-    report.root = _signed_digest(signed)
+    report.root = signed.subject_digest().hex()
     report.training_data = list(getattr(signed, "training_data", ()))
     return report
-
-
-def _signed_digest(signed) -> str:
-    """The hex subject digest a verified claim stands for: a manifest or dataset root, an OMS digest."""
-    from .manifest import oms
-
-    if isinstance(signed, oms.OmsManifest):
-        return signed.digest().hex()
-    return signed.root().hex() if isinstance(signed, Manifest) else signed.root.hex()
 
 
 def _read_claim(artifact, public_key, signature, artifact_type: str) -> tuple:
@@ -486,7 +439,7 @@ def dataset_link(signature, public_key=None):
     if not is_dataset_name(statement.subject_name):
         raise InvalidBundle(f"{sig_path} names its dataset with something other than a printable name "
                                 f"of 1 to {MAX_DATASET_NAME} characters")
-    return TrainingData(statement.subject_name, claim.root.hex(), digest)
+    return TrainingData(statement.subject_name, claim.subject_digest().hex(), digest)
 
 
 def verify_model(model_or_path, public_key=None, signature=None, *, ignore=(), default_ignores=True,
@@ -546,7 +499,7 @@ def dataset_outputs(path, key, signature, sidecar, password, force, key_files, p
     bundle: a bundle never points at a sidecar that is not there yet. Shared by the engines
     (sentry.data.ray) that hash the samples elsewhere."""
     from .manifest import dataset
-    from .signing import make_statement, write_bundle
+    from .signing import write_bundle
     from .signing._files import write_atomic
     from .signing.outputs import SIDECAR, SIGNATURE
 
@@ -573,8 +526,7 @@ def dataset_outputs(path, key, signature, sidecar, password, force, key_files, p
         else:
             claim = dataset.DatasetClaim(params, count, side_path.name, files[0].size, root, tuple(ignore),
                                          allow_symlinks, members=members)
-        payload = make_statement(Path(os.path.abspath(path)).name, claim.root.hex(), claim.to_predicate())
-        write_bundle(sig_path, signer.sign(payload))
+        write_bundle(sig_path, signer.sign_claim(Path(os.path.abspath(path)).name, claim))
 
     return sig_path, side_path, seal
 

@@ -10,6 +10,7 @@ import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from ..errors import ContentMismatch, InvalidBundle, InvalidInput, Remedy, SentryError
 from ..hashing.merkle import StreamRoot
@@ -18,7 +19,7 @@ from . import sidecar
 from .compare import Report, diff_item
 from .ignore import IgnoreRules
 from .item import _HEX64, MAX_ITEMS, SAMPLE, Item
-from .manifest import Manifest
+from .manifest import PREDICATE_TYPE, Manifest
 from .shards import MEMBERS
 from .sources import iter_files
 
@@ -32,6 +33,11 @@ def default_sidecar_path(signature) -> Path:
 
 @dataclass(frozen=True)
 class DatasetClaim:
+    """What a dataset signature says (a :class:`~sentry.manifest.claim.Claim`); its samples are in the sidecar."""
+
+    predicate_type: ClassVar[str] = PREDICATE_TYPE
+    mismatch: ClassVar[str] = "the signed sidecar root does not match the signed digest"
+
     params: HashParams
     samples: int
     sidecar_name: str  # base name; found beside the signature unless the caller says otherwise
@@ -58,6 +64,12 @@ class DatasetClaim:
         """The files of :meth:`files`: ``where`` is the one sidecar, or the directory of the parts."""
         return [Path(where) / p.name for p in self.parts] if self.part_samples else [Path(where)]
 
+    def subject_digest(self) -> bytes:
+        return self.root
+
+    def item_count(self) -> int:
+        return self.samples
+
     def to_predicate(self) -> dict:
         predicate = Manifest(self.params, [], "dataset", "directory", self.ignore, self.allow_symlinks,
                              self.default_ignores).to_predicate()
@@ -74,7 +86,10 @@ class DatasetClaim:
         return predicate
 
     @classmethod
-    def from_predicate(cls, predicate: dict) -> "DatasetClaim":
+    def from_predicate(cls, predicate: dict, sidecar_dir=None) -> "DatasetClaim":
+        """The claim of a signed predicate, every field checked; its sidecar is read later
+        (:class:`SignedDataset`, :func:`compare_all`), so ``sidecar_dir`` is not used here."""
+
         def bad(why):
             return InvalidBundle(f"the signed dataset description is invalid: {why}")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from ..errors import SentryError, VerificationError, InvalidBundle, reason
 from ..hashing.merkle import leaf_hash, root_of_hashes
@@ -17,6 +18,8 @@ from .ignore import DEFAULT_IGNORES, is_plain_entry_name
 from .lineage import TrainingData, parse_training_data
 from .item import MAX_ITEMS, Item
 
+# Sentry's in-toto predicate type: a model manifest or a dataset claim (dataset.py).
+PREDICATE_TYPE = "https://github.com/sentry-artifacts/sentry/manifest/v1"
 # What was signed: a directory or a file on disk, or a model held in memory (tensors only).
 ARTIFACT_TYPES = ("model", "dataset")
 SOURCE_TYPES = ("directory", "file", "memory")
@@ -36,6 +39,11 @@ class Sidecar:
 
 @dataclass
 class Manifest:
+    """A Sentry model (or the frame of a dataset claim): a :class:`~sentry.manifest.claim.Claim`."""
+
+    predicate_type: ClassVar[str] = PREDICATE_TYPE
+    mismatch: ClassVar[str] = "the signed manifest does not match the signed digest"
+
     params: HashParams
     items: list[Item]
     artifact_type: str = "model"  # model | dataset
@@ -61,6 +69,12 @@ class Manifest:
     def root(self) -> bytes:
         """RFC 9162 tree over the items' canonical records, in key order (docs/spec.md §2)."""
         return root_of_hashes([leaf_hash(it.record()) for it in self.items])
+
+    def subject_digest(self) -> bytes:
+        return self.root()
+
+    def item_count(self) -> int:
+        return len(self.items)
 
     def to_predicate(self, *, inline: bool = False) -> dict:
         """The statement's predicate; with a sidecar, the items are left to it unless ``inline``."""

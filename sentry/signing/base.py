@@ -8,6 +8,7 @@ from __future__ import annotations
 import abc
 
 from sentry.signing.bundle import Bundle
+from sentry.signing.statement import statement_of
 
 
 class Signer(abc.ABC):
@@ -16,6 +17,10 @@ class Signer(abc.ABC):
     @abc.abstractmethod
     def sign(self, payload: bytes) -> Bundle:
         """Sign ``payload`` (an in-toto statement's bytes) and return the bundle (its JSON in ``raw``)."""
+
+    def sign_claim(self, subject_name: str, claim) -> Bundle:
+        """The bundle of ``claim`` (a :class:`~sentry.manifest.claim.Claim`): its statement, signed."""
+        return self.sign(statement_of(subject_name, claim))
 
 
 class Verifier(abc.ABC):
