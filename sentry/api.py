@@ -6,15 +6,13 @@ import os
 from pathlib import Path
 
 from .errors import SentryError, VerificationError, InvalidBundle, UnsupportedFormat, ContentMismatch, Remedy
-from .hashing.params import HashParams
 from .manifest.compare import Report, compare_manifests
 from .manifest.manifest import Manifest
 from .manifest.sources import manifest_for_path
 from .manifest.tensors import is_sharded_manifest, state_dict_of, tensor_items
+from .manifest.options import Defaults, Options, default_ignore_names
 
-_config: dict = {}
-_CONFIG_KEYS = {"key", "public_key", "signature", "dataset_public_key", "dataset_signature", "password", "device",
-                "leaf_size", "progress", "distributed_timeout"}
+_defaults = Defaults()
 
 
 def configure(**settings) -> None:
@@ -23,18 +21,11 @@ def configure(**settings) -> None:
     ``dataset_signature`` / ``dataset_public_key``: the same for datasets (loaders,
     ``verify_dataset``), where they come before ``signature`` / ``public_key``: a script then
     verifies its model and its data with one configuration."""
-    unknown = set(settings) - _CONFIG_KEYS
-    if unknown:
-        raise SentryError(f"unknown setting(s): {', '.join(sorted(unknown))}")
-    for name, value in settings.items():
-        if value is None:
-            _config.pop(name, None)
-        else:
-            _config[name] = value
+    _defaults.set(**settings)
 
 
 def _setting(name, value):
-    return _config.get(name) if value is None else value
+    return _defaults.pick(name, value)
 
 
 def _dataset_settings(public_key, signature) -> tuple:
@@ -74,18 +65,12 @@ def _check_outputs(outputs, artifact, key, key_files, force) -> None:
     check_outputs(outputs, artifact=artifact if _is_path(artifact) else None, keep=keep, force=force)
 
 
-def _default_ignore_names(default_ignores) -> tuple:
-    """``default_ignores``: True (Sentry's defaults), False (none) or the names a signature recorded."""
-    from .manifest.ignore import DEFAULT_IGNORES
-
-    if default_ignores is True:
-        return DEFAULT_IGNORES
-    return () if default_ignores is False else tuple(default_ignores)
+_default_ignore_names = default_ignore_names  # sentry.image's name for it
 
 
 def hash_artifact(artifact, *, artifact_type="model", leaf_size=None, ignore=(), default_ignores=True,
                   allow_symlinks=False, exclude=(), strict=True, strip_prefix="", add_prefix="", device=None,
-                  progress=None, params: HashParams | None = None, ignored=None, distributed_timeout=None,
+                  progress=None, params=None, ignored=None, distributed_timeout=None,
                   signed_roots=None) -> Manifest:
     """The manifest of a path (directory or file) or of a model/state_dict in memory.
 
@@ -93,20 +78,25 @@ def hash_artifact(artifact, *, artifact_type="model", leaf_size=None, ignore=(),
     list), if given, receives the paths the ignore rules left out. A model whose parameters are
     DTensors is hashed by every rank of the process group together (all must call this), each
     waiting at most ``distributed_timeout`` seconds (default 600) for the others."""
-    if params is None:
-        leaf_size = _setting("leaf_size", leaf_size)
-        params = HashParams() if leaf_size is None else HashParams(leaf_size=leaf_size)
-    device = _setting("device", device) or "auto"
-    progress = _setting("progress", progress)
+    options = Options.resolve(_defaults, params=params, leaf_size=leaf_size, ignore=ignore,
+                              default_ignores=default_ignores, allow_symlinks=allow_symlinks,
+                              strip_prefix=strip_prefix, add_prefix=add_prefix, device=device, progress=progress,
+                              distributed_timeout=distributed_timeout)
+    return _hash(artifact, options, artifact_type=artifact_type, exclude=exclude, strict=strict, ignored=ignored,
+                 signed_roots=signed_roots)
+
+
+def _hash(artifact, o: Options, *, artifact_type="model", exclude=(), strict=True, ignored=None,
+          signed_roots=None) -> Manifest:
+    """:func:`hash_artifact` with its options resolved."""
     if _is_path(artifact):
-        return manifest_for_path(artifact, params, artifact_type=artifact_type, ignore=ignore,
-                                 default_ignores=_default_ignore_names(default_ignores),
-                                 allow_symlinks=allow_symlinks, exclude=exclude, strict=strict,
-                                 progress=progress, device=device, ignored=ignored, signed_roots=signed_roots)
-    items = tensor_items(state_dict_of(artifact), params, strip_prefix=strip_prefix,
-                         add_prefix=add_prefix, device=device, progress=progress,
-                         timeout=_setting("distributed_timeout", distributed_timeout))
-    return Manifest(params, items, artifact_type, "memory")
+        return manifest_for_path(artifact, o.params, artifact_type=artifact_type, ignore=o.ignore,
+                                 default_ignores=o.default_ignores, allow_symlinks=o.allow_symlinks, exclude=exclude,
+                                 strict=strict, progress=o.progress, device=o.device, ignored=ignored,
+                                 signed_roots=signed_roots)
+    items = tensor_items(state_dict_of(artifact), o.params, strip_prefix=o.strip_prefix, add_prefix=o.add_prefix,
+                         device=o.device, progress=o.progress, timeout=o.distributed_timeout)
+    return Manifest(o.params, items, artifact_type, "memory")
 
 
 FORMATS = ("sentry", "oms")
@@ -165,14 +155,15 @@ def _sign(artifact, artifact_type, key, signature, password, format="sentry", *,
             raise SentryError("the OMS format has no field for training data: sign in Sentry's format")
         claim = _oms_manifest(artifact, artifact_type, sig_path, **hash_options)
     else:
-        manifest = hash_artifact(artifact, artifact_type=artifact_type, exclude=[sig_path], **hash_options)
+        options = Options.resolve(_defaults, **hash_options)
+        manifest = _hash(artifact, options, artifact_type=artifact_type, exclude=[sig_path])
 
         def seal():
             _seal(manifest, training_data, artifact, sig_path, name, signer,
                   lambda side: _check_outputs(outputs + [(ITEMS, side)], artifact, key, key_files, force))
 
         if is_sharded_manifest(manifest.items):
-            return _sign_on_rank_0(seal, sig_path, hash_options.get("distributed_timeout"))
+            return _sign_on_rank_0(seal, sig_path, options.distributed_timeout)
         seal()
         return sig_path
     write_bundle(sig_path, signer.sign_claim(name, claim))
@@ -199,7 +190,7 @@ def _sign_on_rank_0(seal, sig_path: Path, timeout) -> Path:
             seal()
             failed = False
     finally:
-        if any_rank(failed, _setting("distributed_timeout", timeout)) and not failed:
+        if any_rank(failed, timeout) and not failed:
             raise SentryError(f"rank 0 could not write the signature {sig_path} (see its error)")
     return sig_path
 
@@ -328,20 +319,19 @@ def check_artifact(artifact, signed: Manifest, sig_path: Path, *, ignore=(), def
     """Hash the artifact as the signed manifest says and compare; VerificationError on a difference.
     The signed default ignores apply unless ``default_ignores`` is False; what was left out is
     listed in the report."""
+    options = Options.resolve(_defaults, params=signed.params, ignore=signed.ignore + tuple(ignore),
+                              default_ignores=default_ignores and signed.default_ignores,
+                              allow_symlinks=signed.allow_symlinks or allow_symlinks, strip_prefix=strip_prefix,
+                              add_prefix=add_prefix, device=device, progress=progress,
+                              distributed_timeout=distributed_timeout)
     ignored: list = []
-    actual = hash_artifact(
-        artifact, artifact_type=signed.artifact_type, params=signed.params,
-        ignore=tuple(signed.ignore) + tuple(ignore), default_ignores=default_ignores and signed.default_ignores,
-        allow_symlinks=signed.allow_symlinks or allow_symlinks,
-        exclude=[sig_path] + ([signed.sidecar.path] if signed.sidecar else []), strict=False,
-        strip_prefix=strip_prefix, add_prefix=add_prefix, device=device, progress=progress, ignored=ignored,
-        distributed_timeout=distributed_timeout,
-        signed_roots={it.name: it.root for it in signed.items if it.kind == "file"},
-    )
+    actual = _hash(artifact, options, artifact_type=signed.artifact_type, strict=False, ignored=ignored,
+                   exclude=[sig_path] + ([signed.sidecar.path] if signed.sidecar else []),
+                   signed_roots={it.name: it.root for it in signed.items if it.kind == "file"})
     report = compare_manifests(signed, actual, allow_missing=allow_missing, allow_uncovered=allow_uncovered)
     report.ignored = ignored
     if is_sharded_manifest(actual.items):
-        return _verdict_of_all_ranks(report, distributed_timeout)
+        return _verdict_of_all_ranks(report, options.distributed_timeout)
     return _verdict(report)
 
 
@@ -350,7 +340,7 @@ def _verdict_of_all_ranks(report: Report, timeout) -> Report:
     combined before anyone raises, so no rank is left waiting in a collective for one that did."""
     from .hashing.sharded import any_rank
 
-    failed_somewhere = any_rank(not report.ok, _setting("distributed_timeout", timeout))
+    failed_somewhere = any_rank(not report.ok, timeout)
     report = _verdict(report)
     if failed_somewhere:
         raise ContentMismatch("verification failed on another rank (see its report)", report)
@@ -480,15 +470,14 @@ def sign_dataset(path, key=None, signature=None, *, sidecar=None, password=None,
 
     if not _is_path(path):
         raise SentryError("a dataset is given as a directory path")
-    leaf_size = _setting("leaf_size", leaf_size)
-    params = HashParams() if leaf_size is None else HashParams(leaf_size=leaf_size)
+    o = Options.resolve(_defaults, leaf_size=leaf_size, ignore=ignore, allow_symlinks=allow_symlinks, device=device,
+                        progress=progress)
     sig_path, side_path, seal = dataset_outputs(path, key, signature, sidecar, password, force, key_files,
                                                 part_samples)
-    samples = dataset.iter_samples(path, params, ignore=ignore, allow_symlinks=allow_symlinks,
-                                   exclude=[sig_path, side_path], progress=_setting("progress", progress),
-                                   device=_setting("device", device) or "auto",
+    samples = dataset.iter_samples(path, o.params, ignore=o.ignore, allow_symlinks=o.allow_symlinks,
+                                   exclude=[sig_path, side_path], progress=o.progress, device=o.device,
                                    walk_lazily=not dataset.writes_inside(path, side_path))
-    seal(params, dataset.partitioned(samples, part_samples), ignore, allow_symlinks)
+    seal(o.params, dataset.partitioned(samples, part_samples), o.ignore, o.allow_symlinks)
     return sig_path
 
 
@@ -499,6 +488,7 @@ def dataset_outputs(path, key, signature, sidecar, password, force, key_files, p
     bundle: a bundle never points at a sidecar that is not there yet. Shared by the engines
     (sentry.data.ray) that hash the samples elsewhere."""
     from .manifest import dataset
+    from .manifest.dataset_claims import claim_of_sidecars
     from .signing import write_bundle
     from .signing._files import write_atomic
     from .signing.outputs import SIDECAR, SIGNATURE
@@ -520,12 +510,8 @@ def dataset_outputs(path, key, signature, sidecar, password, force, key_files, p
 
     def seal(params, results, ignore, allow_symlinks, members=()):
         root, count, files = dataset.write_sidecars(side_path, results, write, part_samples)
-        if part_samples:
-            claim = dataset.DatasetClaim(params, count, "", 0, root, tuple(ignore), allow_symlinks, (),
-                                         part_samples, files, members)
-        else:
-            claim = dataset.DatasetClaim(params, count, side_path.name, files[0].size, root, tuple(ignore),
-                                         allow_symlinks, members=members)
+        options = Options(params, tuple(ignore), (), allow_symlinks)
+        claim = claim_of_sidecars(options, side_path, root, count, files, part_samples, members)
         write_bundle(sig_path, signer.sign_claim(Path(os.path.abspath(path)).name, claim))
 
     return sig_path, side_path, seal
@@ -534,19 +520,12 @@ def dataset_outputs(path, key, signature, sidecar, password, force, key_files, p
 def _dataset_files(path, public_key, signature, sidecar) -> tuple:
     """(signature path, checked claim, sidecar path) of a dataset signature; the sidecar is not
     read yet. ``path`` (the dataset directory) only locates the default signature ``PATH.sig``."""
+    from .manifest.dataset_claims import sidecar_location
+
     if path is None and _setting("signature", signature) is None:
         raise SentryError("no dataset signature: pass signature=PATH")
     sig_path, claim = _read_claim(path, public_key, signature, "dataset")
-    return sig_path, claim, _sidecar_path(sig_path, claim, sidecar)
-
-
-def _sidecar_path(sig_path: Path, claim, sidecar) -> Path:
-    """The sidecar given, else the one the claim names beside the signature; for a sidecar in
-    parts, the directory holding them: beside the sidecar path given (as signing named them), else
-    beside the signature."""
-    if claim.part_samples:
-        return (Path(sidecar) if sidecar is not None else sig_path).parent
-    return Path(sidecar) if sidecar is not None else sig_path.with_name(claim.sidecar_name)
+    return sig_path, claim, sidecar_location(sig_path, claim, sidecar)
 
 
 def dataset_claim(path=None, public_key=None, signature=None, *, sidecar=None) -> tuple:
@@ -599,30 +578,14 @@ def verify_dataset(path_or_root, public_key=None, signature=None, *, sidecar=Non
 def _check_dataset(path, claim, sig_path: Path, *, sidecar=None, samples=None, ignore=(), default_ignores=True,
                    allow_symlinks=False, provenance=None, device=None, progress=None) -> Report:
     """A dataset directory against a verified claim and its sidecar (:func:`verify_dataset`)."""
-    from .manifest.dataset import SignedDataset, compare_all, iter_samples
+    from .manifest.dataset_claims import check_directory, sidecar_location
 
-    if claim.members:
-        raise UnsupportedFormat(f"{sig_path} signs the members of {' and '.join(claim.members)} files as samples, "
-                                f"which a directory walk does not read: verify it with sentry.data.ray.verify")
-    side_path = _sidecar_path(sig_path, claim, sidecar)
-    # Subsets are looked up by name: the sidecar is read (and checked) whole before any hashing.
-    signed = SignedDataset.load(claim, side_path, sig_path) if samples is not None else None
-    sources = load_provenance(provenance, claim.params.leaf_size) if provenance is not None else None
-    device = _setting("device", device) or "auto"
-    ignored: list = []
-    actual = iter_samples(  # compared as hashed, not all kept
-        path, claim.params, names=samples, ignore=claim.ignore + tuple(ignore),
-        default_ignores=claim.default_ignores if default_ignores else (),
-        allow_symlinks=claim.allow_symlinks or allow_symlinks, exclude=[sig_path, *claim.sidecar_paths(side_path)],
-        progress=_setting("progress", progress), device=device, walk_lazily=True, ignored=ignored)
-    failures: dict = {}
-    if sources is not None:
-        actual = sources.checked(actual, failures, device)
-    report = compare_all(claim, side_path, actual) if signed is None else signed.compare(actual, samples)
-    if sources is not None:
-        sources.attribute(report, failures)
-    report.ignored = ignored
-    return _verdict(report)
+    options = Options.resolve(_defaults, params=claim.params, ignore=claim.ignore + tuple(ignore),
+                              default_ignores=default_ignores and claim.default_ignores,
+                              allow_symlinks=claim.allow_symlinks or allow_symlinks, device=device, progress=progress)
+    load_sources = None if provenance is None else lambda: load_provenance(provenance, claim.params.leaf_size)
+    return _verdict(check_directory(path, claim, sig_path, sidecar_location(sig_path, claim, sidecar), options,
+                                    samples=samples, load_sources=load_sources))
 
 
 def sign_samples(path, key=None, output=None, *, prefix="", password=None, ignore=(), allow_symlinks=False,
@@ -646,15 +609,13 @@ def sign_samples(path, key=None, output=None, *, prefix="", password=None, ignor
     private_key = keys.check_signing_key(_private_key(key, password))
     out = Path(output) if output is not None else prov.default_path(path)
     _check_outputs([(PROVENANCE, out)], path, key, key_files, force)
-    leaf_size = _setting("leaf_size", leaf_size)
-    params = HashParams() if leaf_size is None else HashParams(leaf_size=leaf_size)
-    device = _setting("device", device) or "auto"
-    items = dataset.iter_samples(path, params, ignore=ignore, allow_symlinks=allow_symlinks, exclude=[out],
-                                 progress=_setting("progress", progress), device=device,
-                                 walk_lazily=not dataset.writes_inside(path, out))
-    header = prov.header_line(keys.public_key_hint(private_key.public_key()), params.leaf_size)
-    write_atomic(out, itertools.chain([header], prov.sign_lines(private_key, items, params.leaf_size,
-                                                                prefix=prefix, device=device)))
+    o = Options.resolve(_defaults, leaf_size=leaf_size, ignore=ignore, allow_symlinks=allow_symlinks, device=device,
+                        progress=progress)
+    items = dataset.iter_samples(path, o.params, ignore=o.ignore, allow_symlinks=o.allow_symlinks, exclude=[out],
+                                 progress=o.progress, device=o.device, walk_lazily=not dataset.writes_inside(path, out))
+    header = prov.header_line(keys.public_key_hint(private_key.public_key()), o.params.leaf_size)
+    write_atomic(out, itertools.chain([header], prov.sign_lines(private_key, items, o.params.leaf_size,
+                                                                prefix=prefix, device=o.device)))
     return out
 
 
