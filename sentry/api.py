@@ -1,11 +1,10 @@
 """The Python API: sign and verify models and datasets, from paths or from memory."""
 from __future__ import annotations
 
-import itertools
 import os
 from pathlib import Path
 
-from .errors import SentryError, VerificationError, InvalidBundle, UnsupportedFormat, ContentMismatch, Remedy
+from .errors import SentryError, InvalidBundle, UnsupportedFormat, ContentMismatch, Remedy
 from .manifest.compare import Report, compare_manifests
 from .manifest.manifest import Manifest
 from .manifest.sources import manifest_for_path
@@ -172,9 +171,10 @@ def _sign(artifact, artifact_type, key, signature, password, format="sentry", *,
 
 def _seal(manifest, training_data, artifact, sig_path, name, signer, check_sidecar) -> None:
     from .signing import write_bundle
+    from .signing._files import write_atomic
 
     manifest.training_data = training_data
-    manifest = _fit_for_bundle(manifest, artifact, sig_path, check_sidecar)
+    manifest = manifest.for_bundle(sig_path, artifact if _is_path(artifact) else None, check_sidecar, write_atomic)
     write_bundle(sig_path, signer.sign_claim(name, manifest))
 
 
@@ -193,31 +193,6 @@ def _sign_on_rank_0(seal, sig_path: Path, timeout) -> Path:
         if any_rank(failed, timeout) and not failed:
             raise SentryError(f"rank 0 could not write the signature {sig_path} (see its error)")
     return sig_path
-
-
-def _fit_for_bundle(manifest: Manifest, artifact, sig_path: Path, check_sidecar) -> Manifest:
-    """The manifest to sign, checked as a verifier will check it: without chunk roots when too
-    large for the bundle, and if still too large, with its items written to a sidecar beside the
-    signature (docs/spec.md §2.2), which never goes inside the artifact and, like every output,
-    replaces only an earlier one of its kind (``check_sidecar(path)``: signing/outputs.py)."""
-    from .manifest import manifest as manifests
-    from .manifest.dataset import writes_inside
-    from .manifest.sidecar import Writer, beside
-    from .signing._files import write_atomic
-
-    manifest = manifest.fitted()
-    what = artifact if _is_path(artifact) else "the model"
-    manifest.check_signable(what)
-    if manifest.needs_sidecar():
-        side_path = beside(sig_path, manifests.SIDECAR_SUFFIX)
-        if _is_path(artifact) and writes_inside(artifact, side_path):
-            raise SentryError(f"the manifest of {what} ({len(manifest.items)} items) needs a sidecar beside the "
-                              f"signature, which then must not lie inside {what}")
-        check_sidecar(side_path)
-        written = Writer()
-        write_atomic(side_path, written.lines(manifest.items))
-        manifest.sidecar = manifests.Sidecar(side_path, written.size)
-    return manifest
 
 
 def _oms_manifest(artifact, artifact_type, sig_path, *, leaf_size=None, ignore=(), default_ignores=True,
@@ -386,30 +361,10 @@ def sign_model(model_or_path, key=None, signature=None, *, password=None, format
 
 def _training_data(given, dataset_public_key) -> tuple:
     """The checked links of :func:`sign_model`'s ``training_data``, before any hashing."""
-    from .manifest.lineage import MAX_DATASETS, TrainingData
+    from .manifest.lineage import checked_links
 
-    if given is None:
-        return ()
-    entries = list(given) if isinstance(given, (list, tuple)) else [given]
-    if not 0 < len(entries) <= MAX_DATASETS:
-        raise SentryError(f"training_data names 1 to {MAX_DATASETS} datasets")
-    links = []
-    for entry in entries:
-        if isinstance(entry, TrainingData):
-            try:  # checked as a verifier will read it
-                links.append(TrainingData.from_json(entry.to_json()))
-            except VerificationError as exc:
-                raise SentryError(f"cannot sign: {exc}") from None
-        elif _is_path(entry):
-            if dataset_public_key is None:
-                raise SentryError(f"linking the dataset signature {entry} needs the dataset owner's public key "
-                                  f"to verify it first", remedy=Remedy("dataset_public_key", "PATH"))
-            links.append(dataset_link(entry, dataset_public_key))
-        else:
-            raise SentryError("training_data is a dataset signature path, a TrainingData, or a list of them")
-    if len({link.root for link in links}) != len(links):
-        raise SentryError("training_data names one dataset root twice")
-    return tuple(links)
+    return checked_links(given, dataset_public_key is not None,
+                         lambda signature: dataset_link(signature, dataset_public_key))
 
 
 def dataset_link(signature, public_key=None):
@@ -613,9 +568,7 @@ def sign_samples(path, key=None, output=None, *, prefix="", password=None, ignor
                         progress=progress)
     items = dataset.iter_samples(path, o.params, ignore=o.ignore, allow_symlinks=o.allow_symlinks, exclude=[out],
                                  progress=o.progress, device=o.device, walk_lazily=not dataset.writes_inside(path, out))
-    header = prov.header_line(keys.public_key_hint(private_key.public_key()), o.params.leaf_size)
-    write_atomic(out, itertools.chain([header], prov.sign_lines(private_key, items, o.params.leaf_size,
-                                                                prefix=prefix, device=o.device)))
+    write_atomic(out, prov.file_lines(private_key, items, o.params.leaf_size, prefix=prefix, device=o.device))
     return out
 
 

@@ -114,6 +114,28 @@ class Manifest:
     def needs_sidecar(self) -> bool:
         return self.records_size() > MAX_INLINE_BYTES
 
+    def for_bundle(self, sig_path: Path, artifact, check_sidecar, write) -> "Manifest":
+        """The manifest to sign, checked as a verifier will check it: :meth:`fitted`, and if still
+        too large for the bundle, with its items written (``write(path, lines)``) to a sidecar
+        beside the signature (docs/spec.md §2.2), which never goes inside the ``artifact`` (a path;
+        None: a model in memory) and, like every output, replaces only an earlier one of its kind
+        (``check_sidecar(path)``: signing/outputs.py)."""
+        from .dataset import writes_inside  # dataset claims build on manifests
+
+        manifest = self.fitted()
+        what = artifact if artifact is not None else "the model"
+        manifest.check_signable(what)
+        if manifest.needs_sidecar():
+            side_path = sidecars.beside(sig_path, SIDECAR_SUFFIX)
+            if artifact is not None and writes_inside(artifact, side_path):
+                raise SentryError(f"the manifest of {what} ({len(manifest.items)} items) needs a sidecar beside "
+                                  f"the signature, which then must not lie inside {what}")
+            check_sidecar(side_path)
+            written = sidecars.Writer()
+            write(side_path, written.lines(manifest.items))
+            manifest.sidecar = Sidecar(side_path, written.size)
+        return manifest
+
     def check_signable(self, what) -> None:
         """SentryError, before anything is signed, if a verifier would refuse this manifest: its
         own checks (names, counts, every field) run on what would be signed."""
