@@ -102,39 +102,23 @@ FORMATS = ("sentry", "oms")
 
 
 def _signer(key, password):
-    from .signing import KeySigner, Signer
+    from .signing.material import signer_for
 
-    key = _setting("key", key)
-    if isinstance(key, Signer):  # a certificate or Sigstore signer, built by the caller
-        return key
-    return KeySigner(_private_key(key, password))
+    return signer_for(_setting("key", key), _setting("password", password))
 
 
 def _private_key(key, password):
-    """The private key object for ``key``: a PEM path (with its password) or a key object."""
-    from .signing import load_private_key
+    from .signing.material import private_key_for
 
-    key = _setting("key", key)
-    if key is None:
-        raise SentryError("no signing key: pass key=PATH (see `sentry keygen`) or a Signer")
-    if _is_path(key):
-        password = _setting("password", password)
-        if isinstance(password, str):
-            password = password.encode()
-        key = load_private_key(key, password)
-    return key
+    return private_key_for(_setting("key", key), _setting("password", password))
 
 
 def verifier_for(public_key):
-    """The verifier to use: a Verifier object as given, else a KeyVerifier for a key file or object."""
-    from .signing import KeyVerifier, Verifier, load_public_key
+    """The verifier to use: a Verifier object as given (or configured), else a KeyVerifier for a
+    key file or object."""
+    from .signing import material
 
-    public_key = _setting("public_key", public_key)
-    if isinstance(public_key, Verifier):  # a certificate or Sigstore verifier
-        return public_key
-    if public_key is None:
-        raise SentryError("no public key: pass public_key=PATH or a Verifier")
-    return KeyVerifier(load_public_key(public_key) if _is_path(public_key) else public_key)
+    return material.verifier_for(_setting("public_key", public_key))
 
 
 def _sign(artifact, artifact_type, key, signature, password, format="sentry", *, key_files=(), force=False,
