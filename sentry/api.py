@@ -409,13 +409,12 @@ def sign_dataset(path, key=None, signature=None, *, sidecar=None, password=None,
 
     if not _is_path(path):
         raise SentryError("a dataset is given as a directory path")
-    o = Options.resolve(_defaults, leaf_size=leaf_size, ignore=ignore, allow_symlinks=allow_symlinks, device=device,
-                        progress=progress)
+    o = Options.resolve(_defaults, leaf_size=leaf_size, ignore=ignore, default_ignores=False,
+                        allow_symlinks=allow_symlinks, device=device, progress=progress)
     sig_path, side_path, seal = dataset_outputs(path, key, signature, sidecar, password, force, key_files,
                                                 part_samples)
-    samples = dataset.iter_samples(path, o.params, ignore=o.ignore, allow_symlinks=o.allow_symlinks,
-                                   exclude=[sig_path, side_path], progress=o.progress, device=o.device,
-                                   walk_lazily=not dataset.writes_inside(path, side_path))
+    samples = dataset.samples_of(path, o, exclude=[sig_path, side_path],
+                                 walk_lazily=not dataset.writes_inside(path, side_path))
     seal(o.params, dataset.partitioned(samples, part_samples), o.ignore, o.allow_symlinks)
     return sig_path
 
@@ -548,10 +547,9 @@ def sign_samples(path, key=None, output=None, *, prefix="", password=None, ignor
     private_key = keys.check_signing_key(_private_key(key, password))
     out = Path(output) if output is not None else prov.default_path(path)
     _check_outputs([(PROVENANCE, out)], path, key, key_files, force)
-    o = Options.resolve(_defaults, leaf_size=leaf_size, ignore=ignore, allow_symlinks=allow_symlinks, device=device,
-                        progress=progress)
-    items = dataset.iter_samples(path, o.params, ignore=o.ignore, allow_symlinks=o.allow_symlinks, exclude=[out],
-                                 progress=o.progress, device=o.device, walk_lazily=not dataset.writes_inside(path, out))
+    o = Options.resolve(_defaults, leaf_size=leaf_size, ignore=ignore, default_ignores=False,
+                        allow_symlinks=allow_symlinks, device=device, progress=progress)
+    items = dataset.samples_of(path, o, exclude=[out], walk_lazily=not dataset.writes_inside(path, out))
     write_atomic(out, prov.file_lines(private_key, items, o.params.leaf_size, prefix=prefix, device=o.device))
     return out
 

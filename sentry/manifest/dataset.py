@@ -20,6 +20,7 @@ from .compare import Report, diff_item
 from .ignore import IgnoreRules
 from .item import _HEX64, MAX_ITEMS, SAMPLE, Item
 from .manifest import PREDICATE_TYPE, Manifest
+from .options import Options
 from .shards import MEMBERS
 from .sources import iter_files
 
@@ -273,6 +274,14 @@ def iter_samples(root, params: HashParams, *, names=None, ignore=(), default_ign
         listed = iter_files(root, IgnoreRules(ignore, default_ignores), allow_symlinks, exclude) if walk_lazily else files
         progress.set_total(sum(_size_or_zero(p) for _, p in listed))
     return _hash_batches(iter(files), params, progress, device)
+
+
+def samples_of(root, options: Options, **walk):
+    """:func:`iter_samples` walked and hashed as ``options`` say (a dataset's options resolve with
+    no default ignores); ``walk``: ``names``, ``exclude``, ``walk_lazily``, ``ignored``."""
+    return iter_samples(root, options.params, ignore=options.ignore, default_ignores=options.default_ignores,
+                        allow_symlinks=options.allow_symlinks, progress=options.progress, device=options.device,
+                        **walk)
 
 
 def writes_inside(root, *paths) -> bool:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..errors import UnsupportedFormat
 from .compare import Report
-from .dataset import DatasetClaim, SignedDataset, compare_all, iter_samples
+from .dataset import DatasetClaim, SignedDataset, compare_all, samples_of
 from .options import Options
 
 __all__ = ["check_directory", "claim_of_sidecars", "sidecar_location"]
@@ -46,10 +46,8 @@ def check_directory(path, claim: DatasetClaim, sig_path: Path, side_path: Path, 
     signed = SignedDataset.load(claim, side_path, sig_path) if samples is not None else None
     sources = load_sources() if load_sources is not None else None
     ignored: list = []
-    actual = iter_samples(  # compared as hashed, not all kept
-        path, options.params, names=samples, ignore=options.ignore, default_ignores=options.default_ignores,
-        allow_symlinks=options.allow_symlinks, exclude=[sig_path, *claim.sidecar_paths(side_path)],
-        progress=options.progress, device=options.device, walk_lazily=True, ignored=ignored)
+    actual = samples_of(path, options, names=samples, exclude=[sig_path, *claim.sidecar_paths(side_path)],
+                        walk_lazily=True, ignored=ignored)  # compared as hashed, not all kept
     failures: dict = {}
     if sources is not None:
         actual = sources.checked(actual, failures, options.device)
