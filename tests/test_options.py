@@ -38,3 +38,18 @@ def test_defaults_set_clear_and_refuse_unknown_names():
     assert defaults.pick("device", None) is None  # nothing is set when one name is unknown
     with pytest.raises(SentryError, match="leaf size must be a power of two"):
         Options.resolve(Defaults(), leaf_size=1000)
+
+
+def test_a_dataset_resolves_without_default_ignores_a_model_with_them(tmp_path, keys):
+    """The same directory: every file is a sample of a dataset (its .git too), not of a model."""
+    import sentry.api
+
+    (tmp_path / "d" / ".git").mkdir(parents=True)
+    (tmp_path / "d" / ".git" / "HEAD").write_bytes(b"ref")
+    (tmp_path / "d" / "a.bin").write_bytes(b"a")
+    sentry.sign_dataset(tmp_path / "d", keys[0], tmp_path / "d.sig")
+    sentry.sign_samples(tmp_path / "d", keys[0], tmp_path / "d.prov.jsonl")
+    _, claim, _ = sentry.api.dataset_claim(None, keys[1], tmp_path / "d.sig")
+    assert claim.samples == 2 and claim.default_ignores == ()
+    assert len((tmp_path / "d.prov.jsonl").read_bytes().splitlines()) == 1 + 2  # header + both samples
+    assert [it.name for it in sentry.hash_artifact(tmp_path / "d").items] == ["a.bin"]
