@@ -4,12 +4,18 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import SentryError, InvalidBundle, UnsupportedFormat, ContentMismatch, Remedy
+from .errors import (
+    ContentMismatch,
+    InvalidBundle,
+    Remedy,
+    SentryError,
+    UnsupportedFormat,
+)
 from .manifest.compare import Report, compare_manifests
 from .manifest.manifest import Manifest
+from .manifest.options import Defaults, Options, default_ignore_names
 from .manifest.sources import manifest_for_path
 from .manifest.tensors import is_sharded_manifest, state_dict_of, tensor_items
-from .manifest.options import Defaults, Options, default_ignore_names
 
 _defaults = Defaults()
 

@@ -17,7 +17,7 @@ from . import oms
 from .dataset import DatasetClaim
 from .manifest import PREDICATE_TYPE, Manifest
 
-__all__ = ["CLAIM_TYPES", "Claim", "claim_class", "checked_claim", "read_claim"]
+__all__ = ["CLAIM_TYPES", "Claim", "checked_claim", "claim_class", "read_claim"]
 
 
 @runtime_checkable
@@ -34,7 +34,7 @@ class Claim(Protocol):
     def to_predicate(self) -> dict: ...
 
     @classmethod
-    def from_predicate(cls, predicate: dict, sidecar_dir=None) -> "Claim": ...
+    def from_predicate(cls, predicate: dict, sidecar_dir=None) -> Claim: ...
 
 
 # Predicate type -> the claim class, or for Sentry's type: signed artifact type -> class.

@@ -7,7 +7,7 @@ configured defaults, and hands one frozen object down instead of threading a doz
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import SentryError
@@ -55,7 +55,7 @@ class Options:
     leaves out and follows, state_dict name mapping, the engine's device, progress reporting, and
     how long a rank of a sharded model waits for the others (None: 600 s)."""
 
-    params: HashParams = HashParams()
+    params: HashParams = field(default_factory=HashParams)
     ignore: tuple[str, ...] = ()
     default_ignores: tuple[str, ...] = DEFAULT_IGNORES
     allow_symlinks: bool = False
@@ -68,7 +68,7 @@ class Options:
     @classmethod
     def resolve(cls, defaults: Defaults, *, params: HashParams | None = None, leaf_size=None, ignore=(),
                 default_ignores=True, allow_symlinks=False, strip_prefix="", add_prefix="", device=None,
-                progress=None, distributed_timeout=None) -> "Options":
+                progress=None, distributed_timeout=None) -> Options:
         """The options of one call: its keyword arguments, else the configured ``defaults``.
         ``params`` (a signature's) wins over ``leaf_size``; ``default_ignores`` as for
         :func:`default_ignore_names`."""
@@ -79,5 +79,5 @@ class Options:
                    add_prefix, defaults.pick("device", device) or "auto", defaults.pick("progress", progress),
                    defaults.pick("distributed_timeout", distributed_timeout))
 
-    def replace(self, **changes) -> "Options":
+    def replace(self, **changes) -> Options:
         return dataclasses.replace(self, **changes)
