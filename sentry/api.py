@@ -14,6 +14,7 @@ from .errors import (
 from .manifest.compare import Report, compare_manifests
 from .manifest.manifest import Manifest
 from .manifest.options import Defaults, Options, default_ignore_names
+from .manifest.sidecar import writes_inside
 from .manifest.sources import manifest_for_path
 from .manifest.tensors import is_sharded_manifest, state_dict_of, tensor_items
 
@@ -420,7 +421,7 @@ def sign_dataset(path, key=None, signature=None, *, sidecar=None, password=None,
     sig_path, side_path, seal = dataset_outputs(path, key, signature, sidecar, password, force, key_files,
                                                 part_samples)
     samples = dataset.samples_of(path, o, exclude=[sig_path, side_path],
-                                 walk_lazily=not dataset.writes_inside(path, side_path))
+                                 walk_lazily=not writes_inside(path, side_path))
     seal(o.params, dataset.partitioned(samples, part_samples), o.ignore, o.allow_symlinks)
     return sig_path
 
@@ -442,7 +443,7 @@ def dataset_outputs(path, key, signature, sidecar, password, force, key_files, p
     sig_path = _signature_path(path, signature)
     side_path = Path(sidecar) if sidecar is not None else dataset.default_sidecar_path(sig_path)
     first = dataset.part_path(side_path, 0) if part_samples else side_path
-    if part_samples and dataset.writes_inside(path, side_path):
+    if part_samples and writes_inside(path, side_path):
         raise SentryError("a sidecar in parts cannot lie inside the dataset directory",
                           remedy=Remedy("sidecar", "PATH", purpose="outside the dataset"))
     _check_outputs([(SIGNATURE, sig_path), (SIDECAR, first)], path, key, key_files, force)
@@ -555,7 +556,7 @@ def sign_samples(path, key=None, output=None, *, prefix="", password=None, ignor
     _check_outputs([(PROVENANCE, out)], path, key, key_files, force)
     o = Options.resolve(_defaults, leaf_size=leaf_size, ignore=ignore, default_ignores=False,
                         allow_symlinks=allow_symlinks, device=device, progress=progress)
-    items = dataset.samples_of(path, o, exclude=[out], walk_lazily=not dataset.writes_inside(path, out))
+    items = dataset.samples_of(path, o, exclude=[out], walk_lazily=not writes_inside(path, out))
     write_atomic(out, prov.file_lines(private_key, items, o.params.leaf_size, prefix=prefix, device=o.device))
     return out
 

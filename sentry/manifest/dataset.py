@@ -253,7 +253,7 @@ def iter_samples(root, params: HashParams, *, names=None, ignore=(), default_ign
     directory is listed (and its errors raised) at the call, or with ``walk_lazily`` as the
     samples are hashed: memory then holds one directory's entries, not a listing of millions of
     samples, which is only sound while nothing is written under ``root`` (see
-    :func:`writes_inside`). A dataset has no default ignores: every file under it is a sample
+    :func:`~sentry.manifest.sidecar.writes_inside`). A dataset has no default ignores: every file under it is a sample
     that a loader walking it may read (ImageFolder makes a class of a top-level ``.git``);
     ``default_ignores`` are those an older signature implies. ``ignored`` (a list), if given,
     receives the paths the ignore rules left out, as the walk meets them."""
@@ -282,13 +282,6 @@ def samples_of(root, options: Options, **walk):
     return iter_samples(root, options.params, ignore=options.ignore, default_ignores=options.default_ignores,
                         allow_symlinks=options.allow_symlinks, progress=options.progress, device=options.device,
                         **walk)
-
-
-def writes_inside(root, *paths) -> bool:
-    """Whether any of ``paths`` (files about to be written) lies under the directory ``root``:
-    their temporary files would then show up in a lazy walk of it."""
-    real_root = Path(os.path.realpath(root))
-    return any(Path(os.path.realpath(Path(p).parent)).is_relative_to(real_root) for p in paths)
 
 
 def _hash_batches(files, params, progress, device):

@@ -120,14 +120,12 @@ class Manifest:
         beside the signature (docs/spec.md §2.2), which never goes inside the ``artifact`` (a path;
         None: a model in memory) and, like every output, replaces only an earlier one of its kind
         (``check_sidecar(path)``: signing/outputs.py)."""
-        from .dataset import writes_inside  # dataset claims build on manifests
-
         manifest = self.fitted()
         what = artifact if artifact is not None else "the model"
         manifest.check_signable(what)
         if manifest.needs_sidecar():
             side_path = sidecars.beside(sig_path, SIDECAR_SUFFIX)
-            if artifact is not None and writes_inside(artifact, side_path):
+            if artifact is not None and sidecars.writes_inside(artifact, side_path):
                 raise SentryError(f"the manifest of {what} ({len(manifest.items)} items) needs a sidecar beside "
                                   f"the signature, which then must not lie inside {what}")
             check_sidecar(side_path)
