@@ -91,7 +91,7 @@ STAGES = [
     ("parse statement (strict JSON)", 1, sentry.signing, "parse_statement"),
     ("signed manifest: items from the predicate", 1, Manifest, "from_predicate"),
     ("signed manifest: root over the records", 1, Manifest, "root"),
-    ("manifest of the model (hash_artifact)", 1, sentry.api, "hash_artifact"),
+    ("manifest of the model (hash_artifact)", 1, sentry.api, "_hash"),  # hash_artifact after its options resolve
     ("state_dict_of", 2, sentry.api, "state_dict_of"),
     ("tensor_items", 2, sentry.api, "tensor_items"),
     ("hashing.digest_tensors", 3, sentry.hashing, "digest_tensors"),

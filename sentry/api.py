@@ -1,21 +1,24 @@
 """The Python API: sign and verify models and datasets, from paths or from memory."""
 from __future__ import annotations
 
-import itertools
 import os
 from pathlib import Path
 
-from .errors import SentryError, VerificationError, InvalidBundle, UnsupportedFormat, ContentMismatch, Remedy
-from .hashing.params import HashParams
+from .errors import (
+    ContentMismatch,
+    InvalidBundle,
+    Remedy,
+    SentryError,
+    UnsupportedFormat,
+)
 from .manifest.compare import Report, compare_manifests
-from .manifest.ignore import default_ignore_names
 from .manifest.manifest import Manifest
+from .manifest.options import Defaults, Options
+from .manifest.sidecar import writes_inside
 from .manifest.sources import manifest_for_path
 from .manifest.tensors import is_sharded_manifest, state_dict_of, tensor_items
 
-_config: dict = {}
-_CONFIG_KEYS = {"key", "public_key", "signature", "dataset_public_key", "dataset_signature", "password", "device",
-                "leaf_size", "progress", "distributed_timeout"}
+_defaults = Defaults()
 
 
 def configure(**settings) -> None:
@@ -24,18 +27,11 @@ def configure(**settings) -> None:
     ``dataset_signature`` / ``dataset_public_key``: the same for datasets (loaders,
     ``verify_dataset``), where they come before ``signature`` / ``public_key``: a script then
     verifies its model and its data with one configuration."""
-    unknown = set(settings) - _CONFIG_KEYS
-    if unknown:
-        raise SentryError(f"unknown setting(s): {', '.join(sorted(unknown))}")
-    for name, value in settings.items():
-        if value is None:
-            _config.pop(name, None)
-        else:
-            _config[name] = value
+    _defaults.set(**settings)
 
 
 def _setting(name, value):
-    return _config.get(name) if value is None else value
+    return _defaults.pick(name, value)
 
 
 def _dataset_settings(public_key, signature) -> tuple:
@@ -77,7 +73,7 @@ def _check_outputs(outputs, artifact, key, key_files, force) -> None:
 
 def hash_artifact(artifact, *, artifact_type="model", leaf_size=None, ignore=(), default_ignores=True,
                   allow_symlinks=False, exclude=(), strict=True, strip_prefix="", add_prefix="", device=None,
-                  progress=None, params: HashParams | None = None, ignored=None, distributed_timeout=None,
+                  progress=None, params=None, ignored=None, distributed_timeout=None,
                   signed_roots=None) -> Manifest:
     """The manifest of a path (directory or file) or of a model/state_dict in memory.
 
@@ -85,59 +81,48 @@ def hash_artifact(artifact, *, artifact_type="model", leaf_size=None, ignore=(),
     list), if given, receives the paths the ignore rules left out. A model whose parameters are
     DTensors is hashed by every rank of the process group together (all must call this), each
     waiting at most ``distributed_timeout`` seconds (default 600) for the others."""
-    if params is None:
-        leaf_size = _setting("leaf_size", leaf_size)
-        params = HashParams() if leaf_size is None else HashParams(leaf_size=leaf_size)
-    device = _setting("device", device) or "auto"
-    progress = _setting("progress", progress)
+    options = Options.resolve(_defaults, params=params, leaf_size=leaf_size, ignore=ignore,
+                              default_ignores=default_ignores, allow_symlinks=allow_symlinks,
+                              strip_prefix=strip_prefix, add_prefix=add_prefix, device=device, progress=progress,
+                              distributed_timeout=distributed_timeout)
+    return _hash(artifact, options, artifact_type=artifact_type, exclude=exclude, strict=strict, ignored=ignored,
+                 signed_roots=signed_roots)
+
+
+def _hash(artifact, o: Options, *, artifact_type="model", exclude=(), strict=True, ignored=None,
+          signed_roots=None) -> Manifest:
+    """:func:`hash_artifact` with its options resolved."""
     if _is_path(artifact):
-        return manifest_for_path(artifact, params, artifact_type=artifact_type, ignore=ignore,
-                                 default_ignores=default_ignore_names(default_ignores),
-                                 allow_symlinks=allow_symlinks, exclude=exclude, strict=strict,
-                                 progress=progress, device=device, ignored=ignored, signed_roots=signed_roots)
-    items = tensor_items(state_dict_of(artifact), params, strip_prefix=strip_prefix,
-                         add_prefix=add_prefix, device=device, progress=progress,
-                         timeout=_setting("distributed_timeout", distributed_timeout))
-    return Manifest(params, items, artifact_type, "memory")
+        return manifest_for_path(artifact, o.params, artifact_type=artifact_type, ignore=o.ignore,
+                                 default_ignores=o.default_ignores, allow_symlinks=o.allow_symlinks, exclude=exclude,
+                                 strict=strict, progress=o.progress, device=o.device, ignored=ignored,
+                                 signed_roots=signed_roots)
+    items = tensor_items(state_dict_of(artifact), o.params, strip_prefix=o.strip_prefix, add_prefix=o.add_prefix,
+                         device=o.device, progress=o.progress, timeout=o.distributed_timeout)
+    return Manifest(o.params, items, artifact_type, "memory")
 
 
 FORMATS = ("sentry", "oms")
 
 
 def _signer(key, password):
-    from .signing import KeySigner, Signer
+    from .signing.material import signer_for
 
-    key = _setting("key", key)
-    if isinstance(key, Signer):  # a certificate or Sigstore signer, built by the caller
-        return key
-    return KeySigner(_private_key(key, password))
+    return signer_for(_setting("key", key), _setting("password", password))
 
 
 def _private_key(key, password):
-    """The private key object for ``key``: a PEM path (with its password) or a key object."""
-    from .signing import load_private_key
+    from .signing.material import private_key_for
 
-    key = _setting("key", key)
-    if key is None:
-        raise SentryError("no signing key: pass key=PATH (see `sentry keygen`) or a Signer")
-    if _is_path(key):
-        password = _setting("password", password)
-        if isinstance(password, str):
-            password = password.encode()
-        key = load_private_key(key, password)
-    return key
+    return private_key_for(_setting("key", key), _setting("password", password))
 
 
 def verifier_for(public_key):
-    """The verifier to use: a Verifier object as given, else a KeyVerifier for a key file or object."""
-    from .signing import KeyVerifier, Verifier, load_public_key
+    """The verifier to use: a Verifier object as given (or configured), else a KeyVerifier for a
+    key file or object."""
+    from .signing import material
 
-    public_key = _setting("public_key", public_key)
-    if isinstance(public_key, Verifier):  # a certificate or Sigstore verifier
-        return public_key
-    if public_key is None:
-        raise SentryError("no public key: pass public_key=PATH or a Verifier")
-    return KeyVerifier(load_public_key(public_key) if _is_path(public_key) else public_key)
+    return material.verifier_for(_setting("public_key", public_key))
 
 
 def _sign(artifact, artifact_type, key, signature, password, format="sentry", *, key_files=(), force=False,
@@ -155,28 +140,30 @@ def _sign(artifact, artifact_type, key, signature, password, format="sentry", *,
     if format == "oms":
         if training_data:
             raise SentryError("the OMS format has no field for training data: sign in Sentry's format")
-        payload = _oms_statement(artifact, artifact_type, sig_path, name, **hash_options)
+        claim = _oms_manifest(artifact, artifact_type, sig_path, **hash_options)
     else:
-        manifest = hash_artifact(artifact, artifact_type=artifact_type, exclude=[sig_path], **hash_options)
+        options = Options.resolve(_defaults, **hash_options)
+        manifest = _hash(artifact, options, artifact_type=artifact_type, exclude=[sig_path])
 
         def seal():
             _seal(manifest, training_data, artifact, sig_path, name, signer,
                   lambda side: _check_outputs(outputs + [(ITEMS, side)], artifact, key, key_files, force))
 
         if is_sharded_manifest(manifest.items):
-            return _sign_on_rank_0(seal, sig_path, hash_options.get("distributed_timeout"))
+            return _sign_on_rank_0(seal, sig_path, options.distributed_timeout)
         seal()
         return sig_path
-    write_bundle(sig_path, signer.sign(payload))
+    write_bundle(sig_path, signer.sign_claim(name, claim))
     return sig_path
 
 
 def _seal(manifest, training_data, artifact, sig_path, name, signer, check_sidecar) -> None:
-    from .signing import make_statement, write_bundle
+    from .signing import write_bundle
+    from .signing._files import write_atomic
 
     manifest.training_data = training_data
-    manifest = _fit_for_bundle(manifest, artifact, sig_path, check_sidecar)
-    write_bundle(sig_path, signer.sign(make_statement(name, manifest.root().hex(), manifest.to_predicate())))
+    manifest = manifest.for_bundle(sig_path, artifact if _is_path(artifact) else None, check_sidecar, write_atomic)
+    write_bundle(sig_path, signer.sign_claim(name, manifest))
 
 
 def _sign_on_rank_0(seal, sig_path: Path, timeout) -> Path:
@@ -191,53 +178,26 @@ def _sign_on_rank_0(seal, sig_path: Path, timeout) -> Path:
             seal()
             failed = False
     finally:
-        if any_rank(failed, _setting("distributed_timeout", timeout)) and not failed:
+        if any_rank(failed, timeout) and not failed:
             raise SentryError(f"rank 0 could not write the signature {sig_path} (see its error)")
     return sig_path
 
 
-def _fit_for_bundle(manifest: Manifest, artifact, sig_path: Path, check_sidecar) -> Manifest:
-    """The manifest to sign, checked as a verifier will check it: without chunk roots when too
-    large for the bundle, and if still too large, with its items written to a sidecar beside the
-    signature (docs/spec.md §2.2), which never goes inside the artifact and, like every output,
-    replaces only an earlier one of its kind (``check_sidecar(path)``: signing/outputs.py)."""
-    from .manifest import manifest as manifests
-    from .manifest.dataset import writes_inside
-    from .manifest.sidecar import Writer, beside
-    from .signing._files import write_atomic
-
-    manifest = manifest.fitted()
-    what = artifact if _is_path(artifact) else "the model"
-    manifest.check_signable(what)
-    if manifest.needs_sidecar():
-        side_path = beside(sig_path, manifests.SIDECAR_SUFFIX)
-        if _is_path(artifact) and writes_inside(artifact, side_path):
-            raise SentryError(f"the manifest of {what} ({len(manifest.items)} items) needs a sidecar beside the "
-                              f"signature, which then must not lie inside {what}")
-        check_sidecar(side_path)
-        written = Writer()
-        write_atomic(side_path, written.lines(manifest.items))
-        manifest.sidecar = manifests.Sidecar(side_path, written.size)
-    return manifest
-
-
-def _oms_statement(artifact, artifact_type, sig_path, name, *, leaf_size=None, ignore=(), default_ignores=True,
-                   allow_symlinks=False, progress=None, **_tensor_options) -> bytes:
+def _oms_manifest(artifact, artifact_type, sig_path, *, leaf_size=None, ignore=(), default_ignores=True,
+                   allow_symlinks=False, progress=None, **_tensor_options):
     """An OMS (model_signing) statement: plain SHA-256 per file, as model_signing makes them.
 
     The remaining options (state_dict prefixes, the hashing device) concern tensors and the
     Merkle engine, which this format does not use."""
     from .manifest import oms
-    from .signing import make_statement
 
     if not _is_path(artifact) or artifact_type != "model":
         raise SentryError("the OMS format signs a model directory or file, not a model in memory or a dataset")
     if leaf_size is not None:
         raise SentryError("the OMS format hashes whole files: a leaf size does not apply")
-    manifest = oms.manifest_for_model(artifact, ignore=ignore, default_ignores=default_ignores,
-                                      allow_symlinks=allow_symlinks, exclude=[sig_path],
-                                      progress=_setting("progress", progress))
-    return make_statement(name, manifest.digest().hex(), manifest.to_predicate(), predicate_type=oms.PREDICATE_TYPE)
+    return oms.manifest_for_model(artifact, ignore=ignore, default_ignores=default_ignores,
+                                  allow_symlinks=allow_symlinks, exclude=[sig_path],
+                                  progress=_setting("progress", progress))
 
 
 def read_signed_statement(signature: Path, verifier):
@@ -254,61 +214,22 @@ def read_signed_manifest(signature: Path, verifier) -> Manifest:
 
 def signed_manifest(statement, signature: Path) -> Manifest:
     """The manifest in a verified statement with Sentry's predicate."""
-    from .signing import PREDICATE_TYPE
+    from .manifest.claim import checked_claim
+    from .manifest.manifest import PREDICATE_TYPE
 
     if statement.predicate_type != PREDICATE_TYPE:
         raise UnsupportedFormat(f"{signature} is not a Sentry signature (predicate {statement.predicate_type!r})")
-    manifest = Manifest.from_predicate(statement.predicate, sidecar_dir=signature.parent)
-    if manifest.root().hex() != statement.digest_hex:
-        raise InvalidBundle(f"{signature}: the signed manifest does not match the signed digest")
-    return manifest
-
-
-def _check_signed_type(signature: Path, statement, artifact_type: str | None) -> str | None:
-    """Before the predicate is parsed: a Sentry signature, and of a model for a model, of a dataset
-    for a dataset (their predicates differ, so a mix-up would otherwise read as a corrupt one).
-    Returns the signed type; ``artifact_type`` None accepts either (an audit)."""
-    from .signing import IMAGE_PREDICATE_TYPE, PREDICATE_TYPE
-
-    if statement.predicate_type == IMAGE_PREDICATE_TYPE:
-        raise UnsupportedFormat(f"{signature} signs a disk image, not a model or dataset",
-                                remedy=Remedy("image", python="verify it with sentry.image.verify_signed_image"))
-    if statement.predicate_type != PREDICATE_TYPE:
-        raise UnsupportedFormat(f"{signature} is not a Sentry signature (predicate {statement.predicate_type!r})")
-    artifact = statement.predicate.get("artifact")
-    signed_type = artifact.get("type") if isinstance(artifact, dict) else None
-    if artifact_type is not None and signed_type in ("model", "dataset") and signed_type != artifact_type:
-        _wrong_kind(signature, signed_type)
-    return signed_type
-
-
-def _wrong_kind(signature: Path, signed_type: str):
-    """A signature used for the other kind of artifact: a usage error that says how to verify it."""
-    if signed_type == "dataset":
-        raise SentryError(f"{signature} signs a dataset, not a model",
-                          remedy=Remedy("dataset", "True", python="verify it with verify_dataset"))
-    raise SentryError(f"{signature} signs a {signed_type}, not a dataset",
-                      remedy=Remedy("dataset", "False", python="verify it with verify_model"))
+    return checked_claim(Manifest, statement, signature)
 
 
 def signed_claim(statement, signature: Path, artifact_type: str | None = None):
-    """What a verified statement signs, chosen by its predicate type and checked against the
-    signed digest: an ``OmsManifest`` (model_signing), a :class:`Manifest` (a Sentry model) or a
-    ``DatasetClaim`` (a Sentry dataset, whose sidecar is not read yet). ``artifact_type``
-    ("model" or "dataset"): what the caller verifies; None accepts any (an audit)."""
-    from .manifest import oms
-    from .manifest.dataset import DatasetClaim
+    """What a verified statement signs (:func:`~sentry.manifest.claim.read_claim`): an
+    ``OmsManifest`` (model_signing), a :class:`Manifest` (a Sentry model) or a ``DatasetClaim``
+    (a Sentry dataset, whose sidecar is not read yet), checked against the signed digest.
+    ``artifact_type`` ("model" or "dataset"): what the caller verifies; None accepts any (an audit)."""
+    from .manifest.claim import read_claim
 
-    if statement.predicate_type == oms.PREDICATE_TYPE:
-        if artifact_type == "dataset":
-            _wrong_kind(signature, "model_signing model")
-        return oms.OmsManifest.from_statement(statement.digest_hex, statement.predicate)
-    if _check_signed_type(signature, statement, artifact_type) != "dataset":
-        return signed_manifest(statement, signature)
-    claim = DatasetClaim.from_predicate(statement.predicate)
-    if claim.root.hex() != statement.digest_hex:
-        raise InvalidBundle(f"{signature}: the signed sidecar root does not match the signed digest")
-    return claim
+    return read_claim(statement, Path(signature), artifact_type)
 
 
 def _require_artifact(artifact) -> None:
@@ -321,18 +242,9 @@ def _verify(artifact, artifact_type, public_key, signature, **options) -> Report
     _require_artifact(artifact)
     sig_path, signed = _read_claim(artifact, public_key, signature, artifact_type)
     report = check_signed(artifact, signed, sig_path, **options)
-    report.root = _signed_digest(signed)
+    report.root = signed.subject_digest().hex()
     report.training_data = list(getattr(signed, "training_data", ()))
     return report
-
-
-def _signed_digest(signed) -> str:
-    """The hex subject digest a verified claim stands for: a manifest or dataset root, an OMS digest."""
-    from .manifest import oms
-
-    if isinstance(signed, oms.OmsManifest):
-        return signed.digest().hex()
-    return signed.root().hex() if isinstance(signed, Manifest) else signed.root.hex()
 
 
 def _read_claim(artifact, public_key, signature, artifact_type: str) -> tuple:
@@ -370,20 +282,19 @@ def check_artifact(artifact, signed: Manifest, sig_path: Path, *, ignore=(), def
     """Hash the artifact as the signed manifest says and compare; VerificationError on a difference.
     The signed default ignores apply unless ``default_ignores`` is False; what was left out is
     listed in the report."""
+    options = Options.resolve(_defaults, params=signed.params, ignore=signed.ignore + tuple(ignore),
+                              default_ignores=default_ignores and signed.default_ignores,
+                              allow_symlinks=signed.allow_symlinks or allow_symlinks, strip_prefix=strip_prefix,
+                              add_prefix=add_prefix, device=device, progress=progress,
+                              distributed_timeout=distributed_timeout)
     ignored: list = []
-    actual = hash_artifact(
-        artifact, artifact_type=signed.artifact_type, params=signed.params,
-        ignore=tuple(signed.ignore) + tuple(ignore), default_ignores=default_ignores and signed.default_ignores,
-        allow_symlinks=signed.allow_symlinks or allow_symlinks,
-        exclude=[sig_path] + ([signed.sidecar.path] if signed.sidecar else []), strict=False,
-        strip_prefix=strip_prefix, add_prefix=add_prefix, device=device, progress=progress, ignored=ignored,
-        distributed_timeout=distributed_timeout,
-        signed_roots={it.name: it.root for it in signed.items if it.kind == "file"},
-    )
+    actual = _hash(artifact, options, artifact_type=signed.artifact_type, strict=False, ignored=ignored,
+                   exclude=[sig_path] + ([signed.sidecar.path] if signed.sidecar else []),
+                   signed_roots={it.name: it.root for it in signed.items if it.kind == "file"})
     report = compare_manifests(signed, actual, allow_missing=allow_missing, allow_uncovered=allow_uncovered)
     report.ignored = ignored
     if is_sharded_manifest(actual.items):
-        return _verdict_of_all_ranks(report, distributed_timeout)
+        return _verdict_of_all_ranks(report, options.distributed_timeout)
     return _verdict(report)
 
 
@@ -392,7 +303,7 @@ def _verdict_of_all_ranks(report: Report, timeout) -> Report:
     combined before anyone raises, so no rank is left waiting in a collective for one that did."""
     from .hashing.sharded import any_rank
 
-    failed_somewhere = any_rank(not report.ok, _setting("distributed_timeout", timeout))
+    failed_somewhere = any_rank(not report.ok, timeout)
     report = _verdict(report)
     if failed_somewhere:
         raise ContentMismatch("verification failed on another rank (see its report)", report)
@@ -438,30 +349,10 @@ def sign_model(model_or_path, key=None, signature=None, *, password=None, format
 
 def _training_data(given, dataset_public_key) -> tuple:
     """The checked links of :func:`sign_model`'s ``training_data``, before any hashing."""
-    from .manifest.lineage import MAX_DATASETS, TrainingData
+    from .manifest.lineage import checked_links
 
-    if given is None:
-        return ()
-    entries = list(given) if isinstance(given, (list, tuple)) else [given]
-    if not 0 < len(entries) <= MAX_DATASETS:
-        raise SentryError(f"training_data names 1 to {MAX_DATASETS} datasets")
-    links = []
-    for entry in entries:
-        if isinstance(entry, TrainingData):
-            try:  # checked as a verifier will read it
-                links.append(TrainingData.from_json(entry.to_json()))
-            except VerificationError as exc:
-                raise SentryError(f"cannot sign: {exc}") from None
-        elif _is_path(entry):
-            if dataset_public_key is None:
-                raise SentryError(f"linking the dataset signature {entry} needs the dataset owner's public key "
-                                  f"to verify it first", remedy=Remedy("dataset_public_key", "PATH"))
-            links.append(dataset_link(entry, dataset_public_key))
-        else:
-            raise SentryError("training_data is a dataset signature path, a TrainingData, or a list of them")
-    if len({link.root for link in links}) != len(links):
-        raise SentryError("training_data names one dataset root twice")
-    return tuple(links)
+    return checked_links(given, dataset_public_key is not None,
+                         lambda signature: dataset_link(signature, dataset_public_key))
 
 
 def dataset_link(signature, public_key=None):
@@ -481,7 +372,7 @@ def dataset_link(signature, public_key=None):
     if not is_dataset_name(statement.subject_name):
         raise InvalidBundle(f"{sig_path} names its dataset with something other than a printable name "
                                 f"of 1 to {MAX_DATASET_NAME} characters")
-    return TrainingData(statement.subject_name, claim.root.hex(), digest)
+    return TrainingData(statement.subject_name, claim.subject_digest().hex(), digest)
 
 
 def verify_model(model_or_path, public_key=None, signature=None, *, ignore=(), default_ignores=True,
@@ -522,15 +413,13 @@ def sign_dataset(path, key=None, signature=None, *, sidecar=None, password=None,
 
     if not _is_path(path):
         raise SentryError("a dataset is given as a directory path")
-    leaf_size = _setting("leaf_size", leaf_size)
-    params = HashParams() if leaf_size is None else HashParams(leaf_size=leaf_size)
+    o = Options.resolve(_defaults, leaf_size=leaf_size, ignore=ignore, default_ignores=False,
+                        allow_symlinks=allow_symlinks, device=device, progress=progress)
     sig_path, side_path, seal = dataset_outputs(path, key, signature, sidecar, password, force, key_files,
                                                 part_samples)
-    samples = dataset.iter_samples(path, params, ignore=ignore, allow_symlinks=allow_symlinks,
-                                   exclude=[sig_path, side_path], progress=_setting("progress", progress),
-                                   device=_setting("device", device) or "auto",
-                                   walk_lazily=not dataset.writes_inside(path, side_path))
-    seal(params, dataset.partitioned(samples, part_samples), ignore, allow_symlinks)
+    samples = dataset.samples_of(path, o, exclude=[sig_path, side_path],
+                                 walk_lazily=not writes_inside(path, side_path))
+    seal(o.params, dataset.partitioned(samples, part_samples), o.ignore, o.allow_symlinks)
     return sig_path
 
 
@@ -541,7 +430,8 @@ def dataset_outputs(path, key, signature, sidecar, password, force, key_files, p
     bundle: a bundle never points at a sidecar that is not there yet. Shared by the engines
     (sentry.data.ray) that hash the samples elsewhere."""
     from .manifest import dataset
-    from .signing import make_statement, write_bundle
+    from .manifest.dataset_claims import claim_of_sidecars
+    from .signing import write_bundle
     from .signing._files import write_atomic
     from .signing.outputs import SIDECAR, SIGNATURE
 
@@ -550,7 +440,7 @@ def dataset_outputs(path, key, signature, sidecar, password, force, key_files, p
     sig_path = _signature_path(path, signature)
     side_path = Path(sidecar) if sidecar is not None else dataset.default_sidecar_path(sig_path)
     first = dataset.part_path(side_path, 0) if part_samples else side_path
-    if part_samples and dataset.writes_inside(path, side_path):
+    if part_samples and writes_inside(path, side_path):
         raise SentryError("a sidecar in parts cannot lie inside the dataset directory",
                           remedy=Remedy("sidecar", "PATH", purpose="outside the dataset"))
     _check_outputs([(SIGNATURE, sig_path), (SIDECAR, first)], path, key, key_files, force)
@@ -562,14 +452,9 @@ def dataset_outputs(path, key, signature, sidecar, password, force, key_files, p
 
     def seal(params, results, ignore, allow_symlinks, members=()):
         root, count, files = dataset.write_sidecars(side_path, results, write, part_samples)
-        if part_samples:
-            claim = dataset.DatasetClaim(params, count, "", 0, root, tuple(ignore), allow_symlinks, (),
-                                         part_samples, files, members)
-        else:
-            claim = dataset.DatasetClaim(params, count, side_path.name, files[0].size, root, tuple(ignore),
-                                         allow_symlinks, members=members)
-        payload = make_statement(Path(os.path.abspath(path)).name, claim.root.hex(), claim.to_predicate())
-        write_bundle(sig_path, signer.sign(payload))
+        options = Options(params, tuple(ignore), (), allow_symlinks)
+        claim = claim_of_sidecars(options, side_path, root, count, files, part_samples, members)
+        write_bundle(sig_path, signer.sign_claim(Path(os.path.abspath(path)).name, claim))
 
     return sig_path, side_path, seal
 
@@ -577,19 +462,12 @@ def dataset_outputs(path, key, signature, sidecar, password, force, key_files, p
 def _dataset_files(path, public_key, signature, sidecar) -> tuple:
     """(signature path, checked claim, sidecar path) of a dataset signature; the sidecar is not
     read yet. ``path`` (the dataset directory) only locates the default signature ``PATH.sig``."""
+    from .manifest.dataset_claims import sidecar_location
+
     if path is None and _setting("signature", signature) is None:
         raise SentryError("no dataset signature: pass signature=PATH")
     sig_path, claim = _read_claim(path, public_key, signature, "dataset")
-    return sig_path, claim, _sidecar_path(sig_path, claim, sidecar)
-
-
-def _sidecar_path(sig_path: Path, claim, sidecar) -> Path:
-    """The sidecar given, else the one the claim names beside the signature; for a sidecar in
-    parts, the directory holding them: beside the sidecar path given (as signing named them), else
-    beside the signature."""
-    if claim.part_samples:
-        return (Path(sidecar) if sidecar is not None else sig_path).parent
-    return Path(sidecar) if sidecar is not None else sig_path.with_name(claim.sidecar_name)
+    return sig_path, claim, sidecar_location(sig_path, claim, sidecar)
 
 
 def dataset_claim(path=None, public_key=None, signature=None, *, sidecar=None) -> tuple:
@@ -642,30 +520,14 @@ def verify_dataset(path_or_root, public_key=None, signature=None, *, sidecar=Non
 def _check_dataset(path, claim, sig_path: Path, *, sidecar=None, samples=None, ignore=(), default_ignores=True,
                    allow_symlinks=False, provenance=None, device=None, progress=None) -> Report:
     """A dataset directory against a verified claim and its sidecar (:func:`verify_dataset`)."""
-    from .manifest.dataset import SignedDataset, compare_all, iter_samples
+    from .manifest.dataset_claims import check_directory, sidecar_location
 
-    if claim.members:
-        raise UnsupportedFormat(f"{sig_path} signs the members of {' and '.join(claim.members)} files as samples, "
-                                f"which a directory walk does not read: verify it with sentry.data.ray.verify")
-    side_path = _sidecar_path(sig_path, claim, sidecar)
-    # Subsets are looked up by name: the sidecar is read (and checked) whole before any hashing.
-    signed = SignedDataset.load(claim, side_path, sig_path) if samples is not None else None
-    sources = load_provenance(provenance, claim.params.leaf_size) if provenance is not None else None
-    device = _setting("device", device) or "auto"
-    ignored: list = []
-    actual = iter_samples(  # compared as hashed, not all kept
-        path, claim.params, names=samples, ignore=claim.ignore + tuple(ignore),
-        default_ignores=claim.default_ignores if default_ignores else (),
-        allow_symlinks=claim.allow_symlinks or allow_symlinks, exclude=[sig_path, *claim.sidecar_paths(side_path)],
-        progress=_setting("progress", progress), device=device, walk_lazily=True, ignored=ignored)
-    failures: dict = {}
-    if sources is not None:
-        actual = sources.checked(actual, failures, device)
-    report = compare_all(claim, side_path, actual) if signed is None else signed.compare(actual, samples)
-    if sources is not None:
-        sources.attribute(report, failures)
-    report.ignored = ignored
-    return _verdict(report)
+    options = Options.resolve(_defaults, params=claim.params, ignore=claim.ignore + tuple(ignore),
+                              default_ignores=default_ignores and claim.default_ignores,
+                              allow_symlinks=claim.allow_symlinks or allow_symlinks, device=device, progress=progress)
+    load_sources = None if provenance is None else lambda: load_provenance(provenance, claim.params.leaf_size)
+    return _verdict(check_directory(path, claim, sig_path, sidecar_location(sig_path, claim, sidecar), options,
+                                    samples=samples, load_sources=load_sources))
 
 
 def sign_samples(path, key=None, output=None, *, prefix="", password=None, ignore=(), allow_symlinks=False,
@@ -689,15 +551,10 @@ def sign_samples(path, key=None, output=None, *, prefix="", password=None, ignor
     private_key = keys.check_signing_key(_private_key(key, password))
     out = Path(output) if output is not None else prov.default_path(path)
     _check_outputs([(PROVENANCE, out)], path, key, key_files, force)
-    leaf_size = _setting("leaf_size", leaf_size)
-    params = HashParams() if leaf_size is None else HashParams(leaf_size=leaf_size)
-    device = _setting("device", device) or "auto"
-    items = dataset.iter_samples(path, params, ignore=ignore, allow_symlinks=allow_symlinks, exclude=[out],
-                                 progress=_setting("progress", progress), device=device,
-                                 walk_lazily=not dataset.writes_inside(path, out))
-    header = prov.header_line(keys.public_key_hint(private_key.public_key()), params.leaf_size)
-    write_atomic(out, itertools.chain([header], prov.sign_lines(private_key, items, params.leaf_size,
-                                                                prefix=prefix, device=device)))
+    o = Options.resolve(_defaults, leaf_size=leaf_size, ignore=ignore, default_ignores=False,
+                        allow_symlinks=allow_symlinks, device=device, progress=progress)
+    items = dataset.samples_of(path, o, exclude=[out], walk_lazily=not writes_inside(path, out))
+    write_atomic(out, prov.file_lines(private_key, items, o.params.leaf_size, prefix=prefix, device=o.device))
     return out
 
 

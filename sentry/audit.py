@@ -19,8 +19,6 @@ from pathlib import Path
 from .api import check_signed, signed_claim, verifier_for
 from .errors import SentryError, reason
 from .io.posix import path_too_long_error, shown_path
-from .manifest.dataset import DatasetClaim
-from .manifest.oms import OmsManifest
 
 
 @dataclass
@@ -63,13 +61,6 @@ def find_signatures(directory) -> tuple[list[Path], list[Entry]]:
     return sorted(found), unreadable
 
 
-def _count(signed) -> int:
-    """How many items (files and tensors, samples, or OMS resources) a signature lists."""
-    if isinstance(signed, DatasetClaim):
-        return signed.samples
-    return len(signed.resources if isinstance(signed, OmsManifest) else signed.items)
-
-
 def audit(directory, public_key, *, signatures_only: bool = False, device: str = "auto",
           progress=None) -> list[Entry]:
     """One Entry per bundle under ``directory`` (and per unreadable directory), in path order."""
@@ -97,7 +88,7 @@ def audit(directory, public_key, *, signatures_only: bool = False, device: str =
                 raise verifier.mismatch(bundle)
             signed = signed_claim(parse_statement(bundle.payload), entry.signature)
             if signatures_only:
-                entry.summary = f"signature valid ({_count(signed)} items signed)"
+                entry.summary = f"signature valid ({signed.item_count()} items signed)"
             else:
                 entry.summary = check_signed(entry.artifact, signed, entry.signature, device=device,
                                              progress=progress).summary()

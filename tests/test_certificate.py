@@ -114,3 +114,15 @@ def test_model_signing_certificate_bundle_verifies_with_its_root_only(tmp_path):
     assert b"model_signing/signature/v1.0" in verifier.verify(bundle)
     with pytest.raises(VerificationError, match="does not chain"):
         _verifier(make_pki(tmp_path)).verify(bundle)
+
+
+def test_signers_return_the_checked_bundle_they_write(tmp_path):
+    """Signer.sign returns a Bundle (parsed as a verifier parses it); written and read back, it is the same."""
+    pki = make_pki(tmp_path)
+    signer = CertificateSigner(load_private_key(pki["key"]), load_certificates(pki["leaf"])[0],
+                               load_certificates(pki["intermediate"]))
+    bundle = signer.sign(STATEMENT)
+    assert bundle.payload == STATEMENT and len(bundle.signatures) == 1
+    write_bundle(tmp_path / "m.sig", bundle)
+    assert read_bundle(tmp_path / "m.sig") == bundle
+    assert _verifier(pki).verify(bundle) == STATEMENT

@@ -458,7 +458,7 @@ def test_certificate_bundle_is_not_a_key_bundle(tmp_path, key, statement):
 
 
 def _bundle_with(tmp_path, key, statement, edit) -> Path:
-    raw = KeySigner(key).sign(statement)
+    raw = KeySigner(key).sign(statement).raw
     edit(raw)
     path = tmp_path / "b.sig"
     path.write_text(json.dumps(raw))

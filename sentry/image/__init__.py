@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from ..errors import Remedy, SentryError
-from ..signing.statement import IMAGE_PREDICATE_TYPE
+from ..manifest.manifest import IMAGE_PREDICATE_TYPE
 from .build import ImageResult
 from .layouts import LAYOUTS, layout_for
 from .reader import VerifiedImage

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..errors import ContentMismatch, InvalidBundle, SentryError, UnsupportedFormat
 from ..hashing.verity import MAX_SALT
-from ..signing.statement import IMAGE_PREDICATE_TYPE
+from ..manifest.manifest import IMAGE_PREDICATE_TYPE
 from . import verity
 from .verify import verify_image
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from ..hashing.merkle import chunk_leaves, leaf_count
 from ..errors import SentryError
 from .item import SAMPLE, Item
+from .tensors import tied_twin
 
 
 @dataclass(frozen=True)
@@ -189,7 +190,7 @@ def compare_manifests(signed, actual, *, allow_missing=(), allow_uncovered=False
         want.pop(name, None)
         have.pop(name, None)
     for name in sorted(have.keys() - want.keys()):
-        twin = _same_memory(have[name], [have[n] for n in sorted(want.keys() & have.keys())])
+        twin = tied_twin(have[name], [have[n] for n in sorted(want.keys() & have.keys())])
         if twin is not None:
             report.tied.append((name, twin.name))
             del have[name]
@@ -208,22 +209,3 @@ def _tensors_by_name(manifest) -> dict:
             )
         by_name[it.name] = it
     return by_name
-
-
-def _same_memory(item: Item, verified: list[Item]):
-    """A verified tensor viewing exactly the same memory as ``item``'s live tensor, if any."""
-    t = (item.extra or {}).get("tensor")
-    if t is None:
-        return None
-    for other in verified:
-        u = (other.extra or {}).get("tensor")
-        if (
-            u is not None
-            and u.device == t.device
-            and u.dtype == t.dtype
-            and u.shape == t.shape
-            and u.stride() == t.stride()
-            and u.data_ptr() == t.data_ptr()
-        ):
-            return other
-    return None

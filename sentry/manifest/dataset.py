@@ -10,6 +10,7 @@ import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from ..errors import ContentMismatch, InvalidBundle, InvalidInput, Remedy, SentryError
 from ..hashing.merkle import StreamRoot
@@ -18,7 +19,8 @@ from . import sidecar
 from .compare import Report, diff_item
 from .ignore import IgnoreRules
 from .item import _HEX64, MAX_ITEMS, SAMPLE, Item
-from .manifest import Manifest
+from .manifest import PREDICATE_TYPE, Manifest
+from .options import Options
 from .shards import MEMBERS
 from .sources import iter_files
 
@@ -32,6 +34,11 @@ def default_sidecar_path(signature) -> Path:
 
 @dataclass(frozen=True)
 class DatasetClaim:
+    """What a dataset signature says (a :class:`~sentry.manifest.claim.Claim`); its samples are in the sidecar."""
+
+    predicate_type: ClassVar[str] = PREDICATE_TYPE
+    mismatch: ClassVar[str] = "the signed sidecar root does not match the signed digest"
+
     params: HashParams
     samples: int
     sidecar_name: str  # base name; found beside the signature unless the caller says otherwise
@@ -58,6 +65,12 @@ class DatasetClaim:
         """The files of :meth:`files`: ``where`` is the one sidecar, or the directory of the parts."""
         return [Path(where) / p.name for p in self.parts] if self.part_samples else [Path(where)]
 
+    def subject_digest(self) -> bytes:
+        return self.root
+
+    def item_count(self) -> int:
+        return self.samples
+
     def to_predicate(self) -> dict:
         predicate = Manifest(self.params, [], "dataset", "directory", self.ignore, self.allow_symlinks,
                              self.default_ignores).to_predicate()
@@ -74,7 +87,10 @@ class DatasetClaim:
         return predicate
 
     @classmethod
-    def from_predicate(cls, predicate: dict) -> "DatasetClaim":
+    def from_predicate(cls, predicate: dict, sidecar_dir=None) -> "DatasetClaim":
+        """The claim of a signed predicate, every field checked; its sidecar is read later
+        (:class:`SignedDataset`, :func:`compare_all`), so ``sidecar_dir`` is not used here."""
+
         def bad(why):
             return InvalidBundle(f"the signed dataset description is invalid: {why}")
 
@@ -237,7 +253,7 @@ def iter_samples(root, params: HashParams, *, names=None, ignore=(), default_ign
     directory is listed (and its errors raised) at the call, or with ``walk_lazily`` as the
     samples are hashed: memory then holds one directory's entries, not a listing of millions of
     samples, which is only sound while nothing is written under ``root`` (see
-    :func:`writes_inside`). A dataset has no default ignores: every file under it is a sample
+    :func:`~sentry.manifest.sidecar.writes_inside`). A dataset has no default ignores: every file under it is a sample
     that a loader walking it may read (ImageFolder makes a class of a top-level ``.git``);
     ``default_ignores`` are those an older signature implies. ``ignored`` (a list), if given,
     receives the paths the ignore rules left out, as the walk meets them."""
@@ -260,11 +276,12 @@ def iter_samples(root, params: HashParams, *, names=None, ignore=(), default_ign
     return _hash_batches(iter(files), params, progress, device)
 
 
-def writes_inside(root, *paths) -> bool:
-    """Whether any of ``paths`` (files about to be written) lies under the directory ``root``:
-    their temporary files would then show up in a lazy walk of it."""
-    real_root = Path(os.path.realpath(root))
-    return any(Path(os.path.realpath(Path(p).parent)).is_relative_to(real_root) for p in paths)
+def samples_of(root, options: Options, **walk):
+    """:func:`iter_samples` walked and hashed as ``options`` say (a dataset's options resolve with
+    no default ignores); ``walk``: ``names``, ``exclude``, ``walk_lazily``, ``ignored``."""
+    return iter_samples(root, options.params, ignore=options.ignore, default_ignores=options.default_ignores,
+                        allow_symlinks=options.allow_symlinks, progress=options.progress, device=options.device,
+                        **walk)
 
 
 def _hash_batches(files, params, progress, device):

@@ -6,11 +6,12 @@ The field is read as hostile input: exactly these keys, these types, these spell
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 
 from .._json import describe
-from ..errors import InvalidBundle
+from ..errors import InvalidBundle, Remedy, SentryError, VerificationError
 
 MAX_DATASETS = 16  # descriptors in one model signature
 MAX_DATASET_NAME = 255
@@ -69,3 +70,31 @@ def parse_training_data(predicate: dict, bad) -> tuple[TrainingData, ...]:
     if len({link.root for link in links}) != len(links):
         raise bad("training_data names one dataset root twice")
     return links
+
+
+def checked_links(given, can_verify: bool, link) -> tuple[TrainingData, ...]:
+    """The links a model signature will record for ``training_data`` (a dataset signature path, a
+    :class:`TrainingData`, or a list of them), checked as a verifier will read them; a path is
+    verified first by ``link(path)``, which needs the dataset owner's key (``can_verify``)."""
+    if given is None:
+        return ()
+    entries = list(given) if isinstance(given, (list, tuple)) else [given]
+    if not 0 < len(entries) <= MAX_DATASETS:
+        raise SentryError(f"training_data names 1 to {MAX_DATASETS} datasets")
+    links = []
+    for entry in entries:
+        if isinstance(entry, TrainingData):
+            try:
+                links.append(TrainingData.from_json(entry.to_json()))
+            except VerificationError as exc:
+                raise SentryError(f"cannot sign: {exc}") from None
+        elif isinstance(entry, (str, os.PathLike)):
+            if not can_verify:
+                raise SentryError(f"linking the dataset signature {entry} needs the dataset owner's public key "
+                                  f"to verify it first", remedy=Remedy("dataset_public_key", "PATH"))
+            links.append(link(entry))
+        else:
+            raise SentryError("training_data is a dataset signature path, a TrainingData, or a list of them")
+    if len({item.root for item in links}) != len(links):
+        raise SentryError("training_data names one dataset root twice")
+    return tuple(links)

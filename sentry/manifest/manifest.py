@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from ..errors import SentryError, VerificationError, InvalidBundle, reason
 from ..hashing.merkle import leaf_hash, root_of_hashes
@@ -17,6 +18,11 @@ from .ignore import DEFAULT_IGNORES, is_plain_entry_name
 from .lineage import TrainingData, parse_training_data
 from .item import MAX_ITEMS, Item
 
+# Sentry's in-toto predicate type: a model manifest or a dataset claim (dataset.py).
+PREDICATE_TYPE = "https://github.com/sentry-artifacts/sentry/manifest/v1"
+# A model disk image (docs/spec.md §10.5): its verity root, image digest and manifest root. Named
+# here beside Sentry's predicate so a verify of a model or dataset can tell it apart (manifest/claim.py).
+IMAGE_PREDICATE_TYPE = "https://github.com/sentry-artifacts/sentry/disk-image/v1"
 # What was signed: a directory or a file on disk, or a model held in memory (tensors only).
 ARTIFACT_TYPES = ("model", "dataset")
 SOURCE_TYPES = ("directory", "file", "memory")
@@ -36,6 +42,11 @@ class Sidecar:
 
 @dataclass
 class Manifest:
+    """A Sentry model (or the frame of a dataset claim): a :class:`~sentry.manifest.claim.Claim`."""
+
+    predicate_type: ClassVar[str] = PREDICATE_TYPE
+    mismatch: ClassVar[str] = "the signed manifest does not match the signed digest"
+
     params: HashParams
     items: list[Item]
     artifact_type: str = "model"  # model | dataset
@@ -61,6 +72,12 @@ class Manifest:
     def root(self) -> bytes:
         """RFC 9162 tree over the items' canonical records, in key order (docs/spec.md §2)."""
         return root_of_hashes([leaf_hash(it.record()) for it in self.items])
+
+    def subject_digest(self) -> bytes:
+        return self.root()
+
+    def item_count(self) -> int:
+        return len(self.items)
 
     def to_predicate(self, *, inline: bool = False) -> dict:
         """The statement's predicate; with a sidecar, the items are left to it unless ``inline``."""
@@ -99,6 +116,26 @@ class Manifest:
 
     def needs_sidecar(self) -> bool:
         return self.records_size() > MAX_INLINE_BYTES
+
+    def for_bundle(self, sig_path: Path, artifact, check_sidecar, write) -> "Manifest":
+        """The manifest to sign, checked as a verifier will check it: :meth:`fitted`, and if still
+        too large for the bundle, with its items written (``write(path, lines)``) to a sidecar
+        beside the signature (docs/spec.md §2.2), which never goes inside the ``artifact`` (a path;
+        None: a model in memory) and, like every output, replaces only an earlier one of its kind
+        (``check_sidecar(path)``: signing/outputs.py)."""
+        manifest = self.fitted()
+        what = artifact if artifact is not None else "the model"
+        manifest.check_signable(what)
+        if manifest.needs_sidecar():
+            side_path = sidecars.beside(sig_path, SIDECAR_SUFFIX)
+            if artifact is not None and sidecars.writes_inside(artifact, side_path):
+                raise SentryError(f"the manifest of {what} ({len(manifest.items)} items) needs a sidecar beside "
+                                  f"the signature, which then must not lie inside {what}")
+            check_sidecar(side_path)
+            written = sidecars.Writer()
+            write(side_path, written.lines(manifest.items))
+            manifest.sidecar = Sidecar(side_path, written.size)
+        return manifest
 
     def check_signable(self, what) -> None:
         """SentryError, before anything is signed, if a verifier would refuse this manifest: its

@@ -17,6 +17,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import ClassVar
 
 from ..errors import SentryError, VerificationError, InvalidBundle, UnsupportedFormat
 from ..io.posix import FileSource
@@ -34,6 +35,11 @@ _READ = 1 << 20
 
 @dataclass(frozen=True)
 class OmsManifest:
+    """A model_signing (OMS) manifest: a :class:`~sentry.manifest.claim.Claim`."""
+
+    predicate_type: ClassVar[str] = PREDICATE_TYPE
+    mismatch: ClassVar[str] = "the signed model_signing resources do not match the signed digest"
+
     method: str  # files | shards
     resources: dict[str, bytes]  # name -> SHA-256, in the signed order
     ignore_paths: tuple[str, ...] = ()
@@ -52,6 +58,12 @@ class OmsManifest:
         """The subject digest: SHA-256 over the resources' digests in order."""
         return hashlib.sha256(b"".join(self.resources.values())).digest()
 
+    def subject_digest(self) -> bytes:
+        return self.digest()
+
+    def item_count(self) -> int:
+        return len(self.resources)
+
     def to_predicate(self) -> dict:
         serialization = {"method": self.method, "hash_type": "sha256", "allow_symlinks": self.allow_symlinks}
         if self.shard_size is not None:
@@ -64,6 +76,14 @@ class OmsManifest:
     @classmethod
     def from_statement(cls, digest_hex: str, predicate: dict) -> "OmsManifest":
         """Check a signed (otherwise untrusted) OMS predicate against the subject digest."""
+        manifest = cls.from_predicate(predicate)
+        if manifest.digest().hex() != digest_hex:
+            raise InvalidBundle(cls.mismatch)
+        return manifest
+
+    @classmethod
+    def from_predicate(cls, predicate: dict, sidecar_dir=None) -> "OmsManifest":
+        """Check a signed (otherwise untrusted) OMS predicate; it names no sidecar."""
 
         def bad(why: str) -> VerificationError:
             return InvalidBundle(f"the signed model_signing manifest is invalid: {why}")
@@ -107,8 +127,6 @@ class OmsManifest:
             if name in manifest.resources:
                 raise bad(f"resource {name[:80]!r} is listed twice")
             manifest.resources[name] = bytes.fromhex(digest)
-        if manifest.digest().hex() != digest_hex:
-            raise InvalidBundle("the signed model_signing resources do not match the signed digest")
         return manifest
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 from pathlib import Path
 
@@ -200,3 +201,10 @@ def record_name(token: bytes | None, previous: str | None, where: str, what: str
         raise InvalidBundle(f"{where} {order} ({name[:80]!r})")
     return name
 
+
+
+def writes_inside(root, *paths) -> bool:
+    """Whether any of ``paths`` (files about to be written) lies under the directory ``root``:
+    their temporary files would then show up in a lazy walk of it."""
+    real_root = Path(os.path.realpath(root))
+    return any(Path(os.path.realpath(Path(p).parent)).is_relative_to(real_root) for p in paths)

@@ -69,3 +69,23 @@ def _digests(state: dict, params: HashParams, device, progress, timeout) -> list
 def is_sharded_manifest(items) -> bool:
     """Whether some item's roots were folded from every rank's shards (all ranks must then agree)."""
     return any(it.extra and it.extra.get("sharded") for it in items)
+
+
+def tied_twin(item: Item, verified: list[Item]) -> Item | None:
+    """A verified tensor item viewing exactly the same memory as ``item``'s live tensor (tied
+    weights: one parameter under two names), if any; items read from disk have no tensor."""
+    t = (item.extra or {}).get("tensor")
+    if t is None:
+        return None
+    for other in verified:
+        u = (other.extra or {}).get("tensor")
+        if (
+            u is not None
+            and u.device == t.device
+            and u.dtype == t.dtype
+            and u.shape == t.shape
+            and u.stride() == t.stride()
+            and u.data_ptr() == t.data_ptr()
+        ):
+            return other
+    return None

@@ -29,9 +29,8 @@ from sentry.signing.keys import (
     read_password,
     write_keypair,
 )
+from sentry.manifest.manifest import IMAGE_PREDICATE_TYPE, PREDICATE_TYPE
 from sentry.signing.statement import (
-    IMAGE_PREDICATE_TYPE,
-    PREDICATE_TYPE,
     STATEMENT_TYPE,
     Statement,
     make_statement,

@@ -8,14 +8,19 @@ from __future__ import annotations
 import abc
 
 from sentry.signing.bundle import Bundle
+from sentry.signing.statement import statement_of
 
 
 class Signer(abc.ABC):
-    """Signs a statement payload and returns a Sigstore bundle dict holding its DSSE envelope."""
+    """Signs a statement payload and returns the Sigstore bundle holding its DSSE envelope."""
 
     @abc.abstractmethod
-    def sign(self, payload: bytes) -> dict:
-        """Sign ``payload`` (an in-toto statement's bytes) and return the bundle dict."""
+    def sign(self, payload: bytes) -> Bundle:
+        """Sign ``payload`` (an in-toto statement's bytes) and return the bundle (its JSON in ``raw``)."""
+
+    def sign_claim(self, subject_name: str, claim) -> Bundle:
+        """The bundle of ``claim`` (a :class:`~sentry.manifest.claim.Claim`): its statement, signed."""
+        return self.sign(statement_of(subject_name, claim))
 
 
 class Verifier(abc.ABC):

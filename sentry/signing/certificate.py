@@ -59,7 +59,7 @@ class CertificateSigner(Signer):
             "tlogEntries": [],
         }
 
-    def sign(self, payload: bytes) -> dict:
+    def sign(self, payload: bytes) -> Bundle:
         return self._signer.sign(payload, self._material)
 
 

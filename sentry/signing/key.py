@@ -24,7 +24,7 @@ from sentry.errors import VerificationError, InvalidBundle, BadSignature
 from sentry.signing import keys
 from sentry._json import describe
 from sentry.signing.base import Signer, Verifier
-from sentry.signing.bundle import Bundle, make_bundle, require_method
+from sentry.signing.bundle import Bundle, make_bundle, parse_bundle, require_method
 from sentry.crypto.cpu import ecdsa_algorithm
 from sentry.signing.dsse import PAYLOAD_TYPE, pae
 
@@ -48,14 +48,14 @@ class KeySigner(Signer):
     def public_key(self) -> ec.EllipticCurvePublicKey:
         return self._private_key.public_key()
 
-    def sign(self, payload: bytes, material: dict | None = None) -> dict:
+    def sign(self, payload: bytes, material: dict | None = None) -> Bundle:
         """The bundle; ``material`` replaces the key hint (a certificate signer passes its chain)."""
         payload = bytes(payload)
         ecdsa = _ecdsa(self._private_key.public_key(), deterministic=True)
         signature = self._private_key.sign(pae(PAYLOAD_TYPE, payload), ecdsa)
         if material is None:
             material = {"publicKey": {"hint": self._hint}, "tlogEntries": []}
-        return make_bundle(payload, signature, material)
+        return parse_bundle(make_bundle(payload, signature, material))
 
 
 class KeyVerifier(Verifier):

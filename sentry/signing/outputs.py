@@ -103,17 +103,17 @@ def _is_earlier(kind: str, path: str, size: int) -> bool:
     """Whether ``path`` holds what an earlier run wrote for ``kind``: a bundle (of a Sentry or
     model_signing statement), a sample list, a provenance file; read capped, never trusted."""
     from ..hashing.merkle import StreamRoot
-    from ..manifest import oms
+    from ..manifest.claim import CLAIM_TYPES
     from ..manifest.sidecar import item_records, records
     from . import provenance
     from .bundle import read_bundle
-    from .statement import PREDICATE_TYPE, parse_statement
+    from .statement import parse_statement
 
     if size == 0:  # the sample list of an empty dataset; nothing else is empty
         return kind == SIDECAR
     try:
         if kind == SIGNATURE:
-            return parse_statement(read_bundle(path).payload).predicate_type in (PREDICATE_TYPE, oms.PREDICATE_TYPE)
+            return parse_statement(read_bundle(path).payload).predicate_type in CLAIM_TYPES
         with FileSource(path, follow_symlinks=True) as src:
             first, newline, _ = src.read(0, min(src.size, _HEAD_BYTES)).partition(b"\n")
         if not newline:

@@ -76,6 +76,12 @@ def record_line(name: str, size: int, root: bytes, signature: bytes) -> bytes:
                       sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode() + b"\n"
 
 
+def file_lines(private_key, items, leaf_size: int, *, prefix: str = "", device: str = "auto"):
+    """A provenance file's lines: its header (the signing key's hint), then :func:`sign_lines`."""
+    yield header_line(public_key_hint(private_key.public_key()), leaf_size)
+    yield from sign_lines(private_key, items, leaf_size, prefix=prefix, device=device)
+
+
 def sign_lines(private_key, items, leaf_size: int, *, prefix: str = "", device: str = "auto"):
     """Record lines (with their newline) for sample items (sorted by name), signed ``BATCH``
     at a time, as the items come."""

@@ -22,7 +22,7 @@ from urllib.parse import quote
 from sentry._optional import require
 from sentry.errors import SentryError, InvalidBundle, BadSignature, reason, Remedy
 from sentry.signing.base import Signer, Verifier
-from sentry.signing.bundle import Bundle, require_method
+from sentry.signing.bundle import Bundle, parse_bundle, require_method
 from sentry.signing.dsse import PAYLOAD_TYPE
 
 PRODUCTION_TUF = "https://tuf-repo-cdn.sigstore.dev"
@@ -159,7 +159,7 @@ class SigstoreSigner(Signer):
         """(identity, OIDC issuer) that the certificate will name: what a verifier must expect."""
         return self._token.identity, self._token.federated_issuer
 
-    def sign(self, payload: bytes) -> dict:
+    def sign(self, payload: bytes) -> Bundle:
         from sigstore import dsse
         from sigstore.sign import SigningContext
 
@@ -169,7 +169,7 @@ class SigstoreSigner(Signer):
                 bundle = signer.sign_dsse(dsse.Statement(bytes(payload)))
         except Exception as exc:  # network and service errors from Fulcio, Rekor, a TSA
             raise SentryError(f"Sigstore signing failed: {reason(exc)}") from None
-        return json.loads(bundle.to_json())
+        return parse_bundle(json.loads(bundle.to_json()))
 
 
 class SigstoreVerifier(Verifier):

@@ -13,12 +13,10 @@ from typing import Any
 
 from sentry._json import StrictJSONError, describe, expect, loads_strict, type_name
 from sentry.errors import InvalidBundle, InvalidInput, SentryError, VerificationError
+from sentry.manifest.manifest import PREDICATE_TYPE
 from sentry.signing.bundle import MAX_PAYLOAD_BYTES
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
-PREDICATE_TYPE = "https://github.com/sentry-artifacts/sentry/manifest/v1"
-# A model disk image (docs/spec.md §10.5): its verity root, image digest and manifest root.
-IMAGE_PREDICATE_TYPE = "https://github.com/sentry-artifacts/sentry/disk-image/v1"
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 MAX_TYPE_URI = 200
@@ -55,6 +53,12 @@ def make_statement(subject_name: str, root_hex: str, predicate: dict, *,
         raise SentryError(f"the statement to sign would be {len(payload)} bytes, more than a signature bundle "
                           f"carries ({MAX_PAYLOAD_BYTES} bytes){hint}")
     return payload
+
+
+def statement_of(subject_name: str, claim) -> bytes:
+    """The statement that signs ``claim`` (a :class:`~sentry.manifest.claim.Claim`) under ``subject_name``."""
+    return make_statement(subject_name, claim.subject_digest().hex(), claim.to_predicate(),
+                          predicate_type=claim.predicate_type)
 
 
 def _bad(reason: str) -> VerificationError:
