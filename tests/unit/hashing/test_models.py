@@ -76,7 +76,7 @@ def test_in_memory_signature_verifies_the_saved_checkpoint(tmp_path, keys):
     ckpt_dir.mkdir()
     save_tensors(ckpt_dir / "model.safetensors", net.state_dict())
     (ckpt_dir / "config.json").write_text("{}")
-    # config.json is not covered: accepted only when the caller says so (tests/test_hardening_verify.py)
+    # config.json is not covered: accepted only when the caller says so (tests/unit/sentry/test_hardening_verify.py)
     report = sentry.verify_model(ckpt_dir, public_key=keys[1], signature=sig, allow_uncovered=True)
     assert report.ok and report.uncovered == ["file config.json"]
 

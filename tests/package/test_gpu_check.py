@@ -14,8 +14,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from support import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 SCRIPT = ROOT / "scripts" / "gpu-check.sh"
 STEPS = ["wheels", "env", "ecdsa-ptx", "merkle-nvrtc", "streams", "kvikio", "gpu-rest", "bench-merkle", "bench-ecdsa"]
 
@@ -141,8 +142,8 @@ def test_the_steps_cover_every_gpu_test_file_emulator_gaps_first_in_the_budget(d
             named.add(file)
     not_run = re.search(r"^not run: (.*)$", (tmp / "out" / "summary.txt").read_text(), re.M).group(1)
     marked = re.compile(r"^(@pytest\.mark\.gpu\b|pytestmark = \[?pytest\.mark\.gpu\b|.*marks=pytest\.mark\.gpu\b)", re.M)
-    gpu_files = {f"tests/{p.name}" for p in (ROOT / "tests").glob("test_*.py") if marked.search(p.read_text())}
-    assert {"tests/test_cuda.py", "tests/test_crypto.py", "tests/test_loaders.py"} <= gpu_files  # the three forms
+    gpu_files = {p.relative_to(ROOT).as_posix() for p in (ROOT / "tests").rglob("test_*.py") if marked.search(p.read_text())}
+    assert {"tests/gpu/test_cuda.py", "tests/unit/crypto/test_crypto.py", "tests/unit/data/test_loaders.py"} <= gpu_files  # the three forms
     for file in gpu_files:
         assert file in named or file in not_run, f"{file} has gpu tests the check neither runs nor lists as not run"
 
@@ -152,7 +153,7 @@ def test_a_skipped_gpu_test_fails_under_sentry_require_gpu():
 
     if cuda_available():
         pytest.skip("a GPU is usable here: the gpu tests run rather than skip")
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "gpu and not slow", "tests/test_ecdsa_gpu.py"]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "gpu and not slow", "tests/gpu/test_ecdsa_gpu.py"]
     env = {k: v for k, v in os.environ.items() if k != "SENTRY_REQUIRE_GPU"}
     lax = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     strict = subprocess.run(cmd, cwd=ROOT, env={**env, "SENTRY_REQUIRE_GPU": "1"}, capture_output=True, text=True, timeout=120)

@@ -1,7 +1,7 @@
 """The CUDA backend's file path without a GPU: kvikio's and CuPy's stand-ins (``fake_gpu.py``), the
 CPU backend in place of the kernels' runs, everything else (reader choice, kvikio opens and reads,
 device buffers and where blocks go in them, the work tables, the file driver) as it runs on a GPU.
-The same roots on a GPU: tests/test_cuda.py.
+The same roots on a GPU: tests/gpu/test_cuda.py.
 """
 from __future__ import annotations
 

@@ -8,14 +8,14 @@ import functools
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from cuda_emu import build
 from cuda_emu.sanitized import WORKERS_ENV
+from support import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 SANITIZERS = {
     "asan": ("libasan.so", "-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer",
              {"ASAN_OPTIONS": "detect_leaks=0"}),

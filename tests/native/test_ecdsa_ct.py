@@ -12,8 +12,9 @@ import pytest
 
 import ecdsa_vectors
 from p256_host import KERNELS
+from support import TESTS
 
-SOURCE = Path(__file__).resolve().parent / "native" / "p256_ct.cpp"
+SOURCE = TESTS / "native" / "p256_ct.cpp"
 VALGRIND = shutil.which("valgrind")
 CXX = shutil.which("g++")
 pytestmark = pytest.mark.skipif(

@@ -21,9 +21,9 @@ from agents import dataset as dataset_agent
 from agents import inferencer as inferencer_agent
 from agents import trainer as trainer_agent
 from agents.common import run
-from support import flip_bit, make_keys, tensor_offset
+from support import REPO, flip_bit, make_keys, tensor_offset
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO
 
 
 class NeverServe:
@@ -351,7 +351,7 @@ def test_missing_key_names_the_environment_variable(tmp_path):
 
 
 # -- keyless (Sigstore): live signing needs Fulcio and Rekor, which tests do not have; everything up to
-# that boundary runs the real client (tests/test_sigstore.py does the same for the library).
+# that boundary runs the real client (tests/unit/signing/test_sigstore.py does the same for the library).
 @pytest.fixture
 def keyless_env(tmp_path):
     """An identity token of me@example.com and a trust config whose services refuse connections."""

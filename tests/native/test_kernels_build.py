@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from sentry.hashing import kernel_source
+from support import REPO
 
-KERNELS = Path(__file__).resolve().parents[1] / "kernels"
+KERNELS = REPO / "kernels"
 NVCC = shutil.which("nvcc")
 needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc not found")
 REGISTER_ONLY = {"merkle.cu", "sha256_rate.cu"}

@@ -21,8 +21,9 @@ from pathlib import Path
 import pytest
 
 import sentry
+from support import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 KERNELS = sorted(p.name for p in (ROOT / "kernels").iterdir() if p.is_file())
 # What the build reads (setup.py, MANIFEST.in); anything else of the checkout stays out of the copy.
 SOURCES = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "LICENSE", "cufile.json", "kernels", "docs", "sentry")

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from sentry.errors import MissingDependency, SentryError
+from support import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 PIP = r"pip install 'sentry-artifacts\[{}\]'$"
 
 

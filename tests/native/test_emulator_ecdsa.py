@@ -1,6 +1,6 @@
 """The real ECDSA kernels (kernels/ecdsa.cu) on the CPU launch emulator, through the batch API with
 device="cuda" and the real launch code of sentry/crypto/cuda.py: the project's own GPU tests
-(tests/test_ecdsa_gpu.py, and tests/test_crypto.py's cuda cases), run here without a GPU."""
+(tests/gpu/test_ecdsa_gpu.py, and tests/unit/crypto/test_crypto.py's cuda cases), run here without a GPU."""
 from __future__ import annotations
 
 import pytest

@@ -1,7 +1,7 @@
 """The Merkle kernels (kernels/merkle.cu) on the CPU launch emulator, launched by the CUDA backend's
 own driver (sentry/hashing/cuda.py), against hashlib, the shared vectors and the CPU engine: what
 the redesigned leaf kernel (merkle_leaves.cuh: warp-cooperative, staged, any alignment, levels 1-8
-fused) adds to tests/test_emulator_merkle.py. Every start alignment mod 16, lengths around
+fused) adds to tests/native/test_emulator_merkle.py. Every start alignment mod 16, lengths around
 message-block and leaf boundaries, leaf counts 1-300 with chunk levels below and above the fused
 ones, views into one buffer; the staging's and the fusion's hazards, planted back, are caught."""
 from __future__ import annotations

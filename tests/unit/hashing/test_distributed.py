@@ -14,9 +14,10 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("torch.distributed.checkpoint")
 import sentry  # noqa: E402
 from sentry.errors import SentryError, VerificationError  # noqa: E402
+from support import REPO, TESTS  # noqa: E402
 
-WORKER = Path(__file__).parent / "dist" / "worker.py"
-ROOT = Path(__file__).parent.parent
+WORKER = TESTS / "dist" / "worker.py"
+ROOT = REPO
 
 
 def torchrun(out: Path, nproc: int, *scenarios) -> list:

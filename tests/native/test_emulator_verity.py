@@ -2,7 +2,7 @@
 emulator through the fake CuPy (tests/cuda_emu), driven by sentry/hashing/verity.py's launch code:
 bit for bit the C level and hashlib, for salts of 0, 1, 32 and 256 bytes, partial last blocks and
 more blocks than one thread block holds; and whole trees equal `veritysetup format`'s (through
-tests/test_image_verity.py's pinning of the CPU tree). Its GPU run awaits a GPU."""
+tests/unit/image/test_image_verity.py's pinning of the CPU tree). Its GPU run awaits a GPU."""
 from __future__ import annotations
 
 import hashlib

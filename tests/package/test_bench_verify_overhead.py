@@ -2,10 +2,11 @@
 from pathlib import Path
 
 import pytest
+from support import REPO
 
 torch = pytest.importorskip("torch")
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
+BENCH = REPO / "bench"
 
 
 def test_verify_overhead_runs_and_leaves_sentry_as_it_was(monkeypatch, capsys):

@@ -27,7 +27,7 @@ from safetensors.torch import load_file  # noqa: E402
 
 import sentry  # noqa: E402
 from sentry import VerificationError  # noqa: E402
-from support import flip_bit, make_keys  # noqa: E402
+from support import REPO, flip_bit, make_keys  # noqa: E402
 
 SOURCE = Path(gt_model.__file__).parent / "model"
 WEIGHTS = "model.safetensors"
@@ -189,7 +189,7 @@ def test_flipped_bit_in_a_tensor_is_named_and_located(real):
 
 
 def test_cli_verifies_the_directory(real):
-    root = str(Path(__file__).resolve().parents[1])  # run this checkout's sentry, from anywhere
+    root = str(REPO)  # run this checkout's sentry, from anywhere
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     r = subprocess.run(
         [sys.executable, "-m", "sentry.cli", "verify", real.dir, "--public-key", real.public, "--json"],

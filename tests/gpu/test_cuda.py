@@ -1,7 +1,7 @@
 """The CUDA backend on a GPU: the same digests as the CPU backend, in place, in bounded memory.
 
 Marked ``gpu`` and skipped where CuPy or a usable GPU is missing (CI). Run on a GPU machine with
-``python -m pytest -q -m gpu tests/test_cuda.py``.
+``python -m pytest -q -m gpu tests/gpu/test_cuda.py``.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 tests/host/kernels_host.cpp includes kernels/merkle.cuh (and so kernels/sha256.cuh) unchanged: node
 hashes and the level plan's thread counts. The kernels themselves, as launched by the CUDA
-backend's own driver, run on the CPU launch emulator (tests/test_emulator_kernels.py).
+backend's own driver, run on the CPU launch emulator (tests/native/test_emulator_kernels.py).
 """
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import ctypes
 import random
 import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from sentry.hashing import gpu_plan, merkle
+from support import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 H = 32
 
 

@@ -7,14 +7,13 @@ import io
 import os
 import random
 import tarfile
-from pathlib import Path
 
 import pytest
 
 import sentry
 from sentry import SentryError
 from sentry.errors import ContentMismatch
-from support import verification_fails
+from support import REPO, verification_fails
 
 ray = pytest.importorskip("ray")
 sray = pytest.importorskip("sentry.data.ray")
@@ -23,7 +22,7 @@ sray = pytest.importorskip("sentry.data.ray")
 @pytest.fixture(scope="session")
 def ray_local():
     """Ray in this process's image: workers import this checkout's sentry (PYTHONPATH)."""
-    root, saved = str(Path(__file__).resolve().parents[1]), dict(os.environ)
+    root, saved = str(REPO), dict(os.environ)
     os.environ["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")

@@ -16,8 +16,9 @@ from sentry.errors import SentryError
 from sentry.hashing import cpu, merkle
 from sentry.hashing.params import HashParams
 from sentry.io.posix import FileSource
+from support import TESTS
 
-VECTORS_DIR = Path(__file__).parent / "vectors"
+VECTORS_DIR = TESTS / "vectors"
 VECTORS = json.loads((VECTORS_DIR / "merkle.json").read_text())["vectors"]
 
 _spec = importlib.util.spec_from_file_location("make_vectors", VECTORS_DIR / "make_vectors.py")

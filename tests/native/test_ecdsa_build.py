@@ -1,5 +1,5 @@
 """The ECDSA headers build warning-free with g++ (the CPU tests load that build); nvcc and NVRTC
-compile every kernel in tests/test_kernels_build.py. The signing
+compile every kernel in tests/native/test_kernels_build.py. The signing
 kernel's SASS passes tests/sass_ct.py, which must catch a secret table index and a secret branch
 (runs where nvdisasm is installed)."""
 from __future__ import annotations

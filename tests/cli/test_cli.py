@@ -13,7 +13,6 @@ import re
 import stat
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -21,9 +20,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 import sentry
-from support import flip_bit, make_keys, run_cli, save_tensors, shared_interop, tensor_offset
+from support import REPO, flip_bit, make_keys, run_cli, save_tensors, shared_interop, tensor_offset
 
-ROOT = Path(__file__).resolve().parents[1]  # the checkout under test
+ROOT = REPO  # the checkout under test
 HEX64 = re.compile(r"[0-9a-f]{64}")
 PASSWORD = "correct horse battery staple"
 

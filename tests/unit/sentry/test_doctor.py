@@ -13,8 +13,9 @@ import sentry
 from sentry import doctor
 from sentry.cli import main
 from sentry.hashing import cpu
+from support import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 
 
 def version_lines(capsys) -> list[str]:
