@@ -356,9 +356,9 @@ def test_missing_key_names_the_environment_variable(tmp_path):
 def keyless_env(tmp_path):
     """An identity token of me@example.com and a trust config whose services refuse connections."""
     pytest.importorskip("sigstore")
-    from test_sigstore import _token, _trust_config
+    from sigstore_support import fake_token, trust_config_file
 
-    return {"SIGSTORE_IDENTITY_TOKEN": _token(), "SENTRY_TRUST_CONFIG": _trust_config(tmp_path, service_url="http://127.0.0.1:9"),
+    return {"SIGSTORE_IDENTITY_TOKEN": fake_token(), "SENTRY_TRUST_CONFIG": trust_config_file(tmp_path, service_url="http://127.0.0.1:9"),
             "SENTRY_KEY_FILE": ""}
 
 

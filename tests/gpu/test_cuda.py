@@ -13,7 +13,7 @@ import pytest
 from sentry.hashing import cpu, cuda
 from sentry.hashing.params import HashParams
 
-from test_merkle import VECTORS, expected, vec_id, vector_data
+from merkle_vectors import VECTORS, expected, vec_id, vector_data
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not cuda.available(), reason=f"{cuda.unavailable_reason()}")]
 

@@ -1,13 +1,13 @@
 """The real ECDSA kernels (kernels/ecdsa.cu) on the CPU launch emulator, through the batch API with
 device="cuda" and the real launch code of sentry/crypto/cuda.py: the project's own GPU tests
-(tests/gpu/test_ecdsa_gpu.py, and tests/unit/crypto/test_crypto.py's cuda cases), run here without a GPU."""
+(tests/gpu/test_ecdsa_gpu.py, and tests/unit/crypto/test_crypto.py's cuda cases: the checks of
+ecdsa_cases.py), run here without a GPU."""
 from __future__ import annotations
 
 import pytest
 
 import cuda_emu
-import test_crypto
-import test_ecdsa_gpu
+import ecdsa_cases
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -26,37 +26,37 @@ def test_the_batch_api_picks_the_cuda_backend():
 
 
 def test_table_matches_the_host_build():
-    test_ecdsa_gpu.test_table_matches_the_host_build()
+    ecdsa_cases.table_matches_the_host_build()
 
 
 @pytest.mark.parametrize("count", [1, 127, 128, 129, 300])
 def test_signatures_match_the_cpu_backend_around_the_block_size(count):
-    test_ecdsa_gpu.test_batch_sizes_around_the_block_size(count)
+    ecdsa_cases.batch_sizes_around_the_block_size(count)
 
 
-@pytest.mark.parametrize("case", [test_crypto.test_rfc6979_vectors,
-                                  test_crypto.test_signatures_verify_with_openssl_and_match_the_ecdsa_package,
-                                  test_crypto.test_one_key_for_many_digests_and_key_index,
-                                  test_crypto.test_cavp_and_rfc6979_vectors,
-                                  test_crypto.test_compressed_keys_and_key_objects,
-                                  test_crypto.test_bad_items_fail_alone,
-                                  test_crypto.test_high_s_is_accepted_like_openssl,
-                                  test_crypto.test_malformed_der_fails_its_item_only,
-                                  test_ecdsa_gpu.test_vectors_with_compressed_keys],
+@pytest.mark.parametrize("case", [ecdsa_cases.rfc6979_vectors,
+                                  ecdsa_cases.signatures_verify_with_openssl_and_match_the_ecdsa_package,
+                                  ecdsa_cases.one_key_for_many_digests_and_key_index,
+                                  ecdsa_cases.cavp_and_rfc6979_vectors,
+                                  ecdsa_cases.compressed_keys_and_key_objects,
+                                  ecdsa_cases.bad_items_fail_alone,
+                                  ecdsa_cases.high_s_is_accepted_like_openssl,
+                                  ecdsa_cases.malformed_der_fails_its_item_only],
                          ids=lambda f: f.__name__)
 def test_the_cuda_cases_of_the_crypto_tests(case):
-    if "device" in case.__code__.co_varnames[: case.__code__.co_argcount]:
-        case("cuda")
-    else:
-        case()
+    case("cuda")
+
+
+def test_vectors_with_compressed_keys():
+    ecdsa_cases.vectors_with_compressed_keys()
 
 
 def test_every_signature_verifies_with_openssl():
-    test_ecdsa_gpu.test_every_gpu_signature_verifies_with_openssl()
+    ecdsa_cases.every_gpu_signature_verifies_with_openssl()
 
 
 def test_accepts_exactly_what_openssl_accepts_with_per_item_keys():
-    test_ecdsa_gpu.test_gpu_accepts_exactly_what_openssl_accepts()
+    ecdsa_cases.gpu_accepts_exactly_what_openssl_accepts()
 
 
 def test_the_fiber_stacks_are_far_deeper_than_the_kernels_need():
@@ -64,6 +64,6 @@ def test_the_fiber_stacks_are_far_deeper_than_the_kernels_need():
     on this OS thread (stacks start zeroed) must stay well inside it."""
     from sentry.crypto import cuda
 
-    test_ecdsa_gpu.test_batch_sizes_around_the_block_size(3)
+    ecdsa_cases.batch_sizes_around_the_block_size(3)
     used = cuda._module()[0].lib.emu_stack_high_water()
     assert 1024 < used < 64 << 10, used

@@ -15,8 +15,8 @@ import pytest
 from sentry.hashing import cpu, cuda
 from sentry.hashing.params import HashParams
 
-from test_emulator_merkle import device_copy
-from test_merkle import VECTORS, expected, vec_id, vector_data
+from gpu_inputs import device_copy
+from merkle_vectors import VECTORS, expected, vec_id, vector_data
 
 
 def device_items(cupy, datas, offsets):

@@ -11,20 +11,13 @@ import pytest
 import torch
 
 from cuda_emu import fake_cupy, fake_torch
+from gpu_inputs import BLOCK, device_copy, ranges_of_every_size
 from sentry import hashing
 from sentry.hashing import cpu, cuda, gpu_plan
 from sentry.hashing.params import HashParams
-from test_cuda_files import BLOCK, ranges_of_every_size
 
 LEAF = 4096
 rng = np.random.default_rng(12)
-
-
-def device_copy(cupy, data: bytes, offset: int = 0):
-    """``data`` in device memory, ``offset`` bytes into an allocation that ends where it ends."""
-    buf = cupy.empty(offset + len(data), cupy.uint8)
-    buf[offset:].set(np.frombuffer(data, np.uint8))
-    return buf[offset:]
 
 
 def gpu_digests(cupy, items: list, params=HashParams(), window_leaves=cuda.WINDOW_LEAVES, offset=0) -> list:

@@ -2,17 +2,15 @@
 (the CPU always; CUDA when a GPU is usable, see also test_ecdsa_gpu.py)."""
 from __future__ import annotations
 
-import hashlib
 import random
 import subprocess
 import sys
 
 import pytest
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-import ecdsa_vectors
+import ecdsa_cases
 from ecdsa_vectors import N
 from sentry.crypto import batch_sign, batch_verify, cuda_available, decode_signature, encode_signature
 from sentry.errors import SentryError
@@ -27,21 +25,8 @@ def device(request):
     return request.param
 
 
-def sec1(key: ec.EllipticCurvePublicKey, compressed: bool = False) -> bytes:
-    fmt = serialization.PublicFormat.CompressedPoint if compressed else serialization.PublicFormat.UncompressedPoint
-    return key.public_bytes(serialization.Encoding.X962, fmt)
-
-
 def digests(count: int) -> list[bytes]:
     return [rng.randbytes(32) for _ in range(count)]
-
-
-def openssl_verifies(public_key, digest: bytes, der: bytes) -> bool:
-    try:
-        public_key.verify(der, digest, ec.ECDSA(Prehashed(hashes.SHA256())))
-        return True
-    except Exception:
-        return False
 
 
 # ---- strict DER ----
@@ -86,35 +71,15 @@ def test_der_rejects_values_of_n_and_above():
 # ---- signing ----
 
 def test_rfc6979_vectors(device):
-    for v in ecdsa_vectors.rfc6979():
-        key = v.d.to_bytes(32, "big")
-        assert batch_sign(key, [v.digest], device=device) == [v.signature]
-        assert batch_sign(key, [v.digest], device=device, encoding="der") == [encode_signature(v.r, v.s)]
+    ecdsa_cases.rfc6979_vectors(device)
 
 
 def test_signatures_verify_with_openssl_and_match_the_ecdsa_package(device):
-    ecdsa = pytest.importorskip("ecdsa")
-    from ecdsa.util import sigencode_der
-
-    keys = [ec.generate_private_key(ec.SECP256R1()) for _ in range(8)]
-    batch = digests(8)
-    sigs = batch_sign(keys, batch, device=device, encoding="der")
-    for key, digest, sig in zip(keys, batch, sigs):
-        assert openssl_verifies(key.public_key(), digest, sig)
-        d = key.private_numbers().private_value
-        reference = ecdsa.SigningKey.from_secret_exponent(d, curve=ecdsa.NIST256p, hashfunc=hashlib.sha256)
-        assert sig == reference.sign_digest_deterministic(digest, hashfunc=hashlib.sha256, sigencode=sigencode_der)
+    ecdsa_cases.signatures_verify_with_openssl_and_match_the_ecdsa_package(device)
 
 
 def test_one_key_for_many_digests_and_key_index(device):
-    keys = [ec.generate_private_key(ec.SECP256R1()) for _ in range(3)]
-    batch = digests(10)
-    one = batch_sign(keys[0], batch, device=device)
-    assert one == [batch_sign(keys[0], [d], device=device)[0] for d in batch]
-    index = [i % 3 for i in range(10)]
-    mixed = batch_sign(keys, batch, key_index=index, device=device)
-    assert all(batch_verify([k.public_key() for k in keys], batch, mixed, key_index=index, device=device))
-    assert batch_verify(keys[0].public_key(), batch, mixed, device=device) == [i == 0 for i in index]
+    ecdsa_cases.one_key_for_many_digests_and_key_index(device)
 
 
 def test_numpy_arrays_in():
@@ -159,60 +124,23 @@ def test_cuda_without_a_gpu_is_an_error():
 # ---- verifying ----
 
 def test_cavp_and_rfc6979_vectors(device):
-    vectors = ecdsa_vectors.sigver() + ecdsa_vectors.siggen() + ecdsa_vectors.rfc6979()
-    result = batch_verify([v.public_key for v in vectors], [v.digest for v in vectors],
-                          [v.signature for v in vectors], device=device)
-    assert result == [v.valid for v in vectors]
+    ecdsa_cases.cavp_and_rfc6979_vectors(device)
 
 
 def test_compressed_keys_and_key_objects(device):
-    key = ec.generate_private_key(ec.SECP256R1())
-    batch = digests(3)
-    sigs = batch_sign(key, batch, device="cpu", encoding="der")
-    for public in (key.public_key(), sec1(key.public_key()), sec1(key.public_key(), compressed=True)):
-        assert batch_verify(public, batch, sigs, device=device, encoding="der") == [True] * 3
+    ecdsa_cases.compressed_keys_and_key_objects(device)
 
 
 def test_bad_items_fail_alone(device):
-    key = ec.generate_private_key(ec.SECP256R1())
-    batch = digests(12)
-    raw = batch_sign(key, batch, device="cpu")
-    good = sec1(key.public_key())
-    off_curve = good[:-1] + bytes([good[-1] ^ 1])
-    r, s = raw[0][:32], raw[0][32:]
-    n = N.to_bytes(32, "big")
-    keys = [good] * 12
-    sigs = list(raw)
-    keys[1] = off_curve
-    keys[2] = b"\x00" * 65  # the point at infinity
-    keys[3] = b"\x05" + good[1:]
-    keys[4] = good[:33]  # truncated
-    keys[5] = ec.generate_private_key(ec.SECP384R1()).public_key()
-    sigs[6] = bytes(32) + s  # r = 0
-    sigs[7] = r + n  # s = n
-    sigs[8] = n + s  # r = n
-    sigs[9] = raw[9][:63]  # short
-    sigs[10] = raw[9]  # another digest's signature
-    expected = [True] + [False] * 10 + [True]
-    assert batch_verify(keys, batch, sigs, device=device) == expected
+    ecdsa_cases.bad_items_fail_alone(device)
 
 
 def test_high_s_is_accepted_like_openssl(device):
-    key = ec.generate_private_key(ec.SECP256R1())
-    digest = digests(1)
-    r, s = decode_signature(batch_sign(key, digest, device="cpu", encoding="der")[0])
-    flipped = encode_dss_signature(r, N - s)
-    assert openssl_verifies(key.public_key(), digest[0], flipped)
-    assert batch_verify(key.public_key(), digest, [flipped], encoding="der", device=device) == [True]
+    ecdsa_cases.high_s_is_accepted_like_openssl(device)
 
 
 def test_malformed_der_fails_its_item_only(device):
-    key = ec.generate_private_key(ec.SECP256R1())
-    batch = digests(3)
-    der = batch_sign(key, batch, device="cpu", encoding="der")
-    padded = der[1][:1] + bytes([der[1][1] + 1]) + der[1][2:] + b"\x00"  # trailing byte inside
-    result = batch_verify(key.public_key(), batch, [der[0], padded, der[2]], encoding="der", device=device)
-    assert result == [True, False, True]
+    ecdsa_cases.malformed_der_fails_its_item_only(device)
 
 
 def test_verify_argument_errors():

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 import fake_gpu
+from gpu_inputs import BLOCK, ranges_of_every_size
 from sentry.errors import SentryError
 from sentry.hashing import cpu, cuda
 from sentry.hashing.params import HashParams
 
-BLOCK = 16384  # small blocks, so that files span several
 BATCH = 4 * BLOCK  # small device buffers: runs of a few blocks, small-file tasks split into runs
 LEAF = HashParams().leaf_size
 
@@ -29,19 +29,6 @@ def small_blocks(monkeypatch):
 def write(path, data: bytes):
     path.write_bytes(data)
     return path
-
-
-def ranges_of_every_size(tmp_path) -> list:
-    rng = np.random.default_rng(0)
-    ranges = []
-    for n in (0, 1, 4095, 4096, 4097, 3 * BLOCK + 17, 5 * BLOCK):
-        f = write(tmp_path / f"{n}.bin", rng.integers(0, 256, n, np.uint8).tobytes())
-        ranges += [cpu.FileRange(f), cpu.FileRange(f, n // 3, n - n // 3)]
-    small = tmp_path / "small"
-    small.mkdir()
-    for k in range(150):  # many small files, hashed whole in batches
-        ranges.append(cpu.FileRange(write(small / f"{k}.bin", rng.integers(0, 256, int(rng.integers(0, 9000)), np.uint8).tobytes())))
-    return ranges
 
 
 def segments(cupy) -> list:

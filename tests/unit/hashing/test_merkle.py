@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import random
@@ -16,14 +15,7 @@ from sentry.errors import SentryError
 from sentry.hashing import cpu, merkle
 from sentry.hashing.params import HashParams
 from sentry.io.posix import FileSource
-from support import TESTS
-
-VECTORS_DIR = TESTS / "vectors"
-VECTORS = json.loads((VECTORS_DIR / "merkle.json").read_text())["vectors"]
-
-_spec = importlib.util.spec_from_file_location("make_vectors", VECTORS_DIR / "make_vectors.py")
-make_vectors = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(make_vectors)
+from merkle_vectors import VECTORS, VECTORS_DIR, expected, make_vectors, vec_id, vector_data
 
 try:
     from sentry.hashing import _cmerkle
@@ -41,20 +33,6 @@ def c_lanes(request):
         pytest.skip("this CPU has no SHA extensions")
     yield
     _cmerkle.set_sha_ni(True)
-
-
-def vector_data(vec) -> bytes:
-    data = make_vectors.make_data(vec["data"], vec["size"])
-    assert hashlib.sha256(data).hexdigest() == vec["data_sha256"]
-    return data
-
-
-def vec_id(vec):
-    return vec["name"]
-
-
-def expected(vec):
-    return vec["size"], bytes.fromhex(vec["root"]), tuple(bytes.fromhex(c) for c in vec["chunks"])
 
 
 def pymerkle_root(data, leaf_size: int) -> bytes:

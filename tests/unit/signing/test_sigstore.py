@@ -18,13 +18,8 @@ from sentry.signing import make_statement
 from support import shared_interop
 
 pytest.importorskip("sigstore")
-from sentry.signing.sigstore import (  # noqa: E402
-    NO_IDENTITY,
-    PRODUCTION_TUF,
-    SigstoreSigner,
-    SigstoreVerifier,
-    _embedded,
-)
+from sentry.signing.sigstore import NO_IDENTITY, SigstoreSigner, SigstoreVerifier  # noqa: E402
+from sigstore_support import fake_token, trust_config_file  # noqa: E402
 
 INTEROP = shared_interop()
 needs_interop = pytest.mark.skipif(INTEROP is None, reason="shared interop data absent")
@@ -50,35 +45,12 @@ def offline(monkeypatch, tmp_path):
     return home
 
 
-def _token(**claims) -> str:
-    import jwt
-
-    now = int(time.time())
-    body = {"aud": "sigstore", "sub": "me@example.com", "iss": "https://issuer.example.com",
-            "iat": now, "exp": now + 600, **claims}
-    return jwt.encode(body, "unused-key-not-verified-by-the-client", algorithm="HS256")
-
-
-def _trust_config(tmp_path, *, service_url=None) -> str:
-    """The shipped public-good trust root as a client trust config; services moved if asked."""
-    signing = json.loads(_embedded(PRODUCTION_TUF, "signing_config.v0.2.json"))
-    if service_url:
-        for key in ("caUrls", "oidcUrls", "rekorTlogUrls", "tsaUrls"):
-            for service in signing.get(key, []):
-                service["url"] = service_url
-    path = tmp_path / "trust_config.json"
-    path.write_text(json.dumps({"mediaType": "application/vnd.dev.sigstore.clienttrustconfig.v0.1+json",
-                                "trustedRoot": json.loads(_embedded(PRODUCTION_TUF, "trusted_root.json")),
-                                "signingConfig": signing}))
-    return str(path)
-
-
 # ------------------------------------------------------------------------------ verifying
 
 
 @needs_interop
 def test_verify_is_offline_and_writes_nothing(offline, tmp_path):
-    for verifier in (SigstoreVerifier(*IBM), SigstoreVerifier(*IBM, trust_config=_trust_config(tmp_path))):
+    for verifier in (SigstoreVerifier(*IBM), SigstoreVerifier(*IBM, trust_config=trust_config_file(tmp_path))):
         report = sentry.verify_model(INTEROP / "v1.0.1-sigstore", public_key=verifier, ignore=["ignore-me"],
                                      signature=INTEROP / "v1.0.1-sigstore" / "model.sig")
         assert report.ok
@@ -125,18 +97,18 @@ def test_signer_needs_an_identity_and_checks_the_token_first(offline):
     with pytest.raises(SentryError, match="no usable Sigstore identity: Identity token is malformed"):
         SigstoreSigner(identity_token="not-a-jwt")
     with pytest.raises(SentryError, match="no usable Sigstore identity"):  # expired
-        SigstoreSigner(identity_token=_token(iat=int(time.time()) - 7200, exp=int(time.time()) - 3600))
+        SigstoreSigner(identity_token=fake_token(iat=int(time.time()) - 7200, exp=int(time.time()) - 3600))
 
 
 def test_trust_root_refresh_writes_only_to_the_cache_dir(offline, tmp_path):
     cache = tmp_path / "cache"
     with pytest.raises(SentryError, match="cannot refresh Sigstore's trust root from https://tuf-repo-cdn"):
-        SigstoreSigner(identity_token=_token(), cache_dir=cache)
+        SigstoreSigner(identity_token=fake_token(), cache_dir=cache)
     assert (cache / "tuf").is_dir() and list(offline.iterdir()) == []
 
 
 def test_signing_runs_the_real_client_up_to_fulcio(offline, tmp_path):
-    signer = SigstoreSigner(identity_token=_token(), trust_config=_trust_config(tmp_path,
+    signer = SigstoreSigner(identity_token=fake_token(), trust_config=trust_config_file(tmp_path,
                                                                                 service_url="http://127.0.0.1:9"))
     with pytest.raises(SentryError, match="^Sigstore signing failed: ") as err:
         signer.sign(make_statement("model", "ab" * 32, {"items": []}))
