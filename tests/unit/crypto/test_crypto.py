@@ -1,5 +1,6 @@
 """sentry.crypto: the batch ECDSA API, its strict DER and input checks, on every usable backend
-(the CPU always; CUDA when a GPU is usable, see also test_ecdsa_gpu.py)."""
+(the CPU always; CUDA when a GPU is usable). The device cases are checks of ecdsa_cases.py, which
+tests/gpu/test_ecdsa_gpu.py and tests/native/test_emulator_ecdsa.py run too."""
 from __future__ import annotations
 
 import random
