@@ -2,7 +2,7 @@
  * SHA-256 for Sentry's Merkle kernels: the per-thread code, shared by the GPU and the CPU tests.
  *
  * Under nvcc / NVRTC every function is __host__ __device__; under g++ it is plain inline C++, so
- * tests/test_kernels.py builds this very file into a host library and checks it against hashlib.
+ * tests/native/test_kernels_host.py builds this very file into a host library and checks it against hashlib.
  * No libc header NVRTC lacks: under NVRTC the fixed-width types are declared here.
  *
  * Hashes live in memory as their 32 digest bytes (big-endian words), so Python reads them as they

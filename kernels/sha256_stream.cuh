@@ -3,7 +3,7 @@
  * compression function: what HMAC-SHA256 in RFC 6979 needs (kernels/rfc6979.cuh). The Merkle
  * kernels hash whole leaves and nodes with sha256.cuh directly.
  * Branches and indices depend only on lengths, never on the bytes hashed (the signing kernels
- * hash secrets with it; tests/test_ecdsa_ct.py checks that under valgrind).
+ * hash secrets with it; tests/native/test_ecdsa_ct.py checks that under valgrind).
  */
 #pragma once
 #include "sha256.cuh"

@@ -23,7 +23,7 @@
 # gpu_merkle.json, ecdsa.json.
 #
 # SENTRY_GPU_CHECK_DRY=1: install the wheels and record the environment as above, but only list
-# the other steps (status "dry"); tests/test_gpu_check.py runs it so on a machine without a GPU.
+# the other steps (status "dry"); tests/package/test_gpu_check.py runs it so on a machine without a GPU.
 set -uo pipefail
 
 OUT=${OUT:?set OUT to the folder for the logs and results}
@@ -76,13 +76,13 @@ step wheels 30 python3 -m pip install -q --no-index --no-deps --no-compile --no-
   --target "$SITE" "$WHEELS"/*.whl
 step env 40 python3 scripts/gpu_env.py
 # What the emulator cannot run, first.
-step ecdsa-ptx 60 "${PYTEST[@]}" -m "gpu and not slow" tests/test_ecdsa_gpu.py
-step merkle-nvrtc 75 "${PYTEST[@]}" tests/test_cuda.py -k "not files_on_cuda and not cli_on_cuda and not current_stream"
-step streams 60 "${PYTEST[@]}" tests/test_cuda.py -k "files_on_cuda or cli_on_cuda or current_stream"
-step kvikio 30 "${PYTEST[@]}" -m gpu tests/test_io_kvikio.py
-# The other gpu tests. Not run: tests/test_loaders.py (DALI's GPU loader: DALI's wheels, ~590 MB,
-# are not carried) and the million-signature batch of tests/test_ecdsa_gpu.py (slow).
-step gpu-rest 40 "${PYTEST[@]}" -m "gpu and not slow" tests/test_crypto.py tests/test_provenance.py
+step ecdsa-ptx 60 "${PYTEST[@]}" -m "gpu and not slow" tests/gpu/test_ecdsa_gpu.py
+step merkle-nvrtc 75 "${PYTEST[@]}" tests/gpu/test_cuda.py -k "not files_on_cuda and not cli_on_cuda and not current_stream"
+step streams 60 "${PYTEST[@]}" tests/gpu/test_cuda.py -k "files_on_cuda or cli_on_cuda or current_stream"
+step kvikio 30 "${PYTEST[@]}" -m gpu tests/gpu/test_io_kvikio.py
+# The other gpu tests. Not run: tests/unit/data/test_loaders.py (DALI's GPU loader: DALI's wheels, ~590 MB,
+# are not carried) and the million-signature batch of tests/gpu/test_ecdsa_gpu.py (slow).
+step gpu-rest 40 "${PYTEST[@]}" -m "gpu and not slow" tests/unit/crypto/test_crypto.py tests/unit/signing/test_provenance.py
 step bench-merkle 90 python3 bench/gpu_merkle.py --quick --out "$OUT/gpu_merkle.json"
 step bench-ecdsa 45 python3 bench/ecdsa.py --quick --out "$OUT/ecdsa.json"
 
@@ -91,7 +91,7 @@ gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
   echo "Sentry GPU check, started $started, finished $(date -u +%Y-%m-%dT%H:%M:%SZ)${DRY:+ (dry run: only wheels and env ran)}"
   echo "GPU: ${gpu:-none (nvidia-smi gave no GPU name)}"
   echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-  echo "not run: tests/test_loaders.py gpu tests (DALI wheels not carried), tests/test_ecdsa_gpu.py slow batch"
+  echo "not run: tests/unit/data/test_loaders.py gpu tests (DALI wheels not carried), tests/gpu/test_ecdsa_gpu.py slow batch"
   printf '%-13s %-9s %5s %5s  %s\n' step status s limit command
   printf '%s\n' "${rows[@]}"
   if [ "$failed" -eq 0 ]; then echo "result: PASS"; else echo "result: FAIL ($failed of ${#rows[@]} steps)"; fi

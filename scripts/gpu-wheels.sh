@@ -8,8 +8,8 @@
 # 14.2, numpy, safetensors, pytest, scipy, scikit-learn, pillow, six, packaging, cuda-pathfinder,
 # cuda-toolkit and nvidia-cufile): kvikio-cu13 and libkvikio-cu13 of one release (kvikio pins
 # libkvikio 26.10.*, libkvikio pins rapids-logger 0.3.*; kvikio wants cupy >= 14.0.1, != 14.1.0),
-# cryptography with cffi and pycparser, ecdsa, pymerkle with cachetools (tests/test_merkle.py,
-# imported by tests/test_cuda.py), and cryptography-vectors cut to the NIST ECDSA files that
+# cryptography with cffi and pycparser, ecdsa, pymerkle with cachetools (tests/unit/hashing/test_merkle.py,
+# imported by tests/gpu/test_cuda.py), and cryptography-vectors cut to the NIST ECDSA files that
 # tests/ecdsa_vectors.py reads (the whole wheel is 56 MB). Not sigstore (no GPU test needs it), not
 # DALI (~590 MB with its codecs: its GPU loader tests are left out of the check).
 # Measured 2026-12-04: 12 MiB of wheels (du -sh .whl), so the repository and the wheels travel in

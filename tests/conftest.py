@@ -3,7 +3,15 @@ import os
 
 import pytest
 
-from support import make_keys
+from import_guard import layout_errors
+from support import TESTS, make_keys
+
+
+def pytest_sessionstart(session):
+    """Stop before collecting when a test module imports another or two share a name (import_guard.py)."""
+    errors = layout_errors(TESTS)
+    if errors:
+        pytest.exit("tests/ breaks its layout rules (tests/README.md):\n  " + "\n  ".join(errors), returncode=4)
 
 
 @pytest.fixture

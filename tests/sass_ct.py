@@ -12,7 +12,7 @@ memory addresses, where the secret work happens:
 It over-approximates (every loaded value counts as secret, and a call taints every register its
 callee may write), so it can cry wolf but not miss a dependence in the code it reads. It does not
 see timing that depends on operand values, nor code outside that loop and the two point
-operations. valgrind (tests/test_ecdsa_ct.py) covers the C++ on the CPU; this covers what nvcc
+operations. valgrind (tests/native/test_ecdsa_ct.py) covers the C++ on the CPU; this covers what nvcc
 and ptxas made of it.
 
     python tests/sass_ct.py [kernels/ecdsa.cu]   # needs nvcc and nvdisasm

@@ -9,6 +9,9 @@ from pathlib import Path
 
 from sentry.signing import write_keypair
 
+TESTS = Path(__file__).resolve().parent  # tests/: support modules, vectors, native sources
+REPO = TESTS.parent  # the checkout under test
+
 
 def make_keys(tmp: Path, name: str = "key"):
     private, public = tmp / f"{name}.pem", tmp / f"{name}.pub.pem"
@@ -68,8 +71,7 @@ def run_cli(*args, cwd=None, env=None):
 
 def shared_interop() -> Path | None:
     """../shared/interop/model-transparency beside the checkout (real model_signing bundles), if there."""
-    here = Path(__file__).resolve()
-    for shared in (here.parents[2] / "shared", here.parents[1] / "shared"):
+    for shared in (REPO.parent / "shared", REPO / "shared"):
         if (shared / "interop" / "model-transparency").is_dir():
             return shared / "interop" / "model-transparency"
     return None

@@ -1,7 +1,7 @@
 """One level of a dm-verity (format 1) hash tree: SHA-256(salt || block) for each block of a
 buffer, the last block zero-padded. The tree, its layout and root are sentry.image.verity's.
 
-Backends, which agree bit for bit (tests/test_image_verity.py, tests/test_emulator_verity.py):
+Backends, which agree bit for bit (tests/unit/image/test_image_verity.py, tests/native/test_emulator_verity.py):
 ``_cmerkle.verity_level`` in C, threads over slices of the buffer with the GIL released; the
 pure-Python ``py_level`` below when the extension is not built; and the CUDA kernel
 ``kernels/verity.cu`` (one thread per block) for ``device="cuda"``.

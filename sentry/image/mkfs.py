@@ -8,7 +8,7 @@ are copied into a staging directory with fixed modes (0644 files, 0755 directori
 -T0: every inode's and the superblock's timestamp is 0; -x-1: no extended attributes (no SELinux
 labels or ACLs from the build host); --all-root: uid and gid 0; -U: a fixed file-system UUID.
 erofs-utils 1.5 (Debian 12) already sorts directory entries by name whatever order readdir gives
-(seen on tmpfs, whose readdir order is creation order; tests/test_image_build.py builds from a
+(seen on tmpfs, whose readdir order is creation order; tests/unit/image/test_image_build.py builds from a
 copy written in reverse order); it has no option for ordering, and none is needed. Uncompressed (no -z), so files are
 stored block-aligned, which sentry.image.erofs reads and the one-pass trees rely on. A newer
 erofs-utils may place bytes differently: the version is recorded with every build, and a root is

@@ -5,7 +5,7 @@ each level is stored in 4 KiB hash blocks of 128 digests, the last one zero-padd
 level hashes those blocks the same way, until one digest is left: the root (= SHA-256(salt || the
 one-block top level); for a one-block image no level is stored and the root is the block's digest). On disk the hash area holds the levels top first (the one-block level, then down to
 level 0), after an optional 4 KiB superblock. Every byte is pinned against `veritysetup format`
-in tests/test_image_verity.py.
+in tests/unit/image/test_image_verity.py.
 """
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ NATIVE = Path(__file__).resolve().parents[1] / "native"
 HEADER, RUNTIME = NATIVE / "cuda_emu.h", NATIVE / "cuda_emu_runtime.cpp"
 FLAGS = ("-O2", "-g0", "-std=c++17", "-fPIC", "-fvisibility=hidden", "-fno-strict-aliasing",
          "-Wall", "-Wno-unused-function", "-Wno-unused-variable", "-Werror")
-FLAGS_ENV = "SENTRY_EMU_FLAGS"  # extra g++ flags, e.g. -fsanitize=address,undefined (tests/test_emulator_sanitizers.py)
+FLAGS_ENV = "SENTRY_EMU_FLAGS"  # extra g++ flags, e.g. -fsanitize=address,undefined (tests/native/test_emulator_sanitizers.py)
 # extern "C" then qualifiers (one of them __global__; __launch_bounds__(...) before or after void) then NAME(
 _KERNEL = re.compile(r'extern\s+"C"\s+((?:__\w+__(?:\([^)]*\))?\s+)+)void\s+(?:__launch_bounds__\([^)]*\)\s+)?(\w+)\s*\(')
 _lock = threading.Lock()

@@ -2,7 +2,7 @@
 
     SENTRY_EMU_FLAGS="-fsanitize=address,undefined" LD_PRELOAD=libasan.so python -m cuda_emu.sanitized merkle
 
-(tests/test_emulator_sanitizers.py sets the environment). Prints what it compared; exits 1 on a
+(tests/native/test_emulator_sanitizers.py sets the environment). Prints what it compared; exits 1 on a
 mismatch, and the sanitizer itself reports and exits non-zero on what it finds.
 Cases: ``merkle`` and ``ecdsa`` (the real kernels against the CPU engine and backend), and the planted
 bugs ``oob`` (a read one byte past an allocation), ``overread`` (the leaf kernel staging one 16-byte

@@ -1,4 +1,4 @@
-"""Scenarios run under torchrun by tests/test_distributed.py: each rank prints one JSON line per check.
+"""Scenarios run under torchrun by tests/unit/hashing/test_distributed.py: each rank prints one JSON line per check.
 
 argv: OUT_DIR SCENARIO... ; the keys are written by the test into OUT_DIR (key.pem, key.pub.pem).
 Each rank writes its results to OUT_DIR/rank<R>.jsonl, one JSON object per check."""

@@ -1,6 +1,6 @@
 // Host build of the Merkle kernels' per-thread code (kernels/merkle.cuh, kernels/sha256.cuh) for
 // the CPU tests: node hashes and the level plan. Whole kernels (the warp-cooperative leaf kernel
-// included) run on the CPU launch emulator instead (tests/test_emulator_kernels.py).
+// included) run on the CPU launch emulator instead (tests/native/test_emulator_kernels.py).
 #include "merkle.cuh"
 
 extern "C" {
