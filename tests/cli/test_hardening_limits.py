@@ -188,7 +188,7 @@ def test_hostile_signed_predicate_is_one_sentence_in_verify(tmp_path, keys, muta
     (model / "a.bin").write_bytes(b"hello")
     predicate = json.loads(json.dumps(PREDICATE))
     mutate(predicate)
-    sig = sign_statement(tmp_path / "m.sig", keys[0], predicate)
+    sign_statement(tmp_path / "m.sig", keys[0], predicate)
     result = run_cli("verify", model, "--public-key", keys[1], "-q")
     assert result.returncode in (1, 2)
     one_sentence(result, result.returncode)

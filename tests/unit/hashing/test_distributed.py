@@ -13,7 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("torch.distributed.checkpoint")
 import sentry  # noqa: E402
-from sentry.errors import SentryError, VerificationError  # noqa: E402
+from sentry.errors import VerificationError  # noqa: E402
 from support import REPO, TESTS  # noqa: E402
 
 WORKER = TESTS / "dist" / "worker.py"

@@ -1,6 +1,5 @@
 """DCP checkpoints in one process: tensor roots from .metadata's chunks equal the in-memory roots;
 a hostile .metadata pickle is never executed; changed, truncated or unexplained bytes fail."""
-import os
 import pickle
 import random
 
