@@ -68,10 +68,12 @@ def installed(dist, tmp_path_factory) -> dict:
     venv = base / "venv"
     run(sys.executable, "-m", "venv", "--without-pip", venv)
     py = venv / "bin" / "python"
-    pip = [sys.executable, "-m", "pip", "--python", py, "install", "--quiet", "--disable-pip-version-check"]
-    run(*pip, "--no-deps", dist["wheel"])
-    run(*pip, "cryptography")  # the one required dependency (and its cffi): no torch, no numpy
+    # Nothing of the checkout on the path: pip would take its egg-info for an installed copy.
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    pip = [sys.executable, "-m", "pip", "--python", py, "install", "--quiet", "--disable-pip-version-check"]
+    run(*pip, "--no-deps", dist["wheel"], env=env)
+    run(*pip, "cryptography", env=env)  # the one required dependency (and its cffi): no torch, no numpy
+    assert (venv / "bin" / "sentry").is_file(), "pip installed no sentry command: did it take another copy for this one?"
     work = base / "work"  # outside the checkout: nothing can be imported from it
     work.mkdir()
     return {"sentry": venv / "bin" / "sentry", "python": py, "env": env, "cwd": work}

@@ -19,9 +19,10 @@ ray = pytest.importorskip("ray")
 sray = pytest.importorskip("sentry.data.ray")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_local():
-    """Ray in this process's image: workers import this checkout's sentry (PYTHONPATH)."""
+    """Ray in this process's image: workers import this checkout's sentry (PYTHONPATH, for this
+    module only: a later test's subprocess must not see the checkout)."""
     root, saved = str(REPO), dict(os.environ)
     os.environ["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
