@@ -22,7 +22,7 @@ RUN python3 -m venv /opt/sentry \
  && pip install --index-url "$TORCH_INDEX_URL" torch==2.13.0
 
 WORKDIR /app
-COPY pyproject.toml setup.py README.md ./
+COPY pyproject.toml setup.py README.md LICENSE cufile.json ./
 COPY sentry/ sentry/
 COPY kernels/ kernels/
 # No compiler here: the optional C accelerator is skipped and the hashlib path gives the same roots.
