@@ -202,4 +202,7 @@ def test_the_dockerfile_copies_everything_the_build_reads():
     for line in (ROOT / "Dockerfile").read_text().splitlines():
         if line.startswith("COPY "):
             copied.update(p.rstrip("/") for p in line.split()[1:-1])
-    assert set(SOURCES) - {"docs", "MANIFEST.in"} <= copied
+    needed = set(SOURCES) - {"docs", "MANIFEST.in"}
+    assert needed <= copied
+    lines = [ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines()]
+    assert "*" in lines and {n for n in needed if f"!{n}" not in lines and f"!{n}/" not in lines} == set()
