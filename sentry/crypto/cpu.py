@@ -6,9 +6,8 @@ by `inputs` (32-byte keys and digests, 65-byte public key slots, 64-byte r || s 
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from cryptography.exceptions import InvalidSignature

@@ -230,7 +230,6 @@ class DaliLoader:
     def _npy_bytes(self, name: str, tensor):
         """The file's bytes as DALI loaded them: our read of its header + DALI's array."""
         import numpy as np
-
         from nvidia.dali.types import to_numpy_type
 
         header, shape, dtype = _npy_header(self.root / name)

@@ -13,11 +13,11 @@ import os
 import warnings
 from pathlib import PurePosixPath
 
-from ..errors import SentryError, ContentMismatch
+from ..errors import ContentMismatch, SentryError
 from ..manifest.compare import Change, Report
+from ..manifest.ignore import IgnoreRules
 from ..manifest.item import SAMPLE, Item
 from ..manifest.sidecar import records_root
-from ..manifest.ignore import IgnoreRules
 from ..manifest.sources import list_files
 from .batch_hash import hash_batch
 

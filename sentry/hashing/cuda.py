@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import queue
-from typing import Optional
 
 import numpy as np
 
@@ -88,7 +87,7 @@ class _StreamRef:
 class _Gpu:
     """One device, one stream, one allocator: everything a run of the kernels needs."""
 
-    def __init__(self, device_id: int, stream_ptr: Optional[int] = None, torch_device=None):
+    def __init__(self, device_id: int, stream_ptr: int | None = None, torch_device=None):
         import cupy
 
         self.cupy, self.rt = cupy, cupy.cuda.runtime
@@ -218,7 +217,7 @@ def digest_tensors(tensors, params: HashParams = HashParams()) -> list:
         group = [tensors[i].detach() for i in indices]
         gpu = _Gpu(dev.index, torch.cuda.current_stream(dev).cuda_stream, torch_device=dev)
         sizes = [t.numel() * t.element_size() for t in group]
-        for i, d in zip(indices, _digest(gpu, sizes, lambda k: _tensor_pointer(group[k]), params)):
+        for i, d in zip(indices, _digest(gpu, sizes, lambda k: _tensor_pointer(group[k]), params)):  # noqa: B023 (called here)
             out[i] = d
     return out
 

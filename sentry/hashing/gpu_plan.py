@@ -12,7 +12,8 @@ kernels on the CPU launch emulator, so the planning is tested where there is no 
 """
 from __future__ import annotations
 
-from typing import Iterator, NamedTuple, Sequence
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
 import numpy as np
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import struct
-from typing import Sequence
+from collections.abc import Sequence
 
 try:
     from ._cmerkle import root_of_hashes as _c_root_of_hashes

@@ -32,7 +32,7 @@ class HashParams:
         return {"algorithm": ALGORITHM, "leaf_size": self.leaf_size, "max_chunks": self.max_chunks}
 
     @classmethod
-    def from_json(cls, obj) -> "HashParams":
+    def from_json(cls, obj) -> HashParams:
         if not isinstance(obj, dict) or obj.get("algorithm") != ALGORITHM:
             raise SentryError(f"unsupported hashing parameters: expected algorithm {ALGORITHM!r}")
         return cls(leaf_size=obj.get("leaf_size"), max_chunks=obj.get("max_chunks"))

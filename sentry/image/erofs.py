@@ -12,8 +12,8 @@ from __future__ import annotations
 import posixpath
 import stat
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ..errors import SentryError
 

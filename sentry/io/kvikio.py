@@ -107,7 +107,7 @@ class DeviceFileSource(FileSource):
         os.close(fd)
         return True
 
-    def start_read(self, offset: int, buf) -> "PendingRead":
+    def start_read(self, offset: int, buf) -> PendingRead:
         """Begin reading ``buf.nbytes`` bytes at ``offset`` into the device array ``buf``."""
         return PendingRead(self, offset, buf, self._cufile.pread(buf, buf.nbytes, offset))
 
@@ -181,7 +181,7 @@ class DeviceFileReader:
     def close(self) -> None:
         self.src.close()
 
-    def __enter__(self) -> "DeviceFileReader":
+    def __enter__(self) -> DeviceFileReader:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..hashing.merkle import chunk_leaves, leaf_count
 from ..errors import SentryError
+from ..hashing.merkle import chunk_leaves, leaf_count
 from .item import SAMPLE, Item
 from .tensors import tied_twin
 

@@ -51,11 +51,11 @@ class DatasetClaim:
     # A sidecar split in parts (docs/spec.md §6.5): records per part (a power of two) and the parts;
     # then sidecar_name and sidecar_size are unused.
     part_samples: int = 0
-    parts: tuple["SidecarPart", ...] = ()
+    parts: tuple[SidecarPart, ...] = ()
     # Files whose members are samples too (shards.MEMBERS): a directory walk alone cannot check them.
     members: tuple[str, ...] = ()
 
-    def files(self) -> tuple["SidecarPart", ...]:
+    def files(self) -> tuple[SidecarPart, ...]:
         """The sidecar files in record order: the parts, or the one sidecar as a part at 0."""
         if self.part_samples:
             return self.parts
@@ -87,7 +87,7 @@ class DatasetClaim:
         return predicate
 
     @classmethod
-    def from_predicate(cls, predicate: dict, sidecar_dir=None) -> "DatasetClaim":
+    def from_predicate(cls, predicate: dict, sidecar_dir=None) -> DatasetClaim:
         """The claim of a signed predicate, every field checked; its sidecar is read later
         (:class:`SignedDataset`, :func:`compare_all`), so ``sidecar_dir`` is not used here."""
 
@@ -174,7 +174,7 @@ def check_part_samples(part_samples: int) -> None:
         raise InvalidInput(f"part_samples must be a power of two up to {MAX_PART_SAMPLES} (or 0: one sidecar)")
 
 
-def partitioned(items, part_samples: int = 0, per_task: int = None):
+def partitioned(items, part_samples: int = 0, per_task: int | None = None):
     """:func:`.partition.task` over consecutive runs of the sorted sample ``items``: the one-process
     engine. Refuses more samples than the sidecar (or its parts) may list, as a verifier would."""
     from .partition import task
@@ -311,7 +311,7 @@ class SignedDataset:
         self.sidecars = claim.sidecar_paths(sidecar) if sidecar is not None else []
 
     @classmethod
-    def load(cls, claim: DatasetClaim, path, signature=None) -> "SignedDataset":
+    def load(cls, claim: DatasetClaim, path, signature=None) -> SignedDataset:
         """Read the sidecar at ``path`` (of parts: the directory holding them) and check it against
         the claim: sizes, records, roots, counts."""
         return cls(claim, list(signed_records(claim, path)), Path(path), signature)

@@ -71,7 +71,7 @@ class Item:
         """Whether json.dumps writes the tensor fields as Python spells them: plain strings, ints
         that are exactly int (a bool is a number to Python, not to JSON)."""
         return (type(self.dtype) is str and _PLAIN_NAME.fullmatch(self.dtype) is not None
-                and (not self.file or type(self.file) is str and _PLAIN_NAME.fullmatch(self.file) is not None)
+                and (not self.file or (type(self.file) is str and _PLAIN_NAME.fullmatch(self.file) is not None))
                 and type(self.shape) is tuple and all(type(d) is int for d in self.shape))
 
     def _tensor_record(self) -> str:
@@ -83,7 +83,7 @@ class Item:
                 f'"root":"{self.root.hex()}","shape":[{shape}],"size":{self.size}}}')
 
     @classmethod
-    def from_json(cls, obj) -> "Item":
+    def from_json(cls, obj) -> Item:
         """Parse an item from a signed (but otherwise untrusted) manifest, checking every field."""
 
         def bad(why):

@@ -31,7 +31,7 @@ class TrainingData:
                 "annotations": {"signature_sha256": self.signature_sha256}}
 
     @classmethod
-    def from_json(cls, obj) -> "TrainingData":
+    def from_json(cls, obj) -> TrainingData:
         """A descriptor of a signed predicate; VerificationError unless it is exactly well formed."""
 
         def bad(why):

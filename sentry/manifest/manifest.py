@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from ..errors import SentryError, VerificationError, InvalidBundle, reason
+from ..errors import InvalidBundle, SentryError, VerificationError, reason
 from ..hashing.merkle import leaf_hash, root_of_hashes
 from ..hashing.params import HashParams
 from . import sidecar as sidecars
 from .ignore import DEFAULT_IGNORES, is_plain_entry_name
-from .lineage import TrainingData, parse_training_data
 from .item import MAX_ITEMS, Item
+from .lineage import TrainingData, parse_training_data
 
 # Sentry's in-toto predicate type: a model manifest or a dataset claim (dataset.py).
 PREDICATE_TYPE = "https://github.com/sentry-artifacts/sentry/manifest/v1"
@@ -104,7 +104,7 @@ class Manifest:
         """Bytes of the items' records, one per line: what listing them costs, inline or in a sidecar."""
         return sum(len(it.record()) + 1 for it in self.items)
 
-    def fitted(self) -> "Manifest":
+    def fitted(self) -> Manifest:
         """The manifest to sign: this one, or when its records exceed MAX_INLINE_BYTES, the same
         without chunk roots (hashing parameter max_chunks 1, recorded, so a verifier hashes alike:
         chunk roots only locate a change inside an item). Whether it then needs a sidecar is
@@ -117,7 +117,7 @@ class Manifest:
     def needs_sidecar(self) -> bool:
         return self.records_size() > MAX_INLINE_BYTES
 
-    def for_bundle(self, sig_path: Path, artifact, check_sidecar, write) -> "Manifest":
+    def for_bundle(self, sig_path: Path, artifact, check_sidecar, write) -> Manifest:
         """The manifest to sign, checked as a verifier will check it: :meth:`fitted`, and if still
         too large for the bundle, with its items written (``write(path, lines)``) to a sidecar
         beside the signature (docs/spec.md §2.2), which never goes inside the ``artifact`` (a path;
@@ -146,7 +146,7 @@ class Manifest:
             raise SentryError(f"cannot sign {what}: a verifier would refuse it ({reason(exc)})") from None
 
     @classmethod
-    def from_predicate(cls, predicate, sidecar_dir=None) -> "Manifest":
+    def from_predicate(cls, predicate, sidecar_dir=None) -> Manifest:
         """Rebuild a manifest from a signed statement's predicate; every field is checked. The
         items of a predicate that names a sidecar are read from that file in ``sidecar_dir``
         (beside the signature), where one is expected."""

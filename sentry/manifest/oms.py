@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import ClassVar
 
-from ..errors import SentryError, VerificationError, InvalidBundle, UnsupportedFormat
+from ..errors import InvalidBundle, SentryError, UnsupportedFormat, VerificationError
 from ..io.posix import FileSource
 from .compare import Report, compare_digests
-from .manifest import MAX_ITEMS
 from .ignore import IgnoreRules
+from .manifest import MAX_ITEMS
 from .sources import files_of
 
 PREDICATE_TYPE = "https://model_signing/signature/v1.0"
@@ -74,7 +74,7 @@ class OmsManifest:
         return {"serialization": serialization, "resources": resources}
 
     @classmethod
-    def from_statement(cls, digest_hex: str, predicate: dict) -> "OmsManifest":
+    def from_statement(cls, digest_hex: str, predicate: dict) -> OmsManifest:
         """Check a signed (otherwise untrusted) OMS predicate against the subject digest."""
         manifest = cls.from_predicate(predicate)
         if manifest.digest().hex() != digest_hex:
@@ -82,7 +82,7 @@ class OmsManifest:
         return manifest
 
     @classmethod
-    def from_predicate(cls, predicate: dict, sidecar_dir=None) -> "OmsManifest":
+    def from_predicate(cls, predicate: dict, sidecar_dir=None) -> OmsManifest:
         """Check a signed (otherwise untrusted) OMS predicate; it names no sidecar."""
 
         def bad(why: str) -> VerificationError:

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from .._json import describe
-from ..errors import SentryError, VerificationError, InvalidBundle
+from ..errors import InvalidBundle, SentryError, VerificationError
 from ..hashing.merkle import StreamRoot, leaf_hash
 from ..io.posix import FileSource
 from .item import MAX_ITEMS, MAX_NAME, PLAIN_JSON_CHARS, SAMPLE, Item

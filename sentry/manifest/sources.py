@@ -5,15 +5,15 @@ import errno
 import os
 from pathlib import Path
 
-from ..errors import SentryError, Remedy
-
-FOLLOW_LINKS = Remedy("allow_symlinks", purpose="to hash what it points to")
+from ..errors import Remedy, SentryError
 from ..hashing.params import HashParams
 from ..io.posix import FileSource, path_too_long_error
 from .ignore import DEFAULT_IGNORES, IgnoreRules
 from .item import FILE, TENSOR, Item
 from .manifest import Manifest
 from .safetensors import InvalidSafetensors, read_tensor_ranges
+
+FOLLOW_LINKS = Remedy("allow_symlinks", purpose="to hash what it points to")
 
 
 def list_files(root: Path, skip, allow_symlinks=False, exclude=()) -> list[tuple[str, str]]:
@@ -156,7 +156,7 @@ def manifest_for_path(
     that the ignore rules left out. A DCP checkpoint's ``.metadata`` (a pickle) whose name is in
     ``signed_roots`` (file name -> root, from a verified signature) is parsed only if its bytes
     have that root."""
-    from ..hashing import digest_ranges, FileRange
+    from ..hashing import FileRange, digest_ranges
 
     path = Path(path)
     source, files = files_of(path, IgnoreRules(ignore, default_ignores, ignored), allow_symlinks, exclude)

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sentry._json import StrictJSONError, describe, expect, loads_strict, type_name
 from sentry.errors import BadSignature, InvalidBundle, Remedy, SentryError, VerificationError
 from sentry.signing import _files
-from sentry._json import StrictJSONError, describe, expect, loads_strict, type_name
 from sentry.signing.dsse import PAYLOAD_TYPE
 
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"

@@ -23,9 +23,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from sentry.errors import SentryError, VerificationError, BadSignature, reason
-from sentry.signing import keys
 from sentry._json import expect
+from sentry.errors import BadSignature, SentryError, VerificationError, reason
+from sentry.signing import keys
 from sentry.signing.base import Signer, Verifier
 from sentry.signing.bundle import Bundle, decode_b64, require_method
 from sentry.signing.key import KeySigner, verify_dsse_signature

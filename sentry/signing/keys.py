@@ -17,7 +17,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from sentry.errors import SentryError, Remedy
+from sentry.errors import Remedy, SentryError
 from sentry.signing import _files, outputs
 
 PASSWORD_ENV = "SENTRY_KEY_PASSWORD"

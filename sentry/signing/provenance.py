@@ -26,7 +26,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ..errors import SentryError, InvalidBundle, BadSignature, Remedy
+from ..errors import BadSignature, InvalidBundle, Remedy, SentryError
 from ..io.posix import FileSource
 from ..manifest.sidecar import check_signable_name, read_lines, record_name
 from .keys import load_public_key, public_key_hint
@@ -150,7 +150,7 @@ class Provenance:
         self.sources, self.leaf_size, self.vouches = sources, leaf_size, vouches
 
     @classmethod
-    def load(cls, pairs) -> "Provenance":
+    def load(cls, pairs) -> Provenance:
         """From ``(provenance file, public key)`` pairs; a key is a PEM path or a `cryptography`
         P-256 public key. A sample vouched for by two sources is refused: attribution must be one."""
         pairs = list(pairs)

@@ -20,7 +20,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from sentry._optional import require
-from sentry.errors import SentryError, InvalidBundle, BadSignature, reason, Remedy
+from sentry.errors import BadSignature, InvalidBundle, Remedy, SentryError, reason
 from sentry.signing.base import Signer, Verifier
 from sentry.signing.bundle import Bundle, parse_bundle, require_method
 from sentry.signing.dsse import PAYLOAD_TYPE
