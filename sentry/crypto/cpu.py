@@ -24,7 +24,7 @@ from sentry.crypto.der import N
 _CHUNKS_PER_THREAD = 4
 
 
-def ecdsa_algorithm(algorithm: hashes.HashAlgorithm, *, deterministic: bool) -> ec.ECDSA:
+def ecdsa_algorithm(algorithm: hashes.HashAlgorithm | Prehashed, *, deterministic: bool) -> ec.ECDSA:
     """ECDSA with RFC 6979 nonces where asked and the installed OpenSSL has them (3.2+; the GPU
     signer always does, so the two then give the same bytes), else with random nonces."""
     if deterministic:

@@ -101,7 +101,7 @@ def _resolve_device(device: str, device_id: int) -> str:
     if device == "cpu":
         return device
     try:
-        gpus = backend.GetCUDADeviceCount()
+        gpus = backend.GetCUDADeviceCount()  # type: ignore[attr-defined]  # DALI's C extension, untyped
     except Exception:  # no driver, or one DALI cannot use
         gpus = 0
     if device == "gpu" and not 0 <= device_id < gpus:

@@ -291,7 +291,8 @@ class _RangeDigests:
         """Each file's digests (None for one with a range found to need several blocks), from one
         ``hash_blocks`` call; each file is checked unchanged after it."""
         with contextlib.ExitStack() as opened:
-            found, todo = [], []
+            found: list[tuple] = []
+            todo: list[tuple] = []
             for path, indices in files:
                 src = opened.enter_context(self.open_file(path, follow_symlinks=self.follow_symlinks))
                 sizes = _range_sizes(src, [self.ranges[i] for i in indices])
@@ -302,7 +303,7 @@ class _RangeDigests:
                 todo += [(src, self.ranges[i].offset, size, plan.one_block_grain(size, self.params))
                          for i, size in zip(indices, sizes) if size]
             roots = iter(self.hash_blocks(todo, self.params.leaf_size) if todo else ())
-            out = []
+            out: list[list | None] = []
             for src, sizes in found:
                 if src is None:
                     out.append(None)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+from collections.abc import Callable
 
 import numpy as np
 
@@ -262,6 +263,10 @@ class _Reader:
             out += self._hash_run(run, leaf_size)
         return out
 
+    def _fill(self, reads) -> None:
+        """Read each ``(src, offset, buffer start, size)`` into the device buffer (per subclass)."""
+        raise NotImplementedError
+
     def _hash_run(self, blocks, leaf_size: int) -> list:
         segments, start, out = [], 0, 0
         for _, _, length, grain in blocks:  # the buffer is the item, each block a segment of it
@@ -331,6 +336,8 @@ def digest_ranges(ranges, params: HashParams = HashParams(), progress=None, *, f
     import cupy
 
     device_id = cupy.cuda.Device().id  # the caller's current device, for the worker threads too
+    reader: type[_Reader]
+    open_file: Callable
     if file_reader() == "kvikio":
         reader, open_file = _KvikioReader, kvikio_io.DeviceFileSource
     else:

@@ -35,4 +35,5 @@ class HashParams:
     def from_json(cls, obj) -> HashParams:
         if not isinstance(obj, dict) or obj.get("algorithm") != ALGORITHM:
             raise SentryError(f"unsupported hashing parameters: expected algorithm {ALGORITHM!r}")
-        return cls(leaf_size=obj.get("leaf_size"), max_chunks=obj.get("max_chunks"))
+        # hostile input: __post_init__ refuses a value that is missing or not an int
+        return cls(leaf_size=obj.get("leaf_size"), max_chunks=obj.get("max_chunks"))  # type: ignore[arg-type]

@@ -14,7 +14,7 @@ into the item root, and aligned sub-chunk block roots fold into a chunk root.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -97,14 +97,15 @@ def assemble_one(size: int, roots: bytes) -> ItemDigest:
     return ItemDigest(size, merkle.root_of_hashes(chunks), chunks)
 
 
-def grouped(items, size: Callable, limit: int | None) -> Iterator[list]:
+def grouped(items, size: Callable, limit: int | None) -> Generator[list, None, None]:
     """Consecutive items in lists whose ``size`` adds up to at most ``limit`` (an item over it goes
     alone); ``limit`` None: one item per list, handed on as soon as it comes."""
     if limit is None:
         for item in items:
             yield [item]
         return
-    group, used = [], 0
+    group: list = []
+    used = 0
     for item in items:
         n = size(item)
         if group and used + n > limit:

@@ -47,7 +47,7 @@ class ImageResult:
                "image_sha256": self.image_sha256, "manifest_root": self.manifest_root, "mkfs": self.mkfs,
                "outputs": [str(p) for p in self.outputs]}
         if self.layout.name == "modelwrap":
-            out["reference"] = self.layout.reference(out["root_hash"], self.hash_offset)
+            out["reference"] = self.layout.reference(self.root_hash.hex(), self.hash_offset)
         return out
 
     def predicate(self, leaf_size: int) -> dict:

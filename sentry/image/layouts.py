@@ -79,7 +79,7 @@ def layout_for(name: str, *, salt: str | None = None, uuid: str | None = None, m
                           remedy=Remedy("model_id", "'ORG/NAME@REVISION'"))
     if name != "modelwrap" and model_id is not None:
         raise SentryError("a model id is only used by the modelwrap layout")
-    if name == "modelwrap":
+    if name == "modelwrap" and model_id is not None:
         if not _MODEL_ID.fullmatch(model_id):
             raise SentryError(f"the model id must look like org/name@revision, not {model_id!r}")
         return Layout(name, hashlib.sha256(model_id.encode()).digest(),

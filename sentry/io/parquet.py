@@ -14,7 +14,7 @@ from ..errors import SentryError
 
 
 class RowGroup(NamedTuple):
-    index: int
+    number: int  # its place in the file (tuple has an index method)
     offset: int
     size: int
 

@@ -37,7 +37,8 @@ def members(path, max_name: int = 4096) -> list[Member]:
 
 
 def _walk(src: FileSource, path, max_name: int):
-    seen, offset, pending_name = set(), 0, None
+    seen: set[str] = set()
+    offset, pending_name = 0, None
     while offset + BLOCK <= src.size:
         header = src.read(offset, BLOCK)
         if header == bytes(BLOCK):  # end of archive (one zero block is enough; the second may be cut)

@@ -109,12 +109,12 @@ class DatasetClaim:
         if not isinstance(desc, dict) or not isinstance(desc.get("sidecar"), dict):
             raise bad("it has no sidecar")
         name, size = sidecar.signed_file(desc["sidecar"], bad)
-        count, root = desc.get("samples"), desc["sidecar"].get("root")
-        if type(count) is not int or not 0 <= count <= MAX_ITEMS:
+        signed_count, root = desc.get("samples"), desc["sidecar"].get("root")
+        if type(signed_count) is not int or not 0 <= signed_count <= MAX_ITEMS:
             raise bad("the sample count is not a valid number")
         if not isinstance(root, str) or not _HEX64.fullmatch(root):
             raise bad("the sidecar's root is not 64 lowercase hex digits")
-        return cls(manifest.params, count, name, size, bytes.fromhex(root), manifest.ignore, manifest.allow_symlinks,
+        return cls(manifest.params, signed_count, name, size, bytes.fromhex(root), manifest.ignore, manifest.allow_symlinks,
                    manifest.default_ignores, members=members)
 
 
@@ -204,7 +204,9 @@ def write_sidecars(base, results, write, part_samples: int = 0) -> tuple[bytes, 
     from ..hashing import aligned
     from .partition import fold
 
-    got, total, by_file = [], [0], {}
+    got: list = []
+    total = [0]
+    by_file: dict = {}
 
     def lines():
         for part_lines, part in results:
@@ -220,7 +222,8 @@ def write_sidecars(base, results, write, part_samples: int = 0) -> tuple[bytes, 
         write(base, stream)
         root, count = fold(got)
         return root, count, (SidecarPart(base.name, 0, total[0], root, count),)
-    files, pending = [], next(stream, None)
+    files: list = []
+    pending = next(stream, None)
     while pending is not None:
         start, path, before = len(files) * part_samples, part_path(base, len(files)), total[0] - len(pending)
         write(path, itertools.chain([pending], itertools.islice(stream, part_samples - 1)))

@@ -43,7 +43,8 @@ def is_plain_entry_name(name) -> bool:
 @functools.lru_cache(maxsize=64)
 def _compiled(patterns: tuple):
     """(regex of the component patterns, {component count: [(segments, directory only)]})."""
-    component, anchored = [], {}
+    component: list[str] = []
+    anchored: dict[int, list[tuple[tuple[str, ...], bool]]] = {}
     for p in patterns:
         if "/" not in p:
             component.append(fnmatch.translate(p))

@@ -51,7 +51,7 @@ class Item:
             obj["chunks"] = [c.hex() for c in self.chunks]
         if self.kind == TENSOR:
             obj["dtype"] = self.dtype
-            obj["shape"] = list(self.shape)
+            obj["shape"] = list(self.shape or ())
             if self.file:
                 obj["file"] = self.file
         return obj
@@ -78,7 +78,7 @@ class Item:
         """The record of a tensor whose fields are plain, keys in sorted order."""
         chunks = '"chunks":["' + '","'.join(c.hex() for c in self.chunks) + '"],' if len(self.chunks) > 1 else ""
         file = f'"file":"{self.file}",' if self.file else ""
-        shape = ",".join(map(str, self.shape))
+        shape = ",".join(map(str, self.shape or ()))
         return (f'{{{chunks}"dtype":"{self.dtype}",{file}"kind":"tensor","name":"{self.name}",'
                 f'"root":"{self.root.hex()}","shape":[{shape}],"size":{self.size}}}')
 

@@ -58,7 +58,7 @@ class Manifest:
     default_ignores: tuple[str, ...] = DEFAULT_IGNORES
     sidecar: Sidecar | None = None  # the items are listed there, not in the statement
     training_data: tuple[TrainingData, ...] = ()  # a model's link to the datasets it was trained on
-    _by_key: dict = field(default=None, init=False, repr=False)
+    _by_key: dict = field(default_factory=dict, init=False, repr=False)  # filled by __post_init__
 
     def __post_init__(self):
         self.items = sorted(self.items, key=lambda it: it.key)

@@ -181,7 +181,7 @@ def _hash_file(name: str, real: Path, shard_size: int | None, progress) -> list[
     """(sort key, resource name, SHA-256) for the file, or for each of its shards."""
     with FileSource(real, follow_symlinks=True) as src:
         if shard_size is None:
-            spans = [(0, src.size, name)]
+            spans: list[tuple[int, int, str | None]] = [(0, src.size, name)]
         else:
             spans = [(s, min(s + shard_size, src.size), None) for s in range(0, src.size, shard_size)]
         out = [(_sort_key(name, start, end), label or f"{name}:{start}:{end}", _hash_range(src, start, end, progress))

@@ -45,7 +45,7 @@ def _members(name: str, path, members) -> list[tuple[str, FileRange]]:
     elif "parquet" in members and name.endswith(".parquet"):
         from ..io.parquet import row_groups
 
-        out += [(f"{name}/row-group-{g.index:06d}", FileRange(path, g.offset, g.size)) for g in row_groups(path)]
+        out += [(f"{name}/row-group-{g.number:06d}", FileRange(path, g.offset, g.size)) for g in row_groups(path)]
     return out
 
 

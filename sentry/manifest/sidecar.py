@@ -182,6 +182,7 @@ def records(lines, where: str, stream: StreamRoot):
     for n, line in enumerate(lines, 1):
         m = _RECORD.fullmatch(line)
         previous = record_name(m and m.group(1), previous, f"{where} line {n}", "sample record")
+        assert m is not None  # record_name refused anything else
         stream.add(leaf_hash(line))
         yield Item(SAMPLE, previous, int(m.group(3)), bytes.fromhex(m.group(2).decode()))
 

@@ -16,7 +16,7 @@ from .safetensors import InvalidSafetensors, read_tensor_ranges
 FOLLOW_LINKS = Remedy("allow_symlinks", purpose="to hash what it points to")
 
 
-def list_files(root: Path, skip, allow_symlinks=False, exclude=()) -> list[tuple[str, str]]:
+def list_files(root: Path, skip, allow_symlinks=False, exclude=()) -> list[tuple[str, Path]]:
     """Every regular file under ``root`` as (POSIX relative name, path to read), sorted by name.
 
     ``skip(relative name, is_dir)`` (an :class:`IgnoreRules`) leaves out a file, or a directory
@@ -170,7 +170,7 @@ def manifest_for_path(
             specs.append(item)
             ranges.append(FileRange(real, offset, size))
     if hasattr(progress, "set_total"):
-        progress.set_total(sum(r.size for r in ranges))
+        progress.set_total(sum(r.size or 0 for r in ranges))  # file_ranges gives every size
     digests = digest_ranges(ranges, params, progress=progress, device=device)
     # The engine checks each file from its own open to its last block; this closes the gap since
     # the listing, when the tensor ranges were read from the header.
@@ -193,7 +193,7 @@ def _dcp_tensors(files, params: HashParams, signed_roots: dict) -> list[Item]:
     """The tensor items of every DCP checkpoint (a ``.metadata`` file and its ``.distcp`` files)."""
     from .dcp import METADATA, dcp_items, is_metadata
 
-    items = []
+    items: list[Item] = []
     for name, real in files:
         if is_metadata(name):
             found = dcp_items(Path(real).parent, name[: -len(METADATA)], params, signed_roots.get(name))

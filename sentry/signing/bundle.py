@@ -176,8 +176,7 @@ def parse_bundle(raw: Any, bad=None) -> Bundle:
         raise bad(
             f"its mediaType is {describe(media_type)}, expected {BUNDLE_MEDIA_TYPE!r}"
         )
-    material = raw.get("verificationMaterial")
-    expect(material, dict, "verificationMaterial", bad)
+    material = expect(raw.get("verificationMaterial"), dict, "verificationMaterial", bad)
     envelope = raw.get("dsseEnvelope")
     if envelope is None:
         if "messageSignature" in raw:
@@ -185,10 +184,8 @@ def parse_bundle(raw: Any, bad=None) -> Bundle:
         raise bad("it has no dsseEnvelope")
     expect(envelope, dict, "dsseEnvelope", bad)
     payload = decode_b64(envelope.get("payload"), "the DSSE payload", bad)
-    payload_type = envelope.get("payloadType")
-    expect(payload_type, str, "the DSSE payloadType", bad)
-    entries = envelope.get("signatures")
-    expect(entries, list, "the DSSE signatures", bad)
+    payload_type = expect(envelope.get("payloadType"), str, "the DSSE payloadType", bad)
+    entries = expect(envelope.get("signatures"), list, "the DSSE signatures", bad)
     if len(entries) != 1:
         raise bad(f"expected exactly one DSSE signature, found {len(entries)}")
     signatures = []

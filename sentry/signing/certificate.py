@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import datetime
 import os
+from collections.abc import Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -47,7 +48,7 @@ class CertificateSigner(Signer):
     """Signs with an ECDSA P-256 key; the bundle carries its certificate and chain."""
 
     def __init__(self, private_key, certificate: x509.Certificate,
-                 chain: list[x509.Certificate] = ()):
+                 chain: Sequence[x509.Certificate] = ()):
         self._signer = KeySigner(private_key)
         if certificate.public_key() != self._signer.public_key:
             raise SentryError("the signing certificate is not for this private key")
@@ -138,7 +139,7 @@ def _check_code_signing(cert: x509.Certificate) -> None:
     try:
         eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except x509.ExtensionNotFound:
-        eku = ()
+        eku = x509.ExtendedKeyUsage([])
     except ValueError:  # a malformed extension in a chain the CA vouched for; still refuse
         raise BadSignature("the signing certificate has malformed extensions") from None
     if ExtendedKeyUsageOID.CODE_SIGNING not in eku:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,7 +123,7 @@ class Source:
     path: Path
 
 
-def parse(lines, where: str) -> tuple[str, int, object]:
+def parse(lines, where: str) -> tuple[str, int, Iterator[tuple[str, int, bytes, bytes]]]:
     """(key hint, leaf size, records) of a provenance file's lines (without their newlines): the
     header is checked at once, the records — ``(name, size, root, signature)`` — as they are
     iterated; VerificationError naming ``where`` and the line on anything but what signing writes."""
@@ -156,7 +157,9 @@ class Provenance:
         pairs = list(pairs)
         if not pairs:
             raise SentryError("per-sample provenance needs at least one source: a provenance file and its public key")
-        sources, vouches, leaf_size = [], {}, None
+        sources: list = []
+        vouches: dict = {}
+        leaf_size: int | None = None
         for index, (path, key) in enumerate(pairs):
             public_key = key if isinstance(key, ec.EllipticCurvePublicKey) else load_public_key(key)
             if not isinstance(public_key.curve, ec.SECP256R1):
@@ -182,6 +185,7 @@ class Provenance:
                                                 f"{sources[other.source].name} and {source.name}")
                     vouches[name] = Vouch(index, sample_size, root, signature)
             sources.append(source)
+        assert leaf_size is not None  # there was at least one source
         return cls(sources, leaf_size, vouches)
 
     def source_of(self, name: str) -> str | None:
