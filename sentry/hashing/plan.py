@@ -14,7 +14,7 @@ into the item root, and aligned sub-chunk block roots fold into a chunk root.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
