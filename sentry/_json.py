@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+__all__ = ["StrictJSONError", "describe", "expect", "loads_strict", "type_name"]
+
 
 class StrictJSONError(ValueError):
     """The bytes are not strict JSON; the message is one short clause, safe to show."""

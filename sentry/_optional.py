@@ -10,6 +10,8 @@ from typing import NamedTuple
 
 from .errors import MissingDependency, reason
 
+__all__ = ["OPTIONAL", "Dependency", "installed", "require", "version"]
+
 
 class Dependency(NamedTuple):
     name: str  # what users call it

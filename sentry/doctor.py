@@ -18,6 +18,8 @@ from . import __version__
 from ._optional import OPTIONAL, installed, version
 from .errors import SentryError, reason
 
+__all__ = ["SKIPPED_NOTE", "collect", "cpu_path", "cuda_probe", "lines"]
+
 _PACKAGE = Path(__file__).resolve().parent
 # Written by setup.py's build_ext when the accelerator could not be built (same name there).
 SKIPPED_NOTE = _PACKAGE / "hashing" / "_cmerkle.skipped"

@@ -5,6 +5,8 @@ import sys
 import threading
 import time
 
+__all__ = ["ProgressBar"]
+
 
 class ProgressBar:
     """Callable with the number of bytes just hashed; the hashing layer calls ``set_total`` first."""

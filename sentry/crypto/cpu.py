@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 
 from sentry.crypto.der import N
 
+__all__ = ["ecdsa_algorithm", "sign", "verify"]
+
 _CHUNKS_PER_THREAD = 4
 
 

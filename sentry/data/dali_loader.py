@@ -28,6 +28,8 @@ from ..manifest.dataset import hash_samples
 from .batch_hash import cuda_available
 from .verify import IMAGE_EXTENSIONS, DatasetHasher, class_labels, signed_dataset
 
+__all__ = ["KINDS", "OUTPUTS", "DaliLoader", "get_image_dataloader"]
+
 KINDS = {"image": IMAGE_EXTENSIONS, "numpy": (".npy",)}
 OUTPUTS = ("dali", "tuple")
 

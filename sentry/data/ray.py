@@ -26,6 +26,8 @@ from ..manifest.item import SAMPLE, Item
 from ..manifest.sources import list_files
 from .verify import DatasetHasher
 
+__all__ = ["FILES_PER_TASK", "VerifySamples", "hash_samples", "read_samples", "records", "sign", "verify"]
+
 FILES_PER_TASK = 1024  # files hashed per Ray task: a task costs ~10-30 ms on a small machine; amortize it
 
 

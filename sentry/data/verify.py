@@ -21,6 +21,8 @@ from ..manifest.sidecar import records_root
 from ..manifest.sources import list_files
 from .batch_hash import hash_batch
 
+__all__ = ["IMAGE_EXTENSIONS", "POLICIES", "DatasetHasher", "class_labels", "signed_dataset"]
+
 POLICIES = ("raise", "drop")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".jp2")
 

@@ -27,6 +27,8 @@ from . import merkle, plan
 from .params import HashParams
 from .plan import FileRange, ItemDigest
 
+__all__ = ["BLOCK_BYTES", "SMALL_FILES_PER_TASK", "digest_bytes", "digest_ranges"]
+
 try:
     from . import _cmerkle
 

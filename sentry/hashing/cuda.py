@@ -43,6 +43,20 @@ from ..io.posix import FileSource
 from . import cpu, gpu_plan, merkle, plan
 from .params import HashParams
 
+__all__ = [
+    "FILE_BATCH_BYTES",
+    "FILE_BLOCK_BYTES",
+    "FILE_WORKERS",
+    "KERNELS",
+    "THREADS",
+    "WINDOW_LEAVES",
+    "H",
+    "digest_device_buffer",
+    "digest_ranges",
+    "digest_tensors",
+    "file_reader",
+]
+
 WINDOW_LEAVES = 1 << 21  # node slots per launch window (also its largest segment): a node array of 64 MiB at most
 FILE_BLOCK_BYTES = kvikio_io.BLOCK_BYTES  # bytes per block: one read request, one segment of a run
 # One device buffer (and pinned host buffer without kvikio) per reader thread, hashed in one run:

@@ -21,6 +21,28 @@ from . import merkle
 from . import plan as item_plan
 from .params import HashParams
 
+__all__ = [
+    "FUSED_LEVELS",
+    "GRAIN",
+    "HASH_LEN",
+    "LEAF",
+    "LEAVES",
+    "OUT",
+    "PTR",
+    "SEG_COLS",
+    "SIZE",
+    "Segment",
+    "Work",
+    "assemble",
+    "levels",
+    "node_slots",
+    "plan",
+    "slots",
+    "table",
+    "window_tables",
+    "windows",
+]
+
 # Columns of a segment table row (kernels/merkle.cuh SEG_*).
 PTR, SIZE, LEAF, LEAVES, OUT, GRAIN, SEG_COLS = range(7)
 HASH_LEN = item_plan.HASH_LEN

@@ -16,6 +16,19 @@ import hashlib
 import struct
 from collections.abc import Sequence
 
+__all__ = [
+    "EMPTY_ROOT",
+    "StreamRoot",
+    "chunk_leaves",
+    "largest_power_of_two_below",
+    "leaf_count",
+    "leaf_hash",
+    "merkle_root",
+    "node_hash",
+    "root_of_hashes",
+    "split_hashes",
+]
+
 try:
     from ._cmerkle import root_of_hashes as _c_root_of_hashes
 except ImportError:  # pragma: no cover - no compiler: the Python reference below

@@ -6,6 +6,16 @@ from dataclasses import dataclass
 from .._json import describe
 from ..errors import SentryError
 
+__all__ = [
+    "ALGORITHM",
+    "DEFAULT_LEAF_SIZE",
+    "DEFAULT_MAX_CHUNKS",
+    "MAX_LEAF_SIZE",
+    "MAX_MAX_CHUNKS",
+    "MIN_LEAF_SIZE",
+    "HashParams",
+]
+
 ALGORITHM = "rfc9162-sha256"
 DEFAULT_LEAF_SIZE = 4096
 DEFAULT_MAX_CHUNKS = 16

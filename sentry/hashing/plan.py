@@ -21,6 +21,20 @@ from typing import NamedTuple
 from . import merkle
 from .params import HashParams
 
+__all__ = [
+    "EMPTY_DIGEST",
+    "HASH_LEN",
+    "FileRange",
+    "ItemDigest",
+    "Plan",
+    "assemble",
+    "assemble_one",
+    "block_leaves",
+    "grouped",
+    "one_block_grain",
+    "plan",
+]
+
 HASH_LEN = 32
 
 

@@ -26,6 +26,8 @@ from .erofs import Erofs
 from .layouts import Layout
 from .mkfs import make_erofs
 
+__all__ = ["ImageResult", "file_roots_from_level0", "write_image"]
+
 
 @dataclass
 class ImageResult:

@@ -17,6 +17,18 @@ from dataclasses import dataclass
 
 from ..errors import SentryError
 
+__all__ = [
+    "BLOCK",
+    "FLAT_INLINE",
+    "FLAT_PLAIN",
+    "MAGIC",
+    "MAX_DIR_BYTES",
+    "MAX_ENTRIES",
+    "SB_OFFSET",
+    "Erofs",
+    "Inode",
+]
+
 BLOCK = 4096
 MAGIC = 0xE0F5E1E2
 SB_OFFSET = 1024

@@ -24,6 +24,8 @@ from pathlib import Path
 from ..errors import Remedy, SentryError
 from ..hashing.verity import MAX_SALT
 
+__all__ = ["LAYOUTS", "ZERO_UUID", "Layout", "layout_for", "parse_salt"]
+
 LAYOUTS = ("plain", "modelwrap", "privatemode")
 ZERO_UUID = uuidlib.UUID(int=0)
 _MODEL_ID = re.compile(r"[\w.-]+/[\w.-]+@[\w.-]+")

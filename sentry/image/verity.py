@@ -17,6 +17,22 @@ from dataclasses import dataclass
 from ..errors import InvalidBundle, Remedy, SentryError, UnsupportedFormat
 from ..hashing import verity as engine
 
+__all__ = [
+    "BLOCK",
+    "DIGEST",
+    "PER_BLOCK",
+    "SIGNATURE",
+    "Superblock",
+    "Tree",
+    "build_tree",
+    "hash_area_size",
+    "level0_of",
+    "level_sizes",
+    "parse_superblock",
+    "superblock",
+    "tree_from_level0",
+]
+
 BLOCK = 4096  # data and hash block size (the only one Sentry writes or reads)
 DIGEST = 32
 PER_BLOCK = BLOCK // DIGEST  # 128 digests per hash block

@@ -28,6 +28,19 @@ from .._optional import require
 from ..errors import SentryError
 from .posix import FileSource, read_error, short_read_error
 
+__all__ = [
+    "BLOCK_BYTES",
+    "CONFIG_ENV",
+    "DEFAULT_CONFIG",
+    "MIN_DEPTH",
+    "DeviceFileReader",
+    "DeviceFileSource",
+    "PendingRead",
+    "available",
+    "configure_cufile",
+    "gds_enabled",
+]
+
 CONFIG_ENV = "CUFILE_ENV_PATH_JSON"
 # The repository's documented settings (cufile.json), used unless the environment already names a
 # file: installed inside the package (setup.py copies it there), else at the top of a checkout.

@@ -12,6 +12,8 @@ from typing import NamedTuple
 
 from ..errors import SentryError
 
+__all__ = ["RowGroup", "row_groups"]
+
 
 class RowGroup(NamedTuple):
     number: int  # its place in the file (tuple has an index method)

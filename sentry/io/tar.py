@@ -16,6 +16,8 @@ from typing import NamedTuple
 from ..errors import SentryError
 from .posix import FileSource
 
+__all__ = ["BLOCK", "MAX_EXTENDED", "MAX_MEMBERS", "Member", "members"]
+
 BLOCK = 512
 MAX_EXTENDED = 1 << 20  # bytes of one PAX or GNU long-name header: ample for a 4096-character name
 MAX_MEMBERS = 10_000_000

@@ -8,6 +8,8 @@ from ..hashing.merkle import chunk_leaves, leaf_count
 from .item import SAMPLE, Item
 from .tensors import tied_twin
 
+__all__ = ["Change", "Report", "compare", "compare_digests", "compare_manifests", "diff_item"]
+
 
 @dataclass(frozen=True)
 class Change:

@@ -24,6 +24,26 @@ from .options import Options
 from .shards import MEMBERS
 from .sources import iter_files
 
+__all__ = [
+    "MAX_PART_SAMPLES",
+    "MAX_SAMPLES",
+    "SAMPLES_PER_BATCH",
+    "SIDECAR_SUFFIX",
+    "DatasetClaim",
+    "SidecarPart",
+    "SignedDataset",
+    "check_part_samples",
+    "compare_all",
+    "default_sidecar_path",
+    "hash_samples",
+    "iter_samples",
+    "part_path",
+    "partitioned",
+    "samples_of",
+    "signed_records",
+    "write_sidecars",
+]
+
 SIDECAR_SUFFIX = ".samples.jsonl"
 
 

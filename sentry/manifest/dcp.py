@@ -24,6 +24,8 @@ from ..hashing.params import HashParams
 from .dtypes import torch_dtype_name
 from .item import TENSOR, Item
 
+__all__ = ["METADATA", "dcp_items", "is_metadata", "read_metadata", "tensor_digest"]
+
 METADATA = ".metadata"
 _DCP_CLASSES = {
     "torch.distributed.checkpoint.metadata": {"Metadata", "TensorStorageMetadata", "BytesStorageMetadata",

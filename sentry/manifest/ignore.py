@@ -24,6 +24,8 @@ import fnmatch
 import functools
 import re
 
+__all__ = ["DEFAULT_IGNORES", "IgnoreRules", "default_ignore_names", "is_plain_entry_name"]
+
 # Version-control and OS clutter at the top of a model or dataset directory.
 DEFAULT_IGNORES = (".git", ".github", ".gitattributes", ".gitignore", ".hg", ".svn", ".DS_Store")
 

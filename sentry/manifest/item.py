@@ -10,6 +10,8 @@ from ..errors import InvalidBundle
 from ..hashing.merkle import root_of_hashes, split_hashes
 from .dtypes import ELEMENT_SIZE
 
+__all__ = ["FILE", "MAX_ITEMS", "MAX_NAME", "PLAIN_JSON_CHARS", "SAMPLE", "TENSOR", "Item", "is_valid_name"]
+
 FILE, TENSOR, SAMPLE = "file", "tensor", "sample"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 # Limits a verifier enforces, so a signer checks them too (Manifest.check_signable, sidecar.Writer).

@@ -18,6 +18,17 @@ from .ignore import DEFAULT_IGNORES, is_plain_entry_name
 from .item import MAX_ITEMS, Item
 from .lineage import TrainingData, parse_training_data
 
+__all__ = [
+    "ARTIFACT_TYPES",
+    "IMAGE_PREDICATE_TYPE",
+    "MAX_INLINE_BYTES",
+    "PREDICATE_TYPE",
+    "SIDECAR_SUFFIX",
+    "SOURCE_TYPES",
+    "Manifest",
+    "Sidecar",
+]
+
 # Sentry's in-toto predicate type: a model manifest or a dataset claim (dataset.py).
 PREDICATE_TYPE = "https://github.com/sentry-artifacts/sentry/manifest/v1"
 # A model disk image (docs/spec.md §10.5): its verity root, image digest and manifest root. Named

@@ -26,6 +26,8 @@ from .ignore import IgnoreRules
 from .manifest import MAX_ITEMS
 from .sources import files_of
 
+__all__ = ["GIT_PATHS", "METHODS", "PREDICATE_TYPE", "OmsManifest", "manifest_for_model", "verify_model"]
+
 PREDICATE_TYPE = "https://model_signing/signature/v1.0"
 GIT_PATHS = (".git", ".gitattributes", ".github", ".gitignore")
 METHODS = ("files", "shards")

@@ -12,6 +12,8 @@ from ..errors import InvalidInput, SentryError
 from ..hashing import FileRange
 from .item import MAX_NAME, SAMPLE, Item
 
+__all__ = ["MEMBERS", "check_members", "file_samples", "hash_files", "sample_ranges"]
+
 MEMBERS = ("tar", "parquet")
 
 

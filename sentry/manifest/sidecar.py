@@ -18,6 +18,24 @@ from ..hashing.merkle import StreamRoot, leaf_hash
 from ..io.posix import FileSource
 from .item import MAX_ITEMS, MAX_NAME, PLAIN_JSON_CHARS, SAMPLE, Item
 
+__all__ = [
+    "MAX_FILE_NAME",
+    "READ_BLOCK",
+    "Writer",
+    "beside",
+    "check_signable_name",
+    "is_plain_name",
+    "item_records",
+    "json_string",
+    "read_lines",
+    "record_name",
+    "records",
+    "records_root",
+    "signed_file",
+    "signed_lines",
+    "writes_inside",
+]
+
 # The one canonical spelling of a sample record (sorted keys, no spaces); the name is then checked
 # to be spelt as json.dumps spells it. Matching this is ~5x faster than parsing and re-encoding,
 # which matters at millions of lines.

@@ -13,6 +13,17 @@ from .item import FILE, TENSOR, Item
 from .manifest import Manifest
 from .safetensors import InvalidSafetensors, read_tensor_ranges
 
+__all__ = [
+    "FOLLOW_LINKS",
+    "file_ranges",
+    "files_of",
+    "hf_blobs",
+    "iter_files",
+    "list_files",
+    "manifest_for_path",
+    "stamp",
+]
+
 FOLLOW_LINKS = Remedy("allow_symlinks", purpose="to hash what it points to")
 
 

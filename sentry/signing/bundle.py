@@ -20,6 +20,22 @@ from sentry.errors import BadSignature, InvalidBundle, Remedy, SentryError, Veri
 from sentry.signing import _files
 from sentry.signing.dsse import PAYLOAD_TYPE
 
+__all__ = [
+    "ACCEPTED_MEDIA_TYPES",
+    "BUNDLE_MEDIA_TYPE",
+    "MAX_BUNDLE_BYTES",
+    "MAX_PAYLOAD_BYTES",
+    "Bundle",
+    "decode_b64",
+    "make_bundle",
+    "parse_bundle",
+    "read_bundle",
+    "read_bundle_and_digest",
+    "require_method",
+    "signing_method",
+    "write_bundle",
+]
+
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 # What Sentry reads: v0.3 (what model_signing and sigstore-python write), the older spelling
 # of v0.3, and v0.2 (the first bundle version with DSSE envelopes). Sentry writes v0.3.

@@ -31,6 +31,8 @@ from sentry.signing.base import Signer, Verifier
 from sentry.signing.bundle import Bundle, decode_b64, require_method
 from sentry.signing.key import KeySigner, verify_dsse_signature
 
+__all__ = ["MAX_CHAIN", "CertificateSigner", "CertificateVerifier", "load_certificates"]
+
 MAX_CHAIN = 10  # certificates in a bundle's chain; real chains hold two or three
 
 

@@ -28,6 +28,8 @@ from sentry.signing.base import Signer, Verifier
 from sentry.signing.bundle import Bundle, make_bundle, parse_bundle, require_method
 from sentry.signing.dsse import PAYLOAD_TYPE, pae
 
+__all__ = ["KeySigner", "KeyVerifier", "dsse_signed_message", "verify_dsse_signature"]
+
 
 def _ecdsa(public_key: ec.EllipticCurvePublicKey, *, deterministic: bool) -> ec.ECDSA:
     return ecdsa_algorithm(keys.signature_hash(public_key), deterministic=deterministic)

@@ -14,6 +14,8 @@ import stat
 from ..errors import Remedy, SentryError
 from ..io.posix import FileSource
 
+__all__ = ["ITEMS", "PROVENANCE", "SIDECAR", "SIGNATURE", "check_outputs", "replaceable"]
+
 SIGNATURE = "the signature"
 SIDECAR = "the sample list"
 PROVENANCE = "the provenance file"

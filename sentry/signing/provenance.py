@@ -32,6 +32,25 @@ from ..io.posix import FileSource
 from ..manifest.sidecar import check_signable_name, read_lines, record_name
 from .keys import load_public_key, public_key_hint
 
+__all__ = [
+    "BATCH",
+    "DOMAIN",
+    "PROVENANCE_TYPE",
+    "SUFFIX",
+    "Provenance",
+    "Source",
+    "Vouch",
+    "default_path",
+    "file_lines",
+    "header_line",
+    "parse",
+    "record_line",
+    "sample_digest",
+    "sample_message",
+    "sign_lines",
+    "source_name",
+]
+
 PROVENANCE_TYPE = "https://github.com/sentry-artifacts/sentry/sample-provenance/v1"
 SUFFIX = ".provenance.jsonl"
 DOMAIN = b"sentry sample provenance v1\x00"

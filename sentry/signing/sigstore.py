@@ -25,6 +25,21 @@ from sentry.signing.base import Signer, Verifier
 from sentry.signing.bundle import Bundle, parse_bundle, require_method
 from sentry.signing.dsse import PAYLOAD_TYPE
 
+__all__ = [
+    "CACHE_ENV",
+    "FIXED_TRUST",
+    "GIVE_TOKEN",
+    "MAX_TRUST_CONFIG_BYTES",
+    "NO_IDENTITY",
+    "PRODUCTION_TUF",
+    "STAGING_TUF",
+    "TRUST_CONFIG_TYPE",
+    "SigstoreSigner",
+    "SigstoreVerifier",
+    "client_trust_config",
+    "default_cache_dir",
+]
+
 PRODUCTION_TUF = "https://tuf-repo-cdn.sigstore.dev"
 STAGING_TUF = "https://tuf-repo-cdn.sigstage.dev"
 CACHE_ENV = "SENTRY_CACHE_DIR"

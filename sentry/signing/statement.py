@@ -16,6 +16,8 @@ from sentry.errors import InvalidBundle, InvalidInput, SentryError, Verification
 from sentry.manifest.manifest import PREDICATE_TYPE
 from sentry.signing.bundle import MAX_PAYLOAD_BYTES
 
+__all__ = ["MAX_TYPE_URI", "STATEMENT_TYPE", "Statement", "make_statement", "parse_statement", "statement_of"]
+
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
