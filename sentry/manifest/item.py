@@ -4,15 +4,19 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from typing import Final, Literal
 
 from .._json import describe
 from ..errors import InvalidBundle
 from ..hashing.merkle import root_of_hashes, split_hashes
 from .dtypes import ELEMENT_SIZE
 
-__all__ = ["FILE", "MAX_ITEMS", "MAX_NAME", "PLAIN_JSON_CHARS", "SAMPLE", "TENSOR", "Item", "is_valid_name"]
+__all__ = ["FILE", "MAX_ITEMS", "MAX_NAME", "PLAIN_JSON_CHARS", "SAMPLE", "TENSOR", "Item", "ItemKind", "is_valid_name"]
 
-FILE, TENSOR, SAMPLE = "file", "tensor", "sample"
+ItemKind = Literal["file", "tensor", "sample"]
+FILE: Final = "file"
+TENSOR: Final = "tensor"
+SAMPLE: Final = "sample"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 # Limits a verifier enforces, so a signer checks them too (Manifest.check_signable, sidecar.Writer).
 MAX_NAME = 4096
@@ -25,7 +29,7 @@ _PLAIN_NAME = re.compile(PLAIN_JSON_CHARS)
 # slots: no per-item __dict__; a dataset holds millions of these.
 @dataclass(frozen=True, slots=True)
 class Item:
-    kind: str  # FILE, TENSOR or SAMPLE
+    kind: ItemKind
     name: str  # POSIX path relative to the artifact (or dataset) root, or the state_dict key
     size: int
     root: bytes

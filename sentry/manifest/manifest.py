@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal, get_args
 
 from ..errors import InvalidBundle, SentryError, VerificationError, reason
 from ..hashing.merkle import leaf_hash, root_of_hashes
@@ -25,8 +25,10 @@ __all__ = [
     "PREDICATE_TYPE",
     "SIDECAR_SUFFIX",
     "SOURCE_TYPES",
+    "ArtifactType",
     "Manifest",
     "Sidecar",
+    "Source",
 ]
 
 # Sentry's in-toto predicate type: a model manifest or a dataset claim (dataset.py).
@@ -34,9 +36,11 @@ PREDICATE_TYPE = "https://github.com/sentry-artifacts/sentry/manifest/v1"
 # A model disk image (docs/spec.md §10.5): its verity root, image digest and manifest root. Named
 # here beside Sentry's predicate so a verify of a model or dataset can tell it apart (manifest/claim.py).
 IMAGE_PREDICATE_TYPE = "https://github.com/sentry-artifacts/sentry/disk-image/v1"
+ArtifactType = Literal["model", "dataset"]
 # What was signed: a directory or a file on disk, or a model held in memory (tensors only).
-ARTIFACT_TYPES = ("model", "dataset")
-SOURCE_TYPES = ("directory", "file", "memory")
+Source = Literal["directory", "file", "memory"]
+ARTIFACT_TYPES: tuple[str, ...] = get_args(ArtifactType)
+SOURCE_TYPES: tuple[str, ...] = get_args(Source)
 # Item records a statement holds inline; beyond, chunk roots go, then the items go to a sidecar.
 # Well under what a bundle can carry (signing/bundle.py MAX_PAYLOAD_BYTES: 47 MiB).
 MAX_INLINE_BYTES = 32 << 20
@@ -60,8 +64,8 @@ class Manifest:
 
     params: HashParams
     items: list[Item]
-    artifact_type: str = "model"  # model | dataset
-    source: str = "directory"  # directory | file | memory
+    artifact_type: ArtifactType = "model"
+    source: Source = "directory"
     ignore: tuple[str, ...] = ()  # signer's ignore patterns, applied again at verify time
     allow_symlinks: bool = False
     # Top-level names left out of a directory (docs/spec.md §2.1); a signature without the

@@ -4,6 +4,7 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
+from typing import Literal
 
 from ..errors import Remedy, SentryError
 from ..hashing.params import HashParams
@@ -143,7 +144,7 @@ def file_ranges(name: str, path: Path, strict: bool):
     return before, specs
 
 
-def files_of(path: Path, skip, allow_symlinks=False, exclude=()) -> tuple[str, list[tuple[str, Path]]]:
+def files_of(path: Path, skip, allow_symlinks=False, exclude=()) -> tuple[Literal["directory", "file"], list[tuple[str, Path]]]:
     """("directory", its files as ``list_files`` gives them) or ("file", [(its name, path to read)])."""
     if path.is_dir():
         return "directory", list_files(path, skip, allow_symlinks, exclude)
