@@ -164,7 +164,7 @@ def same_file(a, b) -> bool:
     """Whether two paths name one file (resolved; an absent path is compared by name)."""
     a, b = Path(a), Path(b)
     try:
-        return a.exists() and b.exists() and os.path.samefile(a, b) or a.resolve() == b.resolve()
+        return (a.exists() and b.exists() and os.path.samefile(a, b)) or a.resolve() == b.resolve()
     except OSError:
         return False
 

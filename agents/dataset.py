@@ -18,8 +18,16 @@ from pathlib import Path
 from sentry import SentryError
 from sentry.errors import reason
 
-from .common import (EXIT_CODES, Parser, add_signing_options, add_trust_config_option, log, run, signature_beside,
-                     signing)
+from .common import (
+    EXIT_CODES,
+    Parser,
+    add_signing_options,
+    add_trust_config_option,
+    log,
+    run,
+    signature_beside,
+    signing,
+)
 
 AGENT = "sentry_dataset"
 FORMATS = ("png", "npy")

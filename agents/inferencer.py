@@ -8,9 +8,9 @@ Before serving: the checkpoint's signature is verified with the trainer's public
 keyless (Sigstore) signature its identity and issuer (``--identity``, ``--issuer``), every file
 and every tensor; it must name the dataset it was trained on (docs/spec.md §3.1), and, when
 pinned, that dataset's root (``--dataset-root``) or its very signature (``--dataset-signature``
-with ``--dataset-public-key``, or ``--dataset-identity`` and ``--dataset-issuer``). The weights are loaded, ``sentry.protect(model)`` verifies the
-tensors in memory against the same signature before the first forward, and any change to them
-afterwards stops inference. Any failure: one sentence, exit 1, nothing served.
+with ``--dataset-public-key``, or ``--dataset-identity`` and ``--dataset-issuer``). The weights are
+loaded, ``sentry.protect(model)`` verifies the tensors in memory against the same signature before
+the first forward, and any change to them afterwards stops inference. Any failure: one sentence, exit 1, nothing served.
 
 Endpoints (JSON; tensor data as JSON or with Triton's binary tensor extension):
   GET  /v2/health/live, /v2/health/ready, /v2
@@ -33,7 +33,16 @@ from pathlib import Path
 
 from sentry import SentryError, VerificationError
 
-from .common import EXIT_CODES, Parser, add_trust_config_option, add_verifying_options, log, run, signature_beside, verifying
+from .common import (
+    EXIT_CODES,
+    Parser,
+    add_trust_config_option,
+    add_verifying_options,
+    log,
+    run,
+    signature_beside,
+    verifying,
+)
 
 AGENT = "sentry_inferencer"
 VERSION = "1"
@@ -251,8 +260,9 @@ def build_parser() -> Parser:
 
 def verify(args) -> Served:
     """Everything checked before serving; VerificationError (exit 1) on any failure."""
-    import sentry
     from safetensors.torch import load_file
+
+    import sentry
 
     from .model import SmallCNN
 

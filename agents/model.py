@@ -30,7 +30,7 @@ class SmallCNN(nn.Module):
         return self.classifier(self.features(x))
 
     @classmethod
-    def from_state_dict(cls, state: dict) -> "SmallCNN":
+    def from_state_dict(cls, state: dict) -> SmallCNN:
         """The model these tensors fit (sizes read from them); SentryError if they fit none."""
         try:
             shape = tuple(int(v) for v in state["input_shape"].tolist())

@@ -19,8 +19,19 @@ from pathlib import Path
 
 from sentry import SentryError, VerificationError
 
-from .common import (EXIT_CODES, Parser, add_signing_options, add_trust_config_option, add_verifying_options, log,
-                     run, same_file, signature_beside, signing, verifying)
+from .common import (
+    EXIT_CODES,
+    Parser,
+    add_signing_options,
+    add_trust_config_option,
+    add_verifying_options,
+    log,
+    run,
+    same_file,
+    signature_beside,
+    signing,
+    verifying,
+)
 
 AGENT = "sentry_trainer"
 SAMPLE_EXTENSIONS = (".png", ".npy")
@@ -105,7 +116,7 @@ def train(model, loader, epochs: int, lr: float, dataset_dir) -> float:
         model.train()
         batch = 0
         try:
-            for batch, (x, y) in enumerate(map(inputs_labels, loader), 1):
+            for batch, (x, y) in enumerate(map(inputs_labels, loader), 1):  # noqa: B007 (the count, read after)
                 optimizer.zero_grad()
                 loss = loss_fn(model(x), y)
                 loss.backward()
@@ -177,6 +188,7 @@ def main(argv=None) -> int:
 
     import sentry
     from sentry.data import VerifiedDataset, verified_dataloader
+
     from .model import SmallCNN, decode_sample
 
     args = build_parser().parse_args(argv)

@@ -235,7 +235,7 @@ def main(argv=None) -> int:
     cli_results = []
     for name, (directory, paths) in cases:
         total = sum(os.path.getsize(p) for p in paths)
-        for attempt in range(1, args.attempts + 1):
+        for _attempt in range(args.attempts):
             idle_before = wait_for_idle(args.wait_idle)
             with OtherLoad() as load:
                 t_s, t_ms = best_of_interleaved(

@@ -26,7 +26,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from cpu_hash import cpu_model, mem_total  # noqa: E402  (bench/ is on sys.path when run as a script)
+from cpu_hash import cpu_model, mem_total
 
 CASES = [(100_000, 4096), (10_000, 100 * 1024)]
 
@@ -172,7 +172,7 @@ def run_gpu(args, out):
 
     def streamed():
         with DeviceFileReader(big, block_bytes=16 << 20, depth=2) as reader:
-            for _, buf in reader.blocks():
+            for _ in reader.blocks():
                 pass  # the read pipeline alone
         cupy.cuda.runtime.deviceSynchronize()
 

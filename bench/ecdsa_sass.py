@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-import sass_ct  # noqa: E402
+import sass_ct
 
 SHOWN = ("IMAD", "IADD3", "LOP3", "SEL", "SHF", "LDL", "STL", "LDS", "BRA", "CALL")
 

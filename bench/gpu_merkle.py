@@ -28,11 +28,11 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from sentry import _gpu  # noqa: E402
-from sentry.hashing import cuda  # noqa: E402
+from sentry import _gpu
+from sentry.hashing import cuda
 
 MiB, GiB = 1 << 20, 1 << 30
 

@@ -24,7 +24,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from cpu_hash import cpu_model, mem_total  # noqa: E402  (bench/ is on sys.path when run as a script)
+from cpu_hash import cpu_model, mem_total
 
 MiB = 1 << 20
 

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-import sass_ct  # noqa: E402
+import sass_ct
 
 THREADS = 256
 # sm_90 limits (CUDA occupancy calculator): registers per SM partition, allocation granule, threads,

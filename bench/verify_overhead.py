@@ -37,20 +37,19 @@ from unittest import mock
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-import torch  # noqa: E402
+import torch
+from cpu_hash import cpu_model, mem_total
+from gpu_stub import StandIn, StubLog, stubbed_cuda
 
-import sentry  # noqa: E402
-import sentry.api  # noqa: E402
-import sentry.signing  # noqa: E402
-from sentry.hashing import cuda, gpu_plan  # noqa: E402
-from sentry.hashing.cpu import ItemDigest  # noqa: E402
-from sentry.hashing.merkle import chunk_leaves, leaf_count, root_of_hashes  # noqa: E402
-from sentry.hashing.params import HashParams  # noqa: E402
-from sentry.manifest.manifest import Manifest  # noqa: E402
-from sentry.signing import KeyVerifier, write_keypair  # noqa: E402
-
-from cpu_hash import cpu_model, mem_total  # noqa: E402  (bench/ is the script's directory)
-from gpu_stub import StandIn, StubLog, stubbed_cuda  # noqa: E402
+import sentry
+import sentry.api
+import sentry.signing
+from sentry.hashing import cuda, gpu_plan
+from sentry.hashing.cpu import ItemDigest
+from sentry.hashing.merkle import chunk_leaves, leaf_count, root_of_hashes
+from sentry.hashing.params import HashParams
+from sentry.manifest.manifest import Manifest
+from sentry.signing import KeyVerifier, write_keypair
 
 VOCAB, HIDDEN, FFN = 32000, 4096, 11008
 

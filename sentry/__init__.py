@@ -11,7 +11,7 @@ Public API (torch, cupy and DALI are imported only when a call needs them)::
 """
 from typing import TYPE_CHECKING
 
-from .errors import (  # noqa: F401  (public names)
+from .errors import (
     BadSignature,
     ContentMismatch,
     InvalidBundle,
@@ -25,9 +25,20 @@ from .errors import (  # noqa: F401  (public names)
 
 if TYPE_CHECKING:  # what the lazy names below are, for type checkers and IDEs (no import at run time)
     from . import data
-    from .api import (configure, dataset_link, default_signature_path, hash_artifact, load_provenance,
-                      load_signed_dataset, protect, sign_dataset, sign_model, sign_samples, verify_dataset,
-                      verify_model)
+    from .api import (
+        configure,
+        dataset_link,
+        default_signature_path,
+        hash_artifact,
+        load_provenance,
+        load_signed_dataset,
+        protect,
+        sign_dataset,
+        sign_model,
+        sign_samples,
+        verify_dataset,
+        verify_model,
+    )
     from .manifest.compare import Report
 
 __version__ = "0.1.0"
@@ -37,9 +48,12 @@ _API = {
     "hash_artifact", "default_signature_path", "load_signed_dataset", "sign_samples", "load_provenance",
     "dataset_link",
 }
-_ERRORS = {"SentryError", "InvalidInput", "MissingDependency", "VerificationError", "InvalidBundle", "BadSignature",
-           "UnsupportedFormat", "ContentMismatch", "Remedy"}
-__all__ = sorted(_API | _ERRORS | {"Report"})
+__all__ = [  # a literal, so linters and type checkers read it: the lazy API, "Report" and the errors
+    "BadSignature", "ContentMismatch", "InvalidBundle", "InvalidInput", "MissingDependency", "Remedy", "Report",
+    "SentryError", "UnsupportedFormat", "VerificationError", "configure", "data", "dataset_link",
+    "default_signature_path", "hash_artifact", "load_provenance", "load_signed_dataset", "protect", "sign_dataset",
+    "sign_model", "sign_samples", "verify_dataset", "verify_model",
+]
 
 
 def __getattr__(name):
@@ -60,4 +74,4 @@ def __getattr__(name):
 
 def __dir__():
     """The public API, lazy names included (REPL completion), and the module's own dunders."""
-    return sorted({*__all__, "data", *(name for name in globals() if name.startswith("__"))})
+    return sorted({*__all__, *(name for name in globals() if name.startswith("__"))})

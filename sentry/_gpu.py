@@ -19,8 +19,9 @@ import functools
 import re
 import threading
 import weakref
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Generic, Literal, Optional, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from ._optional import installed, require
 from .errors import InvalidInput, Remedy, SentryError
@@ -40,8 +41,8 @@ _ONCE = re.compile(r"^#pragma once\s*$", re.M)
 
 
 # -- probe ---------------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=None)
-def unavailable_reason() -> Optional[str]:
+@functools.cache
+def unavailable_reason() -> str | None:
     """Why no CUDA backend can run here (None when they can). Never raises; probed once."""
     try:
         import cupy
@@ -103,7 +104,7 @@ def source(name: str) -> str:
 
 # -- per-device caches ---------------------------------------------------------------------------------
 T = TypeVar("T")
-_CACHES: "weakref.WeakSet[PerDevice[Any]]" = weakref.WeakSet()  # every cache, for clear_caches()
+_CACHES: weakref.WeakSet[PerDevice[Any]] = weakref.WeakSet()  # every cache, for clear_caches()
 
 
 class PerDevice(Generic[T]):

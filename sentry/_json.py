@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+__all__ = ["StrictJSONError", "describe", "expect", "loads_strict", "type_name"]
+
 
 class StrictJSONError(ValueError):
     """The bytes are not strict JSON; the message is one short clause, safe to show."""
@@ -51,7 +53,7 @@ def describe(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-_JSON_TYPES = {dict: "an object", list: "a list", str: "a string"}
+_JSON_TYPES: dict[type, str] = {dict: "an object", list: "a list", str: "a string"}
 
 
 def expect(value: Any, json_type: type, what: str, bad) -> Any:

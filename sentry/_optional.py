@@ -6,9 +6,11 @@ import importlib
 import importlib.metadata
 import importlib.util
 import sys
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 from .errors import MissingDependency, reason
+
+__all__ = ["OPTIONAL", "Dependency", "installed", "require", "version"]
 
 
 class Dependency(NamedTuple):
@@ -55,7 +57,7 @@ def installed(module: str) -> bool:
         return False
 
 
-def version(module: str) -> Optional[str]:
+def version(module: str) -> str | None:
     """The installed version of an optional dependency, from its distribution's metadata."""
     for dist in OPTIONAL[module].distributions:
         try:

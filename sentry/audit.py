@@ -20,6 +20,8 @@ from .api import check_signed, signed_claim, verifier_for
 from .errors import SentryError, reason
 from .io.posix import path_too_long_error, shown_path
 
+__all__ = ["Entry", "audit", "find_signatures"]
+
 
 @dataclass
 class Entry:

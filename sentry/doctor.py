@@ -8,15 +8,17 @@ CUDA, as cheaply as the CUDA backend does (CuPy's device count, the first device
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import importlib.metadata
+import importlib.util
 import platform
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from . import __version__
 from ._optional import OPTIONAL, installed, version
 from .errors import SentryError, reason
+
+__all__ = ["SKIPPED_NOTE", "collect", "cpu_path", "cuda_probe", "lines"]
 
 _PACKAGE = Path(__file__).resolve().parent
 # Written by setup.py's build_ext when the accelerator could not be built (same name there).
@@ -49,7 +51,7 @@ def _data_files() -> dict:
     from .io import kvikio
 
     try:
-        kernels: Optional[str] = str(kernel_source.kernel_dir())
+        kernels: str | None = str(kernel_source.kernel_dir())
     except SentryError:
         kernels = None
     return {"kernels": kernels, "cufile_json": str(kvikio.DEFAULT_CONFIG) if kvikio.DEFAULT_CONFIG.is_file() else None}

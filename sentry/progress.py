@@ -5,6 +5,8 @@ import sys
 import threading
 import time
 
+__all__ = ["ProgressBar"]
+
 
 class ProgressBar:
     """Callable with the number of bytes just hashed; the hashing layer calls ``set_total`` first."""
@@ -31,7 +33,8 @@ class ProgressBar:
         frac = self.done / self.total if self.total else 1.0
         bar = "#" * int(30 * frac)
         rate = self.done / max(now - self.start, 1e-9) / 1e6
-        self.stream.write(f"\r{self.label} [{bar:<30}] {100 * frac:5.1f}% {self.done / 1e6:,.0f}/{self.total / 1e6:,.0f} MB {rate:,.0f} MB/s")
+        done, total = f"{self.done / 1e6:,.0f}", f"{self.total / 1e6:,.0f}"
+        self.stream.write(f"\r{self.label} [{bar:<30}] {100 * frac:5.1f}% {done}/{total} MB {rate:,.0f} MB/s")
         self.stream.flush()
 
     def close(self) -> None:

@@ -16,6 +16,8 @@ import torch
 
 from .errors import SentryError, VerificationError
 
+__all__ = ["Protection"]
+
 _active: weakref.WeakSet = weakref.WeakSet()  # protections whose registration watch is on
 _watch_handle = None
 

@@ -2,7 +2,6 @@
 import os
 
 import pytest
-
 from import_guard import layout_errors
 from support import TESTS, make_keys
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 import hashlib
 import random
 
+import ecdsa_vectors
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
-
-import ecdsa_vectors
 from ecdsa_vectors import N
 from p256_host import host_p256
+
 from sentry.crypto import batch_sign, batch_verify, decode_signature, encode_signature
 
 rng = random.Random(2024)

@@ -264,8 +264,9 @@ def load_crypto_cuda(monkeypatch, fake):
     """``sentry.crypto.cuda`` loaded afresh against the fake CuPy ``fake`` (undone after the test)."""
     import importlib.util
 
-    import sentry.crypto
     from cuda_emu import isolate
+
+    import sentry.crypto
 
     monkeypatch.setitem(sys.modules, "cupy", fake)
     isolate(monkeypatch)

@@ -70,7 +70,7 @@ class HostP256:
         self.lib.p256h_mont(1, int(modulus == N), limbs(a), limbs(e), out)
         return from_limbs(out)
 
-    def _point(self, fn, *args) -> tuple[int, int] | None | bool:
+    def _point(self, fn, *args) -> tuple[int, int] | bool | None:
         out = ctypes.create_string_buffer(64)
         rc = fn(*args, out)
         if rc != 1:
@@ -115,7 +115,7 @@ def sec1_buffer(pub: bytes) -> bytes:
     return bytes(pub).ljust(65, b"\0")[:65]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def host_p256() -> HostP256:
     cxx = shutil.which("g++") or shutil.which("c++")
     if cxx is None:

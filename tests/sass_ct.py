@@ -68,7 +68,7 @@ class Instr:
         if self.base in CONTROL or (MEMORY.match(self.base) and not self.base.startswith("LD")):
             return 0
         ops = [_strip(op) for op in self.operands]
-        if not ops or not REG.match(ops[0]) and ops[0] not in PUBLIC_REGS:
+        if not ops or (not REG.match(ops[0]) and ops[0] not in PUBLIC_REGS):
             return 0
         count = 1
         while count < len(ops) and re.match(r"^U?P(\d+|T)$", ops[count]):

@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 from sentry.signing import write_keypair
 
 TESTS = Path(__file__).resolve().parent  # tests/: support modules, vectors, native sources

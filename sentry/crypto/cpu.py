@@ -6,9 +6,8 @@ by `inputs` (32-byte keys and digests, 65-byte public key slots, 64-byte r || s 
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from cryptography.exceptions import InvalidSignature
@@ -22,10 +21,12 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 
 from sentry.crypto.der import N
 
+__all__ = ["ecdsa_algorithm", "sign", "verify"]
+
 _CHUNKS_PER_THREAD = 4
 
 
-def ecdsa_algorithm(algorithm: hashes.HashAlgorithm, *, deterministic: bool) -> ec.ECDSA:
+def ecdsa_algorithm(algorithm: hashes.HashAlgorithm | Prehashed, *, deterministic: bool) -> ec.ECDSA:
     """ECDSA with RFC 6979 nonces where asked and the installed OpenSSL has them (3.2+; the GPU
     signer always does, so the two then give the same bytes), else with random nonces."""
     if deterministic:

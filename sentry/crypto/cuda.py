@@ -15,6 +15,8 @@ import numpy as np
 
 from sentry import _gpu
 
+__all__ = ["TABLE_BYTES", "THREADS", "sign", "verify"]
+
 THREADS = 128  # per block; each block also holds the 33 KB table in shared memory
 TABLE_BYTES = 65 * 8 * 64
 

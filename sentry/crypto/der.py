@@ -6,6 +6,8 @@ written several ways (malleability) or hide bytes in it.
 """
 from __future__ import annotations
 
+__all__ = ["N", "decode_signature", "encode_signature"]
+
 N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
 

@@ -16,6 +16,19 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sentry.crypto.der import N, decode_signature, encode_signature
 from sentry.errors import InvalidInput
 
+__all__ = [
+    "ENCODINGS",
+    "PUBLIC_KEY_SLOT",
+    "check_encoding",
+    "digests",
+    "encode_signatures",
+    "key_index",
+    "private_keys",
+    "public_key_slot",
+    "public_keys",
+    "signatures",
+]
+
 ENCODINGS = ("raw", "der")
 PUBLIC_KEY_SLOT = 65
 

@@ -16,6 +16,8 @@ from ..errors import InvalidInput
 from ..hashing import cpu
 from ..hashing.params import HashParams
 
+__all__ = ["PARALLEL_BYTES", "cuda_available", "hash_batch"]
+
 # Below this many bytes a batch hashes on the calling thread: a pool costs more than it saves.
 PARALLEL_BYTES = 1 << 20
 _pool: ThreadPoolExecutor | None = None

@@ -28,6 +28,8 @@ from ..manifest.dataset import hash_samples
 from .batch_hash import cuda_available
 from .verify import IMAGE_EXTENSIONS, DatasetHasher, class_labels, signed_dataset
 
+__all__ = ["KINDS", "OUTPUTS", "DaliLoader", "get_image_dataloader"]
+
 KINDS = {"image": IMAGE_EXTENSIONS, "numpy": (".npy",)}
 OUTPUTS = ("dali", "tuple")
 
@@ -101,7 +103,7 @@ def _resolve_device(device: str, device_id: int) -> str:
     if device == "cpu":
         return device
     try:
-        gpus = backend.GetCUDADeviceCount()
+        gpus = backend.GetCUDADeviceCount()  # type: ignore[attr-defined]  # DALI's C extension, untyped
     except Exception:  # no driver, or one DALI cannot use
         gpus = 0
     if device == "gpu" and not 0 <= device_id < gpus:
@@ -230,7 +232,6 @@ class DaliLoader:
     def _npy_bytes(self, name: str, tensor):
         """The file's bytes as DALI loaded them: our read of its header + DALI's array."""
         import numpy as np
-
         from nvidia.dali.types import to_numpy_type
 
         header, shape, dtype = _npy_header(self.root / name)

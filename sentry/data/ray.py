@@ -26,6 +26,8 @@ from ..manifest.item import SAMPLE, Item
 from ..manifest.sources import list_files
 from .verify import DatasetHasher
 
+__all__ = ["FILES_PER_TASK", "VerifySamples", "hash_samples", "read_samples", "records", "sign", "verify"]
+
 FILES_PER_TASK = 1024  # files hashed per Ray task: a task costs ~10-30 ms on a small machine; amortize it
 
 
@@ -37,7 +39,7 @@ def _ray_data():
     return ray.data
 
 
-def _files(root, rules, exclude) -> list[tuple[str, str]]:
+def _files(root, rules, exclude) -> list[tuple[str, Path]]:
     root = Path(root)
     if not root.is_dir():
         raise SentryError(f"{root} is not a directory; a dataset is a directory of samples")
@@ -121,7 +123,7 @@ def verify(path, public_key=None, signature=None, *, sidecar=None, ignore=(),
     from ..manifest.dataset import compare_all
 
     sig_path, claim, where = dataset_claim(path, public_key, signature, sidecar=sidecar)
-    ignored = []
+    ignored: list[str] = []
     rules = IgnoreRules(claim.ignore + tuple(ignore), claim.default_ignores, ignored)
     actual = hash_samples(path, claim.params, members=claim.members, rules=rules,
                           exclude=[sig_path, *claim.sidecar_paths(where)], files_per_task=files_per_task,

@@ -18,6 +18,8 @@ from .._optional import require
 from ..io.posix import FileSource
 from .verify import DatasetHasher, class_labels, signed_dataset
 
+__all__ = ["VerifiedDataset", "decode_bytes", "decode_image", "verified_dataloader"]
+
 
 def decode_bytes(name: str, data: bytes):
     """Default decoding: ``.npy`` -> tensor, images -> uint8 HWC RGB tensor (:func:`decode_image`),

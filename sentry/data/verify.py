@@ -13,13 +13,15 @@ import os
 import warnings
 from pathlib import PurePosixPath
 
-from ..errors import SentryError, ContentMismatch
+from ..errors import ContentMismatch, SentryError
 from ..manifest.compare import Change, Report
+from ..manifest.ignore import IgnoreRules
 from ..manifest.item import SAMPLE, Item
 from ..manifest.sidecar import records_root
-from ..manifest.ignore import IgnoreRules
 from ..manifest.sources import list_files
 from .batch_hash import hash_batch
+
+__all__ = ["IMAGE_EXTENSIONS", "POLICIES", "DatasetHasher", "class_labels", "signed_dataset"]
 
 POLICIES = ("raise", "drop")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".jp2")

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from .. import _gpu
 from .params import HashParams
-from .plan import FileRange, ItemDigest  # noqa: F401  (the engine's input and result types)
+from .plan import FileRange, ItemDigest  # the engine's input and result types
+
+__all__ = ["FileRange", "ItemDigest", "digest_ranges", "digest_tensor", "digest_tensors", "resolve_device"]
 
 
 def resolve_device(device: str) -> str:

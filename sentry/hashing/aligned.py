@@ -11,6 +11,8 @@ from __future__ import annotations
 from ..errors import SentryError
 from .merkle import StreamRoot, root_of_hashes
 
+__all__ = ["blocks", "fold", "spans"]
+
 
 def spans(start: int, end: int, max_leaves: int = 0) -> list[tuple[int, int]]:
     """(position, leaves) of the largest aligned power-of-two blocks that tile ``[start, end)``,

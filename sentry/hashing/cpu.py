@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from typing import Callable, Optional, Sequence
 
 from ..errors import SentryError
 from ..io.posix import FileSource, changed_error, longer_error, read_error, short_read_error
 from . import merkle, plan
 from .params import HashParams
-from .plan import FileRange, ItemDigest  # noqa: F401  (re-exported: the backend's result and input types)
+from .plan import FileRange, ItemDigest
+
+__all__ = ["BLOCK_BYTES", "SMALL_FILES_PER_TASK", "digest_bytes", "digest_ranges"]
 
 try:
     from . import _cmerkle
@@ -52,7 +54,7 @@ def _py_chunk_roots(buf, leaf_size: int, chunk_leaves: int) -> bytes:
 BLOCK_BYTES = 4 << 20
 
 
-def _block_leaves(params: HashParams, block_bytes: Optional[int] = None) -> int:
+def _block_leaves(params: HashParams, block_bytes: int | None = None) -> int:
     return plan.block_leaves(params, block_bytes or BLOCK_BYTES)
 
 
@@ -72,7 +74,7 @@ def _byte_view(buf) -> memoryview:
     return view if view.format == "B" and view.ndim == 1 else view.cast("B")
 
 
-def digest_bytes(buf, params: HashParams = HashParams(), *, workers: Optional[int] = None) -> ItemDigest:
+def digest_bytes(buf, params: HashParams = HashParams(), *, workers: int | None = None) -> ItemDigest:
     """Digest of a C-contiguous in-memory buffer (bytes, bytearray, memoryview, numpy array).
 
     Large buffers are hashed in parallel, one aligned block per task.
@@ -146,13 +148,13 @@ SMALL_FILES_PER_TASK = 64
 def digest_ranges(
     ranges: Sequence[FileRange],
     params: HashParams = HashParams(),
-    progress: Optional[Callable[[int], None]] = None,
-    workers: Optional[int] = None,
+    progress: Callable[[int], None] | None = None,
+    workers: int | None = None,
     *,
     follow_symlinks: bool = False,
     hash_blocks: Callable[..., list] = _hash_file_blocks,
-    block_bytes: Optional[int] = None,
-    batch_bytes: Optional[int] = None,
+    block_bytes: int | None = None,
+    batch_bytes: int | None = None,
     open_file: Callable[..., FileSource] = FileSource,
 ) -> list:
     """Digests of file byte ranges, in the order given (one :class:`ItemDigest` per range).
@@ -291,7 +293,8 @@ class _RangeDigests:
         """Each file's digests (None for one with a range found to need several blocks), from one
         ``hash_blocks`` call; each file is checked unchanged after it."""
         with contextlib.ExitStack() as opened:
-            found, todo = [], []
+            found: list[tuple] = []
+            todo: list[tuple] = []
             for path, indices in files:
                 src = opened.enter_context(self.open_file(path, follow_symlinks=self.follow_symlinks))
                 sizes = _range_sizes(src, [self.ranges[i] for i in indices])
@@ -302,7 +305,7 @@ class _RangeDigests:
                 todo += [(src, self.ranges[i].offset, size, plan.one_block_grain(size, self.params))
                          for i, size in zip(indices, sizes) if size]
             roots = iter(self.hash_blocks(todo, self.params.leaf_size) if todo else ())
-            out = []
+            out: list[list | None] = []
             for src, sizes in found:
                 if src is None:
                     out.append(None)
@@ -313,7 +316,7 @@ class _RangeDigests:
 
     def _small_done(self, batch, results) -> None:
         nbytes = 0
-        for (path, indices), item_digests in zip(batch, results):
+        for (_, indices), item_digests in zip(batch, results):
             if item_digests is None:
                 continue
             for i, d in zip(indices, item_digests):

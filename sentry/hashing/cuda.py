@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
-from typing import Optional
+from collections.abc import Callable
 
 import numpy as np
 
@@ -42,6 +42,20 @@ from ..io import kvikio as kvikio_io
 from ..io.posix import FileSource
 from . import cpu, gpu_plan, merkle, plan
 from .params import HashParams
+
+__all__ = [
+    "FILE_BATCH_BYTES",
+    "FILE_BLOCK_BYTES",
+    "FILE_WORKERS",
+    "KERNELS",
+    "THREADS",
+    "WINDOW_LEAVES",
+    "H",
+    "digest_device_buffer",
+    "digest_ranges",
+    "digest_tensors",
+    "file_reader",
+]
 
 WINDOW_LEAVES = 1 << 21  # node slots per launch window (also its largest segment): a node array of 64 MiB at most
 FILE_BLOCK_BYTES = kvikio_io.BLOCK_BYTES  # bytes per block: one read request, one segment of a run
@@ -88,7 +102,7 @@ class _StreamRef:
 class _Gpu:
     """One device, one stream, one allocator: everything a run of the kernels needs."""
 
-    def __init__(self, device_id: int, stream_ptr: Optional[int] = None, torch_device=None):
+    def __init__(self, device_id: int, stream_ptr: int | None = None, torch_device=None):
         import cupy
 
         self.cupy, self.rt = cupy, cupy.cuda.runtime
@@ -218,7 +232,7 @@ def digest_tensors(tensors, params: HashParams = HashParams()) -> list:
         group = [tensors[i].detach() for i in indices]
         gpu = _Gpu(dev.index, torch.cuda.current_stream(dev).cuda_stream, torch_device=dev)
         sizes = [t.numel() * t.element_size() for t in group]
-        for i, d in zip(indices, _digest(gpu, sizes, lambda k: _tensor_pointer(group[k]), params)):
+        for i, d in zip(indices, _digest(gpu, sizes, lambda k: _tensor_pointer(group[k]), params)):  # noqa: B023 (called here)
             out[i] = d
     return out
 
@@ -262,6 +276,10 @@ class _Reader:
         for run in plan.grouped(blocks, lambda b: _placed(b[2], leaf_size), self.dev.nbytes):
             out += self._hash_run(run, leaf_size)
         return out
+
+    def _fill(self, reads) -> None:
+        """Read each ``(src, offset, buffer start, size)`` into the device buffer (per subclass)."""
+        raise NotImplementedError
 
     def _hash_run(self, blocks, leaf_size: int) -> list:
         segments, start, out = [], 0, 0
@@ -332,6 +350,8 @@ def digest_ranges(ranges, params: HashParams = HashParams(), progress=None, *, f
     import cupy
 
     device_id = cupy.cuda.Device().id  # the caller's current device, for the worker threads too
+    reader: type[_Reader]
+    open_file: Callable
     if file_reader() == "kvikio":
         reader, open_file = _KvikioReader, kvikio_io.DeviceFileSource
     else:

@@ -12,13 +12,36 @@ kernels on the CPU launch emulator, so the planning is tested where there is no 
 """
 from __future__ import annotations
 
-from typing import Iterator, NamedTuple, Sequence
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
 from . import merkle
 from . import plan as item_plan
 from .params import HashParams
+
+__all__ = [
+    "FUSED_LEVELS",
+    "GRAIN",
+    "HASH_LEN",
+    "LEAF",
+    "LEAVES",
+    "OUT",
+    "PTR",
+    "SEG_COLS",
+    "SIZE",
+    "Segment",
+    "Work",
+    "assemble",
+    "levels",
+    "node_slots",
+    "plan",
+    "slots",
+    "table",
+    "window_tables",
+    "windows",
+]
 
 # Columns of a segment table row (kernels/merkle.cuh SEG_*).
 PTR, SIZE, LEAF, LEAVES, OUT, GRAIN, SEG_COLS = range(7)

@@ -14,7 +14,20 @@ from __future__ import annotations
 import functools
 import hashlib
 import struct
-from typing import Sequence
+from collections.abc import Sequence
+
+__all__ = [
+    "EMPTY_ROOT",
+    "StreamRoot",
+    "chunk_leaves",
+    "largest_power_of_two_below",
+    "leaf_count",
+    "leaf_hash",
+    "merkle_root",
+    "node_hash",
+    "root_of_hashes",
+    "split_hashes",
+]
 
 try:
     from ._cmerkle import root_of_hashes as _c_root_of_hashes

@@ -6,6 +6,16 @@ from dataclasses import dataclass
 from .._json import describe
 from ..errors import SentryError
 
+__all__ = [
+    "ALGORITHM",
+    "DEFAULT_LEAF_SIZE",
+    "DEFAULT_MAX_CHUNKS",
+    "MAX_LEAF_SIZE",
+    "MAX_MAX_CHUNKS",
+    "MIN_LEAF_SIZE",
+    "HashParams",
+]
+
 ALGORITHM = "rfc9162-sha256"
 DEFAULT_LEAF_SIZE = 4096
 DEFAULT_MAX_CHUNKS = 16
@@ -32,7 +42,8 @@ class HashParams:
         return {"algorithm": ALGORITHM, "leaf_size": self.leaf_size, "max_chunks": self.max_chunks}
 
     @classmethod
-    def from_json(cls, obj) -> "HashParams":
+    def from_json(cls, obj) -> HashParams:
         if not isinstance(obj, dict) or obj.get("algorithm") != ALGORITHM:
             raise SentryError(f"unsupported hashing parameters: expected algorithm {ALGORITHM!r}")
-        return cls(leaf_size=obj.get("leaf_size"), max_chunks=obj.get("max_chunks"))
+        # hostile input: __post_init__ refuses a value that is missing or not an int
+        return cls(leaf_size=obj.get("leaf_size"), max_chunks=obj.get("max_chunks"))  # type: ignore[arg-type]

@@ -15,6 +15,8 @@ from ..errors import ContentMismatch, SentryError
 from . import aligned, merkle
 from .params import HashParams
 
+__all__ = ["Pieces", "RangePlan", "Region", "plan_range"]
+
 
 class Region(NamedTuple):
     """Leaves ``[lo, hi)`` of the item, hashed as consecutive aligned units of ``unit`` leaves."""

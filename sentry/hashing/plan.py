@@ -14,11 +14,26 @@ into the item root, and aligned sub-chunk block roots fold into a chunk root.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, NamedTuple, Optional
+from typing import NamedTuple
 
 from . import merkle
 from .params import HashParams
+
+__all__ = [
+    "EMPTY_DIGEST",
+    "HASH_LEN",
+    "FileRange",
+    "ItemDigest",
+    "Plan",
+    "assemble",
+    "assemble_one",
+    "block_leaves",
+    "grouped",
+    "one_block_grain",
+    "plan",
+]
 
 HASH_LEN = 32
 
@@ -44,9 +59,9 @@ class FileRange(NamedTuple):
     """``size`` bytes of the file at ``path`` from ``offset``; ``size=None``: to the end of the
     file as it is when opened."""
 
-    path: "str | os.PathLike"
+    path: str | os.PathLike
     offset: int = 0
-    size: Optional[int] = None
+    size: int | None = None
 
 
 def block_leaves(params: HashParams, block_bytes: int) -> int:
@@ -96,14 +111,15 @@ def assemble_one(size: int, roots: bytes) -> ItemDigest:
     return ItemDigest(size, merkle.root_of_hashes(chunks), chunks)
 
 
-def grouped(items, size: Callable, limit: Optional[int]) -> Iterator[list]:
+def grouped(items, size: Callable, limit: int | None) -> Generator[list, None, None]:
     """Consecutive items in lists whose ``size`` adds up to at most ``limit`` (an item over it goes
     alone); ``limit`` None: one item per list, handed on as soon as it comes."""
     if limit is None:
         for item in items:
             yield [item]
         return
-    group, used = [], 0
+    group: list = []
+    used = 0
     for item in items:
         n = size(item)
         if group and used + n > limit:

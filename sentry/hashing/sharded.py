@@ -18,6 +18,8 @@ from ..errors import SentryError
 from .params import HashParams
 from .pieces import Pieces, plan_range
 
+__all__ = ["DEFAULT_TIMEOUT", "all_gather_bytes", "any_rank", "digest_sharded", "is_sharded", "local_range", "rank"]
+
 DEFAULT_TIMEOUT = 600.0  # seconds a rank waits for the others before it gives up with an error
 _MAGIC = b"SENTRY-SHARDS-1"
 _COUNTS = struct.Struct("<II")

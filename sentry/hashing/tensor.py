@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from ..errors import SentryError
 
+__all__ = ["check_tensor", "cpu_tensor_bytes"]
+
 
 def check_tensor(name: str, t) -> None:
     """SentryError unless the tensor has plain strided bytes to hash."""

@@ -15,6 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from .. import _gpu
 from ..errors import SentryError
 
+__all__ = ["MAX_SALT", "SLICE_BYTES", "THREADS", "level", "py_level"]
+
 try:
     from ._cmerkle import verity_level as _c_level
 except ImportError:  # pragma: no cover - no compiler: the Python reference below

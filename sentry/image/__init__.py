@@ -71,7 +71,7 @@ def build_image(model, out, *, layout="plain", salt=None, uuid=None, model_id=No
     from .build import write_image
 
     result = write_image(files, manifest, out, lay, device=device, stamps=unchanged)
-    if signer is not None:
+    if signer is not None and sig is not None:  # sig is set whenever signer is
         from ..signing import make_statement, write_bundle
 
         payload = make_statement(out.name, result.image_sha256, result.predicate(manifest.params.leaf_size),

@@ -26,6 +26,8 @@ from .erofs import Erofs
 from .layouts import Layout
 from .mkfs import make_erofs
 
+__all__ = ["ImageResult", "file_roots_from_level0", "write_image"]
+
 
 @dataclass
 class ImageResult:
@@ -47,7 +49,7 @@ class ImageResult:
                "image_sha256": self.image_sha256, "manifest_root": self.manifest_root, "mkfs": self.mkfs,
                "outputs": [str(p) for p in self.outputs]}
         if self.layout.name == "modelwrap":
-            out["reference"] = self.layout.reference(out["root_hash"], self.hash_offset)
+            out["reference"] = self.layout.reference(self.root_hash.hex(), self.hash_offset)
         return out
 
     def predicate(self, leaf_size: int) -> dict:

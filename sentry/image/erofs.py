@@ -12,10 +12,22 @@ from __future__ import annotations
 import posixpath
 import stat
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ..errors import SentryError
+
+__all__ = [
+    "BLOCK",
+    "FLAT_INLINE",
+    "FLAT_PLAIN",
+    "MAGIC",
+    "MAX_DIR_BYTES",
+    "MAX_ENTRIES",
+    "SB_OFFSET",
+    "Erofs",
+    "Inode",
+]
 
 BLOCK = 4096
 MAGIC = 0xE0F5E1E2

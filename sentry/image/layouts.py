@@ -24,6 +24,8 @@ from pathlib import Path
 from ..errors import Remedy, SentryError
 from ..hashing.verity import MAX_SALT
 
+__all__ = ["LAYOUTS", "ZERO_UUID", "Layout", "layout_for", "parse_salt"]
+
 LAYOUTS = ("plain", "modelwrap", "privatemode")
 ZERO_UUID = uuidlib.UUID(int=0)
 _MODEL_ID = re.compile(r"[\w.-]+/[\w.-]+@[\w.-]+")
@@ -79,7 +81,7 @@ def layout_for(name: str, *, salt: str | None = None, uuid: str | None = None, m
                           remedy=Remedy("model_id", "'ORG/NAME@REVISION'"))
     if name != "modelwrap" and model_id is not None:
         raise SentryError("a model id is only used by the modelwrap layout")
-    if name == "modelwrap":
+    if name == "modelwrap" and model_id is not None:
         if not _MODEL_ID.fullmatch(model_id):
             raise SentryError(f"the model id must look like org/name@revision, not {model_id!r}")
         return Layout(name, hashlib.sha256(model_id.encode()).digest(),

@@ -26,6 +26,8 @@ from pathlib import Path
 
 from ..errors import SentryError
 
+__all__ = ["FLAGS", "make_erofs", "stage"]
+
 FLAGS = ("-T0", "-x-1", "--all-root")
 
 

@@ -19,6 +19,8 @@ from . import verity
 from .erofs import Erofs
 from .verify import _chains_to, _params, _stored_levels
 
+__all__ = ["VerifiedImage"]
+
 
 class VerifiedImage:
     """An image opened against a trusted root hash (parameters as for ``verify_image``)."""

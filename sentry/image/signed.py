@@ -19,6 +19,8 @@ from ..manifest.manifest import IMAGE_PREDICATE_TYPE
 from . import verity
 from .verify import verify_image
 
+__all__ = ["SignedImage", "parse_image_statement", "verify_signed_image"]
+
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _FIXED = {"format": 1, "hash": "sha256", "data_block_size": verity.BLOCK, "hash_block_size": verity.BLOCK}
 

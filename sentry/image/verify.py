@@ -19,6 +19,8 @@ from ..hashing import verity as engine
 from . import verity
 from .erofs import SB_OFFSET, Erofs
 
+__all__ = ["GIVE_OFFSET", "Params", "owner_of", "verify_image"]
+
 GIVE_OFFSET = Remedy("hash_offset", "BYTES", "where the tree starts")
 
 

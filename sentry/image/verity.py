@@ -3,8 +3,9 @@
 Data blocks of 4 KiB: level 0 holds SHA-256(salt || block) of each (the last block zero-padded);
 each level is stored in 4 KiB hash blocks of 128 digests, the last one zero-padded, and the next
 level hashes those blocks the same way, until one digest is left: the root (= SHA-256(salt || the
-one-block top level); for a one-block image no level is stored and the root is the block's digest). On disk the hash area holds the levels top first (the one-block level, then down to
-level 0), after an optional 4 KiB superblock. Every byte is pinned against `veritysetup format`
+one-block top level); for a one-block image no level is stored and the root is the block's digest).
+On disk the hash area holds the levels top first (the one-block level, then down to level 0),
+after an optional 4 KiB superblock. Every byte is pinned against `veritysetup format`
 in tests/unit/image/test_image_verity.py.
 """
 from __future__ import annotations
@@ -15,6 +16,22 @@ from dataclasses import dataclass
 
 from ..errors import InvalidBundle, Remedy, SentryError, UnsupportedFormat
 from ..hashing import verity as engine
+
+__all__ = [
+    "BLOCK",
+    "DIGEST",
+    "PER_BLOCK",
+    "SIGNATURE",
+    "Superblock",
+    "Tree",
+    "build_tree",
+    "hash_area_size",
+    "level0_of",
+    "level_sizes",
+    "parse_superblock",
+    "superblock",
+    "tree_from_level0",
+]
 
 BLOCK = 4096  # data and hash block size (the only one Sentry writes or reads)
 DIGEST = 32
@@ -83,7 +100,7 @@ def parse_superblock(raw: bytes) -> Superblock:
     if len(raw) < _SB.size or raw[:8] != SIGNATURE:
         raise InvalidBundle("no dm-verity superblock at the hash offset (is it the right one?)",
                             remedy=Remedy("superblock", "False", "and the salt for a tree without one"))
-    sig, version, hash_type, uid, alg, dbs, hbs, blocks, salt_size, _, salt, _ = _SB.unpack_from(raw)
+    _sig, version, hash_type, uid, alg, dbs, hbs, blocks, salt_size, _, salt, _ = _SB.unpack_from(raw)
     if version != 1 or hash_type != 1 or alg.rstrip(b"\0") != b"sha256" or dbs != BLOCK or hbs != BLOCK:
         raise UnsupportedFormat("the dm-verity superblock is not format 1 with sha256 and 4096-byte blocks, "
                                 "the only kind Sentry checks")

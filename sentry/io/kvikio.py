@@ -28,6 +28,19 @@ from .._optional import require
 from ..errors import SentryError
 from .posix import FileSource, read_error, short_read_error
 
+__all__ = [
+    "BLOCK_BYTES",
+    "CONFIG_ENV",
+    "DEFAULT_CONFIG",
+    "MIN_DEPTH",
+    "DeviceFileReader",
+    "DeviceFileSource",
+    "PendingRead",
+    "available",
+    "configure_cufile",
+    "gds_enabled",
+]
+
 CONFIG_ENV = "CUFILE_ENV_PATH_JSON"
 # The repository's documented settings (cufile.json), used unless the environment already names a
 # file: installed inside the package (setup.py copies it there), else at the top of a checkout.
@@ -107,7 +120,7 @@ class DeviceFileSource(FileSource):
         os.close(fd)
         return True
 
-    def start_read(self, offset: int, buf) -> "PendingRead":
+    def start_read(self, offset: int, buf) -> PendingRead:
         """Begin reading ``buf.nbytes`` bytes at ``offset`` into the device array ``buf``."""
         return PendingRead(self, offset, buf, self._cufile.pread(buf, buf.nbytes, offset))
 
@@ -181,7 +194,7 @@ class DeviceFileReader:
     def close(self) -> None:
         self.src.close()
 
-    def __enter__(self) -> "DeviceFileReader":
+    def __enter__(self) -> DeviceFileReader:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -12,9 +12,11 @@ from typing import NamedTuple
 
 from ..errors import SentryError
 
+__all__ = ["RowGroup", "row_groups"]
+
 
 class RowGroup(NamedTuple):
-    index: int
+    number: int  # its place in the file (tuple has an index method)
     offset: int
     size: int
 

@@ -19,6 +19,16 @@ import stat
 
 from ..errors import SentryError
 
+__all__ = [
+    "FileSource",
+    "changed_error",
+    "longer_error",
+    "path_too_long_error",
+    "read_error",
+    "short_read_error",
+    "shown_path",
+]
+
 
 def shown_path(path, limit: int = 160) -> str:
     """A path for a message: the ends of a very long one (say, 1,200 directories deep)."""
@@ -169,7 +179,7 @@ class FileSource:
             fd, self._fd = self._fd, -1
             os.close(fd)
 
-    def __enter__(self) -> "FileSource":
+    def __enter__(self) -> FileSource:
         return self
 
     def __exit__(self, *exc) -> None:

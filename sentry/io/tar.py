@@ -16,6 +16,8 @@ from typing import NamedTuple
 from ..errors import SentryError
 from .posix import FileSource
 
+__all__ = ["BLOCK", "MAX_EXTENDED", "MAX_MEMBERS", "Member", "members"]
+
 BLOCK = 512
 MAX_EXTENDED = 1 << 20  # bytes of one PAX or GNU long-name header: ample for a 4096-character name
 MAX_MEMBERS = 10_000_000
@@ -37,7 +39,8 @@ def members(path, max_name: int = 4096) -> list[Member]:
 
 
 def _walk(src: FileSource, path, max_name: int):
-    seen, offset, pending_name = set(), 0, None
+    seen: set[str] = set()
+    offset, pending_name = 0, None
     while offset + BLOCK <= src.size:
         header = src.read(offset, BLOCK)
         if header == bytes(BLOCK):  # end of archive (one zero block is enough; the second may be cut)

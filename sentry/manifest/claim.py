@@ -10,7 +10,7 @@ checked), whoever reads it: verify, audit, dataset links.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, NoReturn, Protocol, TypeVar, runtime_checkable
 
 from ..errors import InvalidBundle, Remedy, SentryError, UnsupportedFormat
 from . import oms
@@ -59,12 +59,12 @@ def claim_class(predicate_type: str, predicate: dict, signature: Path, artifact_
     artifact = predicate.get("artifact")
     signed_type = artifact.get("type") if isinstance(artifact, dict) else None
     signed_type = signed_type if isinstance(signed_type, str) else None  # hostile: any JSON value
-    if artifact_type is not None and signed_type in found and signed_type != artifact_type:
+    if artifact_type is not None and signed_type is not None and signed_type in found and signed_type != artifact_type:
         wrong_kind(signature, signed_type)
     return found["dataset"] if signed_type == "dataset" else found["model"]
 
 
-def wrong_kind(signature: Path, signed_type: str):
+def wrong_kind(signature: Path, signed_type: str) -> NoReturn:
     """A signature used for the other kind of artifact: a usage error that says how to verify it."""
     if signed_type == "dataset":
         raise SentryError(f"{signature} signs a dataset, not a model",
@@ -73,10 +73,13 @@ def wrong_kind(signature: Path, signed_type: str):
                       remedy=Remedy("dataset", "False", python="verify it with verify_model"))
 
 
-def checked_claim(cls: type, statement, signature: Path) -> Claim:
+C = TypeVar("C", bound=Claim)
+
+
+def checked_claim(cls: type[C], statement, signature: Path) -> C:
     """``statement``'s predicate read by ``cls`` (a sidecar it names is read beside the signature)
     and checked to be what the statement's subject digest names."""
-    claim = cls.from_predicate(statement.predicate, sidecar_dir=Path(signature).parent)
+    claim: C = cls.from_predicate(statement.predicate, sidecar_dir=Path(signature).parent)  # type: ignore[assignment]
     if claim.subject_digest().hex() != statement.digest_hex:
         raise InvalidBundle(f"{signature}: {cls.mismatch}")
     return claim

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..hashing.merkle import chunk_leaves, leaf_count
 from ..errors import SentryError
+from ..hashing.merkle import chunk_leaves, leaf_count
 from .item import SAMPLE, Item
 from .tensors import tied_twin
+
+__all__ = ["Change", "Report", "compare", "compare_digests", "compare_manifests", "diff_item"]
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,7 @@ def diff_item(signed: Item, actual: Item, leaf_size: int, max_chunks: int) -> Ch
         if signed.dtype != actual.dtype:
             reasons.append(f"dtype {signed.dtype} -> {actual.dtype}")
         if signed.shape != actual.shape:
-            reasons.append(f"shape {list(signed.shape)} -> {list(actual.shape)}")
+            reasons.append(f"shape {list(signed.shape or ())} -> {list(actual.shape or ())}")
     if signed.size != actual.size:
         reasons.append(f"size {signed.size} -> {actual.size} bytes")
     if signed.root != actual.root:
@@ -198,7 +200,7 @@ def compare_manifests(signed, actual, *, allow_missing=(), allow_uncovered=False
 
 
 def _tensors_by_name(manifest) -> dict:
-    by_name = {}
+    by_name: dict = {}
     for it in manifest.items:
         if it.kind != "tensor":
             continue

@@ -24,6 +24,26 @@ from .options import Options
 from .shards import MEMBERS
 from .sources import iter_files
 
+__all__ = [
+    "MAX_PART_SAMPLES",
+    "MAX_SAMPLES",
+    "SAMPLES_PER_BATCH",
+    "SIDECAR_SUFFIX",
+    "DatasetClaim",
+    "SidecarPart",
+    "SignedDataset",
+    "check_part_samples",
+    "compare_all",
+    "default_sidecar_path",
+    "hash_samples",
+    "iter_samples",
+    "part_path",
+    "partitioned",
+    "samples_of",
+    "signed_records",
+    "write_sidecars",
+]
+
 SIDECAR_SUFFIX = ".samples.jsonl"
 
 
@@ -51,11 +71,11 @@ class DatasetClaim:
     # A sidecar split in parts (docs/spec.md §6.5): records per part (a power of two) and the parts;
     # then sidecar_name and sidecar_size are unused.
     part_samples: int = 0
-    parts: tuple["SidecarPart", ...] = ()
+    parts: tuple[SidecarPart, ...] = ()
     # Files whose members are samples too (shards.MEMBERS): a directory walk alone cannot check them.
     members: tuple[str, ...] = ()
 
-    def files(self) -> tuple["SidecarPart", ...]:
+    def files(self) -> tuple[SidecarPart, ...]:
         """The sidecar files in record order: the parts, or the one sidecar as a part at 0."""
         if self.part_samples:
             return self.parts
@@ -87,7 +107,7 @@ class DatasetClaim:
         return predicate
 
     @classmethod
-    def from_predicate(cls, predicate: dict, sidecar_dir=None) -> "DatasetClaim":
+    def from_predicate(cls, predicate: dict, sidecar_dir=None) -> DatasetClaim:
         """The claim of a signed predicate, every field checked; its sidecar is read later
         (:class:`SignedDataset`, :func:`compare_all`), so ``sidecar_dir`` is not used here."""
 
@@ -109,12 +129,12 @@ class DatasetClaim:
         if not isinstance(desc, dict) or not isinstance(desc.get("sidecar"), dict):
             raise bad("it has no sidecar")
         name, size = sidecar.signed_file(desc["sidecar"], bad)
-        count, root = desc.get("samples"), desc["sidecar"].get("root")
-        if type(count) is not int or not 0 <= count <= MAX_ITEMS:
+        signed_count, root = desc.get("samples"), desc["sidecar"].get("root")
+        if type(signed_count) is not int or not 0 <= signed_count <= MAX_ITEMS:
             raise bad("the sample count is not a valid number")
         if not isinstance(root, str) or not _HEX64.fullmatch(root):
             raise bad("the sidecar's root is not 64 lowercase hex digits")
-        return cls(manifest.params, count, name, size, bytes.fromhex(root), manifest.ignore, manifest.allow_symlinks,
+        return cls(manifest.params, signed_count, name, size, bytes.fromhex(root), manifest.ignore, manifest.allow_symlinks,
                    manifest.default_ignores, members=members)
 
 
@@ -174,7 +194,7 @@ def check_part_samples(part_samples: int) -> None:
         raise InvalidInput(f"part_samples must be a power of two up to {MAX_PART_SAMPLES} (or 0: one sidecar)")
 
 
-def partitioned(items, part_samples: int = 0, per_task: int = None):
+def partitioned(items, part_samples: int = 0, per_task: int | None = None):
     """:func:`.partition.task` over consecutive runs of the sorted sample ``items``: the one-process
     engine. Refuses more samples than the sidecar (or its parts) may list, as a verifier would."""
     from .partition import task
@@ -204,7 +224,9 @@ def write_sidecars(base, results, write, part_samples: int = 0) -> tuple[bytes, 
     from ..hashing import aligned
     from .partition import fold
 
-    got, total, by_file = [], [0], {}
+    got: list = []
+    total = [0]
+    by_file: dict = {}
 
     def lines():
         for part_lines, part in results:
@@ -220,7 +242,8 @@ def write_sidecars(base, results, write, part_samples: int = 0) -> tuple[bytes, 
         write(base, stream)
         root, count = fold(got)
         return root, count, (SidecarPart(base.name, 0, total[0], root, count),)
-    files, pending = [], next(stream, None)
+    files: list = []
+    pending = next(stream, None)
     while pending is not None:
         start, path, before = len(files) * part_samples, part_path(base, len(files)), total[0] - len(pending)
         write(path, itertools.chain([pending], itertools.islice(stream, part_samples - 1)))
@@ -311,7 +334,7 @@ class SignedDataset:
         self.sidecars = claim.sidecar_paths(sidecar) if sidecar is not None else []
 
     @classmethod
-    def load(cls, claim: DatasetClaim, path, signature=None) -> "SignedDataset":
+    def load(cls, claim: DatasetClaim, path, signature=None) -> SignedDataset:
         """Read the sidecar at ``path`` (of parts: the directory holding them) and check it against
         the claim: sizes, records, roots, counts."""
         return cls(claim, list(signed_records(claim, path)), Path(path), signature)

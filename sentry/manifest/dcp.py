@@ -24,6 +24,8 @@ from ..hashing.params import HashParams
 from .dtypes import torch_dtype_name
 from .item import TENSOR, Item
 
+__all__ = ["METADATA", "dcp_items", "is_metadata", "read_metadata", "tensor_digest"]
+
 METADATA = ".metadata"
 _DCP_CLASSES = {
     "torch.distributed.checkpoint.metadata": {"Metadata", "TensorStorageMetadata", "BytesStorageMetadata",
@@ -88,7 +90,8 @@ class _Chunks:
     def __init__(self, directory: Path, md):
         from torch.distributed.checkpoint.metadata import MetadataIndex
 
-        self.directory, self.where, self.files_with_bytes = directory, {}, set()
+        self.directory, self.where = directory, {}
+        self.files_with_bytes: set[str] = set()
         for index, info in md.storage_data.items():
             if not isinstance(index, MetadataIndex) or not isinstance(index.fqn, str):
                 raise SentryError(f"{directory / METADATA}: a storage entry has a malformed index")
@@ -134,7 +137,7 @@ def tensor_digest(fqn: str, entry, chunks: _Chunks, params: HashParams):
 
     shape, dtype = _shape(entry.size), entry.properties.dtype
     row_blocks = len(shape) > 0 and all(_shape(c.sizes)[1:] == shape[1:] and not any(c.offsets[1:]) for c in entry.chunks)
-    files = set()
+    files: set[str] = set()
     if not row_blocks:  # e.g. column shards: assembled in memory, then hashed as one tensor
         full, filled = _assemble(fqn, shape, dtype, entry, chunks, files)
         if not filled:

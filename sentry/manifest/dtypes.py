@@ -1,6 +1,8 @@
 """Tensor dtype names: safetensors' spelling, and their element sizes in bytes."""
 from __future__ import annotations
 
+__all__ = ["ELEMENT_SIZE", "torch_dtype_name"]
+
 # safetensors dtype -> element size in bytes.
 ELEMENT_SIZE = {
     "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1,

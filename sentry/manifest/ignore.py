@@ -24,6 +24,8 @@ import fnmatch
 import functools
 import re
 
+__all__ = ["DEFAULT_IGNORES", "IgnoreRules", "default_ignore_names", "is_plain_entry_name"]
+
 # Version-control and OS clutter at the top of a model or dataset directory.
 DEFAULT_IGNORES = (".git", ".github", ".gitattributes", ".gitignore", ".hg", ".svn", ".DS_Store")
 
@@ -43,7 +45,8 @@ def is_plain_entry_name(name) -> bool:
 @functools.lru_cache(maxsize=64)
 def _compiled(patterns: tuple):
     """(regex of the component patterns, {component count: [(segments, directory only)]})."""
-    component, anchored = [], {}
+    component: list[str] = []
+    anchored: dict[int, list[tuple[tuple[str, ...], bool]]] = {}
     for p in patterns:
         if "/" not in p:
             component.append(fnmatch.translate(p))

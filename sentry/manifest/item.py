@@ -4,13 +4,19 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from typing import Final, Literal
 
 from .._json import describe
 from ..errors import InvalidBundle
 from ..hashing.merkle import root_of_hashes, split_hashes
 from .dtypes import ELEMENT_SIZE
 
-FILE, TENSOR, SAMPLE = "file", "tensor", "sample"
+__all__ = ["FILE", "MAX_ITEMS", "MAX_NAME", "PLAIN_JSON_CHARS", "SAMPLE", "TENSOR", "Item", "ItemKind", "is_valid_name"]
+
+ItemKind = Literal["file", "tensor", "sample"]
+FILE: Final = "file"
+TENSOR: Final = "tensor"
+SAMPLE: Final = "sample"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 # Limits a verifier enforces, so a signer checks them too (Manifest.check_signable, sidecar.Writer).
 MAX_NAME = 4096
@@ -23,7 +29,7 @@ _PLAIN_NAME = re.compile(PLAIN_JSON_CHARS)
 # slots: no per-item __dict__; a dataset holds millions of these.
 @dataclass(frozen=True, slots=True)
 class Item:
-    kind: str  # FILE, TENSOR or SAMPLE
+    kind: ItemKind
     name: str  # POSIX path relative to the artifact (or dataset) root, or the state_dict key
     size: int
     root: bytes
@@ -51,7 +57,7 @@ class Item:
             obj["chunks"] = [c.hex() for c in self.chunks]
         if self.kind == TENSOR:
             obj["dtype"] = self.dtype
-            obj["shape"] = list(self.shape)
+            obj["shape"] = list(self.shape or ())
             if self.file:
                 obj["file"] = self.file
         return obj
@@ -71,19 +77,19 @@ class Item:
         """Whether json.dumps writes the tensor fields as Python spells them: plain strings, ints
         that are exactly int (a bool is a number to Python, not to JSON)."""
         return (type(self.dtype) is str and _PLAIN_NAME.fullmatch(self.dtype) is not None
-                and (not self.file or type(self.file) is str and _PLAIN_NAME.fullmatch(self.file) is not None)
+                and (not self.file or (type(self.file) is str and _PLAIN_NAME.fullmatch(self.file) is not None))
                 and type(self.shape) is tuple and all(type(d) is int for d in self.shape))
 
     def _tensor_record(self) -> str:
         """The record of a tensor whose fields are plain, keys in sorted order."""
         chunks = '"chunks":["' + '","'.join(c.hex() for c in self.chunks) + '"],' if len(self.chunks) > 1 else ""
         file = f'"file":"{self.file}",' if self.file else ""
-        shape = ",".join(map(str, self.shape))
+        shape = ",".join(map(str, self.shape or ()))
         return (f'{{{chunks}"dtype":"{self.dtype}",{file}"kind":"tensor","name":"{self.name}",'
                 f'"root":"{self.root.hex()}","shape":[{shape}],"size":{self.size}}}')
 
     @classmethod
-    def from_json(cls, obj) -> "Item":
+    def from_json(cls, obj) -> Item:
         """Parse an item from a signed (but otherwise untrusted) manifest, checking every field."""
 
         def bad(why):

@@ -13,6 +13,15 @@ from dataclasses import dataclass
 from .._json import describe
 from ..errors import InvalidBundle, Remedy, SentryError, VerificationError
 
+__all__ = [
+    "MAX_DATASETS",
+    "MAX_DATASET_NAME",
+    "TrainingData",
+    "checked_links",
+    "is_dataset_name",
+    "parse_training_data",
+]
+
 MAX_DATASETS = 16  # descriptors in one model signature
 MAX_DATASET_NAME = 255
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -31,7 +40,7 @@ class TrainingData:
                 "annotations": {"signature_sha256": self.signature_sha256}}
 
     @classmethod
-    def from_json(cls, obj) -> "TrainingData":
+    def from_json(cls, obj) -> TrainingData:
         """A descriptor of a signed predicate; VerificationError unless it is exactly well formed."""
 
         def bad(why):

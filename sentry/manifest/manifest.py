@@ -8,24 +8,39 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal, get_args
 
-from ..errors import SentryError, VerificationError, InvalidBundle, reason
+from ..errors import InvalidBundle, SentryError, VerificationError, reason
 from ..hashing.merkle import leaf_hash, root_of_hashes
 from ..hashing.params import HashParams
 from . import sidecar as sidecars
 from .ignore import DEFAULT_IGNORES, is_plain_entry_name
-from .lineage import TrainingData, parse_training_data
 from .item import MAX_ITEMS, Item
+from .lineage import TrainingData, parse_training_data
+
+__all__ = [
+    "ARTIFACT_TYPES",
+    "IMAGE_PREDICATE_TYPE",
+    "MAX_INLINE_BYTES",
+    "PREDICATE_TYPE",
+    "SIDECAR_SUFFIX",
+    "SOURCE_TYPES",
+    "ArtifactType",
+    "Manifest",
+    "Sidecar",
+    "Source",
+]
 
 # Sentry's in-toto predicate type: a model manifest or a dataset claim (dataset.py).
 PREDICATE_TYPE = "https://github.com/sentry-artifacts/sentry/manifest/v1"
 # A model disk image (docs/spec.md §10.5): its verity root, image digest and manifest root. Named
 # here beside Sentry's predicate so a verify of a model or dataset can tell it apart (manifest/claim.py).
 IMAGE_PREDICATE_TYPE = "https://github.com/sentry-artifacts/sentry/disk-image/v1"
+ArtifactType = Literal["model", "dataset"]
 # What was signed: a directory or a file on disk, or a model held in memory (tensors only).
-ARTIFACT_TYPES = ("model", "dataset")
-SOURCE_TYPES = ("directory", "file", "memory")
+Source = Literal["directory", "file", "memory"]
+ARTIFACT_TYPES: tuple[str, ...] = get_args(ArtifactType)
+SOURCE_TYPES: tuple[str, ...] = get_args(Source)
 # Item records a statement holds inline; beyond, chunk roots go, then the items go to a sidecar.
 # Well under what a bundle can carry (signing/bundle.py MAX_PAYLOAD_BYTES: 47 MiB).
 MAX_INLINE_BYTES = 32 << 20
@@ -49,8 +64,8 @@ class Manifest:
 
     params: HashParams
     items: list[Item]
-    artifact_type: str = "model"  # model | dataset
-    source: str = "directory"  # directory | file | memory
+    artifact_type: ArtifactType = "model"
+    source: Source = "directory"
     ignore: tuple[str, ...] = ()  # signer's ignore patterns, applied again at verify time
     allow_symlinks: bool = False
     # Top-level names left out of a directory (docs/spec.md §2.1); a signature without the
@@ -58,7 +73,7 @@ class Manifest:
     default_ignores: tuple[str, ...] = DEFAULT_IGNORES
     sidecar: Sidecar | None = None  # the items are listed there, not in the statement
     training_data: tuple[TrainingData, ...] = ()  # a model's link to the datasets it was trained on
-    _by_key: dict = field(default=None, init=False, repr=False)
+    _by_key: dict = field(default_factory=dict, init=False, repr=False)  # filled by __post_init__
 
     def __post_init__(self):
         self.items = sorted(self.items, key=lambda it: it.key)
@@ -104,7 +119,7 @@ class Manifest:
         """Bytes of the items' records, one per line: what listing them costs, inline or in a sidecar."""
         return sum(len(it.record()) + 1 for it in self.items)
 
-    def fitted(self) -> "Manifest":
+    def fitted(self) -> Manifest:
         """The manifest to sign: this one, or when its records exceed MAX_INLINE_BYTES, the same
         without chunk roots (hashing parameter max_chunks 1, recorded, so a verifier hashes alike:
         chunk roots only locate a change inside an item). Whether it then needs a sidecar is
@@ -117,7 +132,7 @@ class Manifest:
     def needs_sidecar(self) -> bool:
         return self.records_size() > MAX_INLINE_BYTES
 
-    def for_bundle(self, sig_path: Path, artifact, check_sidecar, write) -> "Manifest":
+    def for_bundle(self, sig_path: Path, artifact, check_sidecar, write) -> Manifest:
         """The manifest to sign, checked as a verifier will check it: :meth:`fitted`, and if still
         too large for the bundle, with its items written (``write(path, lines)``) to a sidecar
         beside the signature (docs/spec.md §2.2), which never goes inside the ``artifact`` (a path;
@@ -146,7 +161,7 @@ class Manifest:
             raise SentryError(f"cannot sign {what}: a verifier would refuse it ({reason(exc)})") from None
 
     @classmethod
-    def from_predicate(cls, predicate, sidecar_dir=None) -> "Manifest":
+    def from_predicate(cls, predicate, sidecar_dir=None) -> Manifest:
         """Rebuild a manifest from a signed statement's predicate; every field is checked. The
         items of a predicate that names a sidecar are read from that file in ``sidecar_dir``
         (beside the signature), where one is expected."""

@@ -19,12 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import ClassVar
 
-from ..errors import SentryError, VerificationError, InvalidBundle, UnsupportedFormat
+from ..errors import InvalidBundle, SentryError, UnsupportedFormat, VerificationError
 from ..io.posix import FileSource
 from .compare import Report, compare_digests
-from .manifest import MAX_ITEMS
 from .ignore import IgnoreRules
+from .manifest import MAX_ITEMS
 from .sources import files_of
+
+__all__ = ["GIT_PATHS", "METHODS", "PREDICATE_TYPE", "OmsManifest", "manifest_for_model", "verify_model"]
 
 PREDICATE_TYPE = "https://model_signing/signature/v1.0"
 GIT_PATHS = (".git", ".gitattributes", ".github", ".gitignore")
@@ -74,7 +76,7 @@ class OmsManifest:
         return {"serialization": serialization, "resources": resources}
 
     @classmethod
-    def from_statement(cls, digest_hex: str, predicate: dict) -> "OmsManifest":
+    def from_statement(cls, digest_hex: str, predicate: dict) -> OmsManifest:
         """Check a signed (otherwise untrusted) OMS predicate against the subject digest."""
         manifest = cls.from_predicate(predicate)
         if manifest.digest().hex() != digest_hex:
@@ -82,7 +84,7 @@ class OmsManifest:
         return manifest
 
     @classmethod
-    def from_predicate(cls, predicate: dict, sidecar_dir=None) -> "OmsManifest":
+    def from_predicate(cls, predicate: dict, sidecar_dir=None) -> OmsManifest:
         """Check a signed (otherwise untrusted) OMS predicate; it names no sidecar."""
 
         def bad(why: str) -> VerificationError:
@@ -181,7 +183,7 @@ def _hash_file(name: str, real: Path, shard_size: int | None, progress) -> list[
     """(sort key, resource name, SHA-256) for the file, or for each of its shards."""
     with FileSource(real, follow_symlinks=True) as src:
         if shard_size is None:
-            spans = [(0, src.size, name)]
+            spans: list[tuple[int, int, str | None]] = [(0, src.size, name)]
         else:
             spans = [(s, min(s + shard_size, src.size), None) for s in range(0, src.size, shard_size)]
         out = [(_sort_key(name, start, end), label or f"{name}:{start}:{end}", _hash_range(src, start, end, progress))

@@ -16,6 +16,8 @@ from ..hashing.merkle import leaf_hash
 from .item import SAMPLE
 from .sidecar import check_signable_name
 
+__all__ = ["Part", "fold", "ranges", "task"]
+
 
 @dataclass(frozen=True)
 class Part:

@@ -14,6 +14,8 @@ from ..errors import SentryError
 from ..io.posix import FileSource
 from .dtypes import ELEMENT_SIZE
 
+__all__ = ["MAX_HEADER_BYTES", "InvalidSafetensors", "TensorRange", "read_tensor_ranges"]
+
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors library's own limit
 
 

@@ -12,6 +12,8 @@ from ..errors import InvalidInput, SentryError
 from ..hashing import FileRange
 from .item import MAX_NAME, SAMPLE, Item
 
+__all__ = ["MEMBERS", "check_members", "file_samples", "hash_files", "sample_ranges"]
+
 MEMBERS = ("tar", "parquet")
 
 
@@ -45,7 +47,7 @@ def _members(name: str, path, members) -> list[tuple[str, FileRange]]:
     elif "parquet" in members and name.endswith(".parquet"):
         from ..io.parquet import row_groups
 
-        out += [(f"{name}/row-group-{g.index:06d}", FileRange(path, g.offset, g.size)) for g in row_groups(path)]
+        out += [(f"{name}/row-group-{g.number:06d}", FileRange(path, g.offset, g.size)) for g in row_groups(path)]
     return out
 
 

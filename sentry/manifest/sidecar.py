@@ -13,10 +13,28 @@ import re
 from pathlib import Path
 
 from .._json import describe
-from ..errors import SentryError, VerificationError, InvalidBundle
+from ..errors import InvalidBundle, SentryError, VerificationError
 from ..hashing.merkle import StreamRoot, leaf_hash
 from ..io.posix import FileSource
 from .item import MAX_ITEMS, MAX_NAME, PLAIN_JSON_CHARS, SAMPLE, Item
+
+__all__ = [
+    "MAX_FILE_NAME",
+    "READ_BLOCK",
+    "Writer",
+    "beside",
+    "check_signable_name",
+    "is_plain_name",
+    "item_records",
+    "json_string",
+    "read_lines",
+    "record_name",
+    "records",
+    "records_root",
+    "signed_file",
+    "signed_lines",
+    "writes_inside",
+]
 
 # The one canonical spelling of a sample record (sorted keys, no spaces); the name is then checked
 # to be spelt as json.dumps spells it. Matching this is ~5x faster than parsing and re-encoding,
@@ -182,6 +200,7 @@ def records(lines, where: str, stream: StreamRoot):
     for n, line in enumerate(lines, 1):
         m = _RECORD.fullmatch(line)
         previous = record_name(m and m.group(1), previous, f"{where} line {n}", "sample record")
+        assert m is not None  # record_name refused anything else
         stream.add(leaf_hash(line))
         yield Item(SAMPLE, previous, int(m.group(3)), bytes.fromhex(m.group(2).decode()))
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
+from typing import Literal
 
-from ..errors import SentryError, Remedy
-
-FOLLOW_LINKS = Remedy("allow_symlinks", purpose="to hash what it points to")
+from ..errors import Remedy, SentryError
 from ..hashing.params import HashParams
 from ..io.posix import FileSource, path_too_long_error
 from .ignore import DEFAULT_IGNORES, IgnoreRules
@@ -15,8 +14,21 @@ from .item import FILE, TENSOR, Item
 from .manifest import Manifest
 from .safetensors import InvalidSafetensors, read_tensor_ranges
 
+__all__ = [
+    "FOLLOW_LINKS",
+    "file_ranges",
+    "files_of",
+    "hf_blobs",
+    "iter_files",
+    "list_files",
+    "manifest_for_path",
+    "stamp",
+]
 
-def list_files(root: Path, skip, allow_symlinks=False, exclude=()) -> list[tuple[str, str]]:
+FOLLOW_LINKS = Remedy("allow_symlinks", purpose="to hash what it points to")
+
+
+def list_files(root: Path, skip, allow_symlinks=False, exclude=()) -> list[tuple[str, Path]]:
     """Every regular file under ``root`` as (POSIX relative name, path to read), sorted by name.
 
     ``skip(relative name, is_dir)`` (an :class:`IgnoreRules`) leaves out a file, or a directory
@@ -132,7 +144,7 @@ def file_ranges(name: str, path: Path, strict: bool):
     return before, specs
 
 
-def files_of(path: Path, skip, allow_symlinks=False, exclude=()) -> tuple[str, list[tuple[str, Path]]]:
+def files_of(path: Path, skip, allow_symlinks=False, exclude=()) -> tuple[Literal["directory", "file"], list[tuple[str, Path]]]:
     """("directory", its files as ``list_files`` gives them) or ("file", [(its name, path to read)])."""
     if path.is_dir():
         return "directory", list_files(path, skip, allow_symlinks, exclude)
@@ -156,7 +168,7 @@ def manifest_for_path(
     that the ignore rules left out. A DCP checkpoint's ``.metadata`` (a pickle) whose name is in
     ``signed_roots`` (file name -> root, from a verified signature) is parsed only if its bytes
     have that root."""
-    from ..hashing import digest_ranges, FileRange
+    from ..hashing import FileRange, digest_ranges
 
     path = Path(path)
     source, files = files_of(path, IgnoreRules(ignore, default_ignores, ignored), allow_symlinks, exclude)
@@ -170,7 +182,7 @@ def manifest_for_path(
             specs.append(item)
             ranges.append(FileRange(real, offset, size))
     if hasattr(progress, "set_total"):
-        progress.set_total(sum(r.size for r in ranges))
+        progress.set_total(sum(r.size or 0 for r in ranges))  # file_ranges gives every size
     digests = digest_ranges(ranges, params, progress=progress, device=device)
     # The engine checks each file from its own open to its last block; this closes the gap since
     # the listing, when the tensor ranges were read from the header.
@@ -193,7 +205,7 @@ def _dcp_tensors(files, params: HashParams, signed_roots: dict) -> list[Item]:
     """The tensor items of every DCP checkpoint (a ``.metadata`` file and its ``.distcp`` files)."""
     from .dcp import METADATA, dcp_items, is_metadata
 
-    items = []
+    items: list[Item] = []
     for name, real in files:
         if is_metadata(name):
             found = dcp_items(Path(real).parent, name[: -len(METADATA)], params, signed_roots.get(name))

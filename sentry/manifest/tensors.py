@@ -10,6 +10,8 @@ from ..hashing.params import HashParams
 from .dtypes import torch_dtype_name
 from .item import TENSOR, Item
 
+__all__ = ["is_sharded_manifest", "state_dict_of", "tensor_items", "tied_twin"]
+
 
 def state_dict_of(model) -> dict:
     """The tensors of a module (parameters and buffers) or of a mapping of tensors."""

@@ -5,6 +5,7 @@ covers), ``statement`` (what is signed), ``bundle`` (the file it travels in), ``
 Signer/Verifier roles) and one module per signing method: ``key``, ``certificate`` and
 ``sigstore`` (imported on use: it loads sigstore-python).
 """
+from sentry.manifest.manifest import IMAGE_PREDICATE_TYPE, PREDICATE_TYPE
 from sentry.signing.base import Signer, Verifier
 from sentry.signing.bundle import (
     ACCEPTED_MEDIA_TYPES,
@@ -29,7 +30,6 @@ from sentry.signing.keys import (
     read_password,
     write_keypair,
 )
-from sentry.manifest.manifest import IMAGE_PREDICATE_TYPE, PREDICATE_TYPE
 from sentry.signing.statement import (
     STATEMENT_TYPE,
     Statement,
@@ -40,10 +40,10 @@ from sentry.signing.statement import (
 __all__ = [
     "ACCEPTED_MEDIA_TYPES",
     "BUNDLE_MEDIA_TYPE",
+    "IMAGE_PREDICATE_TYPE",
     "MAX_BUNDLE_BYTES",
     "PASSWORD_ENV",
     "PAYLOAD_TYPE",
-    "IMAGE_PREDICATE_TYPE",
     "PREDICATE_TYPE",
     "STATEMENT_TYPE",
     "Bundle",

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from sentry.errors import SentryError
 
+__all__ = ["commit", "write_atomic", "write_temp"]
+
 
 def _temp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")

@@ -10,6 +10,8 @@ import abc
 from sentry.signing.bundle import Bundle
 from sentry.signing.statement import statement_of
 
+__all__ = ["Signer", "Verifier"]
+
 
 class Signer(abc.ABC):
     """Signs a statement payload and returns the Sigstore bundle holding its DSSE envelope."""

@@ -15,10 +15,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sentry._json import StrictJSONError, describe, expect, loads_strict, type_name
 from sentry.errors import BadSignature, InvalidBundle, Remedy, SentryError, VerificationError
 from sentry.signing import _files
-from sentry._json import StrictJSONError, describe, expect, loads_strict, type_name
 from sentry.signing.dsse import PAYLOAD_TYPE
+
+__all__ = [
+    "ACCEPTED_MEDIA_TYPES",
+    "BUNDLE_MEDIA_TYPE",
+    "MAX_BUNDLE_BYTES",
+    "MAX_PAYLOAD_BYTES",
+    "Bundle",
+    "decode_b64",
+    "make_bundle",
+    "parse_bundle",
+    "read_bundle",
+    "read_bundle_and_digest",
+    "require_method",
+    "signing_method",
+    "write_bundle",
+]
 
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 # What Sentry reads: v0.3 (what model_signing and sigstore-python write), the older spelling
@@ -176,8 +192,7 @@ def parse_bundle(raw: Any, bad=None) -> Bundle:
         raise bad(
             f"its mediaType is {describe(media_type)}, expected {BUNDLE_MEDIA_TYPE!r}"
         )
-    material = raw.get("verificationMaterial")
-    expect(material, dict, "verificationMaterial", bad)
+    material = expect(raw.get("verificationMaterial"), dict, "verificationMaterial", bad)
     envelope = raw.get("dsseEnvelope")
     if envelope is None:
         if "messageSignature" in raw:
@@ -185,10 +200,8 @@ def parse_bundle(raw: Any, bad=None) -> Bundle:
         raise bad("it has no dsseEnvelope")
     expect(envelope, dict, "dsseEnvelope", bad)
     payload = decode_b64(envelope.get("payload"), "the DSSE payload", bad)
-    payload_type = envelope.get("payloadType")
-    expect(payload_type, str, "the DSSE payloadType", bad)
-    entries = envelope.get("signatures")
-    expect(entries, list, "the DSSE signatures", bad)
+    payload_type = expect(envelope.get("payloadType"), str, "the DSSE payloadType", bad)
+    entries = expect(envelope.get("signatures"), list, "the DSSE signatures", bad)
     if len(entries) != 1:
         raise bad(f"expected exactly one DSSE signature, found {len(entries)}")
     signatures = []

@@ -17,18 +17,21 @@ from __future__ import annotations
 import base64
 import datetime
 import os
+from collections.abc import Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from sentry.errors import SentryError, VerificationError, BadSignature, reason
-from sentry.signing import keys
 from sentry._json import expect
+from sentry.errors import BadSignature, SentryError, VerificationError, reason
+from sentry.signing import keys
 from sentry.signing.base import Signer, Verifier
 from sentry.signing.bundle import Bundle, decode_b64, require_method
 from sentry.signing.key import KeySigner, verify_dsse_signature
+
+__all__ = ["MAX_CHAIN", "CertificateSigner", "CertificateVerifier", "load_certificates"]
 
 MAX_CHAIN = 10  # certificates in a bundle's chain; real chains hold two or three
 
@@ -47,7 +50,7 @@ class CertificateSigner(Signer):
     """Signs with an ECDSA P-256 key; the bundle carries its certificate and chain."""
 
     def __init__(self, private_key, certificate: x509.Certificate,
-                 chain: list[x509.Certificate] = ()):
+                 chain: Sequence[x509.Certificate] = ()):
         self._signer = KeySigner(private_key)
         if certificate.public_key() != self._signer.public_key:
             raise SentryError("the signing certificate is not for this private key")
@@ -138,7 +141,7 @@ def _check_code_signing(cert: x509.Certificate) -> None:
     try:
         eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except x509.ExtensionNotFound:
-        eku = ()
+        eku = x509.ExtendedKeyUsage([])
     except ValueError:  # a malformed extension in a chain the CA vouched for; still refuse
         raise BadSignature("the signing certificate has malformed extensions") from None
     if ExtendedKeyUsageOID.CODE_SIGNING not in eku:

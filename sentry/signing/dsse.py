@@ -6,6 +6,8 @@ where LEN is the ASCII decimal byte length, without leading zeros.
 """
 from __future__ import annotations
 
+__all__ = ["PAYLOAD_TYPE", "pae"]
+
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 
 

@@ -20,13 +20,15 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
-from sentry.errors import VerificationError, InvalidBundle, BadSignature
-from sentry.signing import keys
 from sentry._json import describe
+from sentry.crypto.cpu import ecdsa_algorithm
+from sentry.errors import BadSignature, InvalidBundle, VerificationError
+from sentry.signing import keys
 from sentry.signing.base import Signer, Verifier
 from sentry.signing.bundle import Bundle, make_bundle, parse_bundle, require_method
-from sentry.crypto.cpu import ecdsa_algorithm
 from sentry.signing.dsse import PAYLOAD_TYPE, pae
+
+__all__ = ["KeySigner", "KeyVerifier", "dsse_signed_message", "verify_dsse_signature"]
 
 
 def _ecdsa(public_key: ec.EllipticCurvePublicKey, *, deterministic: bool) -> ec.ECDSA:

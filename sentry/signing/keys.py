@@ -17,8 +17,27 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from sentry.errors import SentryError, Remedy
+from sentry.errors import Remedy, SentryError
 from sentry.signing import _files, outputs
+
+__all__ = [
+    "MAX_KEY_FILE_BYTES",
+    "PASSWORD_ENV",
+    "SIGNING_CURVE",
+    "check_signing_key",
+    "check_verifying_key",
+    "curve_order",
+    "generate_private_key",
+    "load_private_key",
+    "load_public_key",
+    "private_key_is_encrypted",
+    "public_key_hint",
+    "read_password",
+    "read_pem_file",
+    "read_small_file",
+    "signature_hash",
+    "write_keypair",
+]
 
 PASSWORD_ENV = "SENTRY_KEY_PASSWORD"
 MAX_KEY_FILE_BYTES = 1 << 20

@@ -11,8 +11,10 @@ from __future__ import annotations
 import os
 import stat
 
-from ..errors import SentryError, Remedy
+from ..errors import Remedy, SentryError
 from ..io.posix import FileSource
+
+__all__ = ["ITEMS", "PROVENANCE", "SIDECAR", "SIGNATURE", "check_outputs", "replaceable"]
 
 SIGNATURE = "the signature"
 SIDECAR = "the sample list"
@@ -39,7 +41,7 @@ def check_outputs(outputs, *, artifact=None, keep=None, force: bool = False) -> 
         places = _places(path)
 
         def refuse(why: str, remedy: Remedy | None = None) -> SentryError:
-            return SentryError(f"refusing to write {kind} to {path}: {why}", remedy=remedy)
+            return SentryError(f"refusing to write {kind} to {path}: {why}", remedy=remedy)  # noqa: B023
 
         if not os.path.isdir(os.path.dirname(places[0])):
             raise refuse("its directory does not exist")

@@ -20,16 +20,36 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ..errors import SentryError, InvalidBundle, BadSignature, Remedy
+from ..errors import BadSignature, InvalidBundle, Remedy, SentryError
 from ..io.posix import FileSource
 from ..manifest.sidecar import check_signable_name, read_lines, record_name
 from .keys import load_public_key, public_key_hint
+
+__all__ = [
+    "BATCH",
+    "DOMAIN",
+    "PROVENANCE_TYPE",
+    "SUFFIX",
+    "Provenance",
+    "Source",
+    "Vouch",
+    "default_path",
+    "file_lines",
+    "header_line",
+    "parse",
+    "record_line",
+    "sample_digest",
+    "sample_message",
+    "sign_lines",
+    "source_name",
+]
 
 PROVENANCE_TYPE = "https://github.com/sentry-artifacts/sentry/sample-provenance/v1"
 SUFFIX = ".provenance.jsonl"
@@ -122,7 +142,7 @@ class Source:
     path: Path
 
 
-def parse(lines, where: str) -> tuple[str, int, object]:
+def parse(lines, where: str) -> tuple[str, int, Iterator[tuple[str, int, bytes, bytes]]]:
     """(key hint, leaf size, records) of a provenance file's lines (without their newlines): the
     header is checked at once, the records — ``(name, size, root, signature)`` — as they are
     iterated; VerificationError naming ``where`` and the line on anything but what signing writes."""
@@ -150,13 +170,15 @@ class Provenance:
         self.sources, self.leaf_size, self.vouches = sources, leaf_size, vouches
 
     @classmethod
-    def load(cls, pairs) -> "Provenance":
+    def load(cls, pairs) -> Provenance:
         """From ``(provenance file, public key)`` pairs; a key is a PEM path or a `cryptography`
         P-256 public key. A sample vouched for by two sources is refused: attribution must be one."""
         pairs = list(pairs)
         if not pairs:
             raise SentryError("per-sample provenance needs at least one source: a provenance file and its public key")
-        sources, vouches, leaf_size = [], {}, None
+        sources: list = []
+        vouches: dict = {}
+        leaf_size: int | None = None
         for index, (path, key) in enumerate(pairs):
             public_key = key if isinstance(key, ec.EllipticCurvePublicKey) else load_public_key(key)
             if not isinstance(public_key.curve, ec.SECP256R1):
@@ -182,6 +204,7 @@ class Provenance:
                                                 f"{sources[other.source].name} and {source.name}")
                     vouches[name] = Vouch(index, sample_size, root, signature)
             sources.append(source)
+        assert leaf_size is not None  # there was at least one source
         return cls(sources, leaf_size, vouches)
 
     def source_of(self, name: str) -> str | None:

@@ -20,10 +20,25 @@ from pathlib import Path
 from urllib.parse import quote
 
 from sentry._optional import require
-from sentry.errors import SentryError, InvalidBundle, BadSignature, reason, Remedy
+from sentry.errors import BadSignature, InvalidBundle, Remedy, SentryError, reason
 from sentry.signing.base import Signer, Verifier
 from sentry.signing.bundle import Bundle, parse_bundle, require_method
 from sentry.signing.dsse import PAYLOAD_TYPE
+
+__all__ = [
+    "CACHE_ENV",
+    "FIXED_TRUST",
+    "GIVE_TOKEN",
+    "MAX_TRUST_CONFIG_BYTES",
+    "NO_IDENTITY",
+    "PRODUCTION_TUF",
+    "STAGING_TUF",
+    "TRUST_CONFIG_TYPE",
+    "SigstoreSigner",
+    "SigstoreVerifier",
+    "client_trust_config",
+    "default_cache_dir",
+]
 
 PRODUCTION_TUF = "https://tuf-repo-cdn.sigstore.dev"
 STAGING_TUF = "https://tuf-repo-cdn.sigstage.dev"

@@ -16,6 +16,8 @@ from sentry.errors import InvalidBundle, InvalidInput, SentryError, Verification
 from sentry.manifest.manifest import PREDICATE_TYPE
 from sentry.signing.bundle import MAX_PAYLOAD_BYTES
 
+__all__ = ["MAX_TYPE_URI", "STATEMENT_TYPE", "Statement", "make_statement", "parse_statement", "statement_of"]
+
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -80,16 +82,12 @@ def parse_statement(payload: bytes) -> Statement:
         if "_type" not in doc:
             raise _bad("it has no _type")
         raise _bad(f"_type is {describe(doc['_type'])}, expected {STATEMENT_TYPE!r}")
-    subjects = doc.get("subject")
-    expect(subjects, list, "subject", _bad)
+    subjects = expect(doc.get("subject"), list, "subject", _bad)
     if len(subjects) != 1:
         raise _bad(f"expected exactly one subject, found {len(subjects)}")
-    subject = subjects[0]
-    expect(subject, dict, "the subject", _bad)
-    name = subject.get("name")
-    expect(name, str, "the subject's name", _bad)
-    digest = subject.get("digest")
-    expect(digest, dict, "the subject's digest", _bad)
+    subject = expect(subjects[0], dict, "the subject", _bad)
+    name = expect(subject.get("name"), str, "the subject's name", _bad)
+    digest = expect(subject.get("digest"), dict, "the subject's digest", _bad)
     if not all(isinstance(v, str) for v in digest.values()):
         raise _bad("every subject digest must be a string")
     digest_hex = digest.get("sha256")
@@ -97,10 +95,8 @@ def parse_statement(payload: bytes) -> Statement:
         raise _bad("the subject has no sha256 digest")
     if not _HEX64.fullmatch(digest_hex):
         raise _bad("the subject's sha256 digest is not 64 lowercase hex characters")
-    predicate_type = doc.get("predicateType")
-    expect(predicate_type, str, "predicateType", _bad)
+    predicate_type = expect(doc.get("predicateType"), str, "predicateType", _bad)
     if len(predicate_type) > MAX_TYPE_URI:  # it is quoted in messages: keep them one short sentence
         raise _bad(f"predicateType is longer than {MAX_TYPE_URI} characters")
-    predicate = doc.get("predicate")
-    expect(predicate, dict, "predicate", _bad)
+    predicate = expect(doc.get("predicate"), dict, "predicate", _bad)
     return Statement(name, digest_hex, predicate_type, predicate)

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import REPO, flip_bit, make_keys, tensor_offset
 
 import sentry
 from agents import dataset as dataset_agent
 from agents import inferencer as inferencer_agent
 from agents import trainer as trainer_agent
 from agents.common import run
-from support import REPO, flip_bit, make_keys, tensor_offset
 
 ROOT = REPO
 

@@ -16,6 +16,7 @@ import threading
 import types
 import weakref
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -40,7 +41,7 @@ class MemoryPointer:
     def __init__(self, mem: memory.Allocation, ptr: int):
         self.mem, self.ptr = mem, ptr
 
-    def __add__(self, offset: int) -> "MemoryPointer":
+    def __add__(self, offset: int) -> MemoryPointer:
         return MemoryPointer(self.mem, self.ptr + offset)
 
     def copy_from_host_async(self, src: int, size: int, stream=None) -> None:
@@ -94,7 +95,7 @@ class ndarray:
     def __len__(self) -> int:
         return len(self._view)
 
-    def __getitem__(self, key) -> "ndarray":
+    def __getitem__(self, key) -> ndarray:
         return ndarray(self._mem, self._view[key], self._device_id)
 
     def __array__(self, *args, **kwargs):
@@ -112,13 +113,13 @@ class ndarray:
     def fill(self, value) -> None:
         self._view.fill(value)
 
-    def view(self, dtype) -> "ndarray":
+    def view(self, dtype) -> ndarray:
         return ndarray(self._mem, self._view.view(dtype), self._device_id)
 
-    def reshape(self, *shape) -> "ndarray":
+    def reshape(self, *shape) -> ndarray:
         return ndarray(self._mem, self._view.reshape(*shape), self._device_id)
 
-    def copy(self) -> "ndarray":
+    def copy(self) -> ndarray:
         out = empty(self.shape, self.dtype)
         out._view[...] = self._view
         return out
@@ -176,7 +177,7 @@ class Device:
 
 
 class Stream:
-    _next = [0x5000]  # fake handles, never 0 (the legacy default stream's)
+    _next: ClassVar[list[int]] = [0x5000]  # fake handles, never 0 (the legacy default stream's)
 
     def __init__(self, null: bool = False, non_blocking: bool = False, ptr: int | None = None):
         if ptr is None and not null:
@@ -185,7 +186,7 @@ class Stream:
         self.ptr = ptr or 0
 
     @classmethod
-    def from_external(cls, obj) -> "Stream":
+    def from_external(cls, obj) -> Stream:
         return cls(ptr=obj.__cuda_stream__()[1])
 
     def synchronize(self) -> None:
@@ -254,7 +255,7 @@ def _arg_bytes(x) -> bytes:
 
 
 class Function:
-    def __init__(self, module: "RawModule", name: str):
+    def __init__(self, module: RawModule, name: str):
         self.module, self.name = module, name
         self.kernel = types.SimpleNamespace(ptr=id(self))  # CuPy's RawKernel.kernel: the CUfunction
 

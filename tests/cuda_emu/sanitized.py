@@ -44,7 +44,7 @@ def merkle(cupy) -> int:
             buf = cupy.empty(offset + len(d), cupy.uint8)
             buf[offset:].set(np.frombuffer(d, np.uint8))
             arrays.append(buf[offset:])
-        got = cuda._digest(cuda._Gpu(0), [len(d) for d in items], lambda i: (arrays[i], arrays[i].data.ptr), params, window)
+        got = cuda._digest(cuda._Gpu(0), [len(d) for d in items], lambda i: (arrays[i], arrays[i].data.ptr), params, window)  # noqa: B023
         if got != [cpu.digest_bytes(d, params) for d in items]:
             return 0
         compared += len(items)

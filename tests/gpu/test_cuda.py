@@ -9,12 +9,11 @@ import random
 
 import numpy as np
 import pytest
+from merkle_vectors import VECTORS, expected, vec_id, vector_data
 
 from sentry import _gpu
 from sentry.hashing import cpu, cuda
 from sentry.hashing.params import HashParams
-
-from merkle_vectors import VECTORS, expected, vec_id, vector_data
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not _gpu.available(), reason=f"{_gpu.unavailable_reason()}")]
 
@@ -210,7 +209,6 @@ def test_cli_on_cuda_reads_files_to_the_cpu_roots(tmp_path, keys):
     import json
 
     import torch
-
     from support import run_cli, save_tensors
 
     rng = np.random.default_rng(11)
@@ -236,10 +234,10 @@ def test_cli_on_cuda_reads_files_to_the_cpu_roots(tmp_path, keys):
 
 
 def test_verify_model_on_cuda(torch, tmp_path):
+    from support import make_keys
+
     import sentry
     from sentry.errors import VerificationError
-
-    from support import make_keys
 
     key, pub = make_keys(tmp_path)
     model = torch.nn.Sequential(torch.nn.Linear(257, 129), torch.nn.LayerNorm(129), torch.nn.Linear(129, 3))
@@ -257,10 +255,10 @@ def test_verify_model_on_cuda(torch, tmp_path):
 
 
 def test_safetensors_signature_verifies_the_model_on_gpu(torch, tmp_path):
-    import sentry
     from safetensors.torch import save_file
-
     from support import make_keys
+
+    import sentry
 
     key, pub = make_keys(tmp_path)
     g = torch.Generator().manual_seed(2)

@@ -3,9 +3,9 @@ kernels. Skipped without a usable GPU (the checks, in ecdsa_cases.py, also run o
 emulator: tests/native/test_emulator_ecdsa.py; the vectors also run on CUDA in test_crypto.py)."""
 from __future__ import annotations
 
+import ecdsa_cases
 import pytest
 
-import ecdsa_cases
 from sentry.crypto import batch_sign, batch_verify, cuda_available
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not cuda_available(), reason="no usable GPU")]

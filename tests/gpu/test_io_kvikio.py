@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import os
 
+import fake_gpu
 import numpy as np
 import pytest
 
-import fake_gpu
 from sentry.errors import SentryError
 from sentry.io import kvikio as kio
 

@@ -8,8 +8,8 @@ import shutil
 import subprocess
 
 import pytest
-
 from p256_host import HARNESS, KERNELS
+
 
 def test_headers_build_without_warnings_in_gxx():
     cxx = shutil.which("g++")

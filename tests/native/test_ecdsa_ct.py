@@ -8,9 +8,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
 import ecdsa_vectors
+import pytest
 from p256_host import KERNELS
 from support import TESTS
 

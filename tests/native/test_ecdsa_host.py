@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import random
 
+import ecdsa_vectors
 import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -15,8 +16,6 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     decode_dss_signature,
     encode_dss_signature,
 )
-
-import ecdsa_vectors
 from ecdsa_vectors import N, P
 from p256_host import host_p256
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from cuda_emu import fake_cupy
 
 HEAD = "#include <stdint.h>\n"

@@ -4,10 +4,9 @@ device="cuda" and the real launch code of sentry/crypto/cuda.py: the project's o
 ecdsa_cases.py), run here without a GPU."""
 from __future__ import annotations
 
-import pytest
-
 import cuda_emu
 import ecdsa_cases
+import pytest
 
 
 @pytest.fixture(scope="module", autouse=True)

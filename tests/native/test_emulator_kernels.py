@@ -11,12 +11,11 @@ import random
 
 import numpy as np
 import pytest
+from gpu_inputs import device_copy
+from merkle_vectors import VECTORS, expected, vec_id, vector_data
 
 from sentry.hashing import cpu, cuda
 from sentry.hashing.params import HashParams
-
-from gpu_inputs import device_copy
-from merkle_vectors import VECTORS, expected, vec_id, vector_data
 
 
 def device_items(cupy, datas, offsets):

@@ -9,9 +9,9 @@ import mmap
 import numpy as np
 import pytest
 import torch
-
 from cuda_emu import fake_cupy, fake_torch
 from gpu_inputs import BLOCK, device_copy, ranges_of_every_size
+
 from sentry import hashing
 from sentry.hashing import cpu, cuda, gpu_plan
 from sentry.hashing.params import HashParams

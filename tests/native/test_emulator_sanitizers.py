@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import pytest
-
 from cuda_emu import build
 from cuda_emu.sanitized import WORKERS_ENV
 from support import REPO
@@ -23,7 +22,7 @@ SANITIZERS = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def runtime(sanitizer: str):
     """The sanitizer's runtime library, or why it cannot run here."""
     if build.compiler() is None:

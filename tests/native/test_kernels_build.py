@@ -13,9 +13,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from support import REPO
 
 from sentry import _gpu
-from support import REPO
 
 KERNELS = REPO / "kernels"
 NVCC = shutil.which("nvcc")

@@ -13,9 +13,9 @@ import subprocess
 
 import numpy as np
 import pytest
+from support import REPO
 
 from sentry.hashing import gpu_plan, merkle
-from support import REPO
 
 ROOT = REPO
 H = 32

@@ -19,9 +19,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from support import REPO
 
 import sentry
-from support import REPO
 
 ROOT = REPO
 KERNELS = sorted(p.name for p in (ROOT / "kernels").iterdir() if p.is_file())

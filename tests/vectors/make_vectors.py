@@ -19,7 +19,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
-from sentry.hashing import merkle  # noqa: E402
+from sentry.hashing import merkle
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "merkle.json")
 MAX_CHUNKS = 16

@@ -7,12 +7,12 @@ import random
 import subprocess
 import sys
 
+import ecdsa_cases
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-
-import ecdsa_cases
 from ecdsa_vectors import N
+
 from sentry.crypto import batch_sign, batch_verify, cuda_available, decode_signature, encode_signature
 from sentry.errors import SentryError
 

@@ -9,11 +9,11 @@ import random
 import tarfile
 
 import pytest
+from support import REPO, verification_fails
 
 import sentry
 from sentry import SentryError
 from sentry.errors import ContentMismatch
-from support import REPO, verification_fails
 
 ray = pytest.importorskip("ray")
 sray = pytest.importorskip("sentry.data.ray")

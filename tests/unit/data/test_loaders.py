@@ -7,11 +7,11 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from support import flip_bit, make_keys
 
 import sentry
 from sentry import SentryError, VerificationError
 from sentry.data import VerifiedDataset, verified_dataloader
-from support import flip_bit, make_keys
 
 datasets = pytest.importorskip("sklearn.datasets")
 Image = pytest.importorskip("PIL.Image")
@@ -170,7 +170,7 @@ def test_dali_shuffle_and_batch_size_do_not_change_the_root(digits):
     roots, orders = set(), []
     for batch, shuffle, seed in ((1000, False, 0), (64, True, 1), (7, True, 2)):
         loader, hasher = get_image_dataloader(png, batch, device="cpu", public_key=keys[1], shuffle=shuffle, seed=seed)
-        for epoch in range(2 if batch == 64 else 1):  # epochs stay exact when the reader reshuffles
+        for _epoch_number in range(2 if batch == 64 else 1):  # epochs stay exact when the reader reshuffles
             ys = torch.cat([y for _, y in _epoch(loader)])
             assert sorted(ys.tolist()) == sorted(target.tolist())
             orders.append(ys.tolist())

@@ -15,11 +15,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from support import make_keys
 
 import sentry
 from sentry import SentryError
 from sentry.data import VerifiedDataset, verified_dataloader
-from support import make_keys
 
 pytest.importorskip("nvidia.dali")
 datasets = pytest.importorskip("sklearn.datasets")

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import os
 
+import fake_gpu
 import numpy as np
 import pytest
-
-import fake_gpu
 from gpu_inputs import BLOCK, ranges_of_every_size
+
 from sentry.errors import SentryError
 from sentry.hashing import cpu, cuda
 from sentry.hashing.params import HashParams

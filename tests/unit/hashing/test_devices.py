@@ -6,14 +6,13 @@ import types
 
 import pytest
 import torch
+from support import run_cli
 
 import sentry.hashing as hashing
 from sentry import _gpu
 from sentry.errors import InvalidInput, SentryError
 from sentry.hashing import cpu
 from sentry.hashing.params import HashParams
-
-from support import run_cli
 
 
 @pytest.fixture

@@ -12,9 +12,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("torch.distributed.checkpoint")
+from support import REPO, TESTS  # noqa: E402
+
 import sentry  # noqa: E402
 from sentry.errors import VerificationError  # noqa: E402
-from support import REPO, TESTS  # noqa: E402
 
 WORKER = TESTS / "dist" / "worker.py"
 ROOT = REPO

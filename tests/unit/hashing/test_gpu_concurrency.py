@@ -7,11 +7,11 @@ import threading
 import time
 import types
 
+import fake_gpu
 import numpy as np
 import pytest
-
-import fake_gpu
 from cuda_emu import isolate
+
 from sentry import _gpu
 from sentry._gpu import PerDevice
 from sentry.hashing import cuda

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from merkle_vectors import VECTORS, VECTORS_DIR, expected, make_vectors, vec_id, vector_data
 from pymerkle import InmemoryTree
 
 from sentry.errors import SentryError
 from sentry.hashing import cpu, merkle
 from sentry.hashing.params import HashParams
 from sentry.io.posix import FileSource
-from merkle_vectors import VECTORS, VECTORS_DIR, expected, make_vectors, vec_id, vector_data
 
 try:
     from sentry.hashing import _cmerkle

@@ -5,16 +5,16 @@ import json
 
 import pytest
 import torch
+from support import save_tensors
 from torch import nn
 
 import sentry
 from sentry import SentryError, VerificationError
 from sentry.hashing import digest_tensor
+from sentry.hashing.cpu import FileRange, digest_ranges
 from sentry.hashing.params import HashParams
-from sentry.manifest.safetensors import read_tensor_ranges
 from sentry.io.posix import FileSource
-from sentry.hashing.cpu import digest_ranges, FileRange
-from support import save_tensors
+from sentry.manifest.safetensors import read_tensor_ranges
 
 
 class Net(nn.Module):

@@ -15,6 +15,7 @@ import uuid
 
 import pytest
 import torch
+from support import flip_bit, save_tensors, tensor_offset
 
 from sentry.cli import main
 from sentry.errors import SentryError, VerificationError
@@ -22,7 +23,6 @@ from sentry.hashing import cpu
 from sentry.hashing.params import HashParams
 from sentry.image import IMAGE_PREDICATE_TYPE, VerifiedImage, build_image, verify_image
 from sentry.image.erofs import Erofs
-from support import flip_bit, save_tensors, tensor_offset
 
 pytestmark = pytest.mark.skipif(not (shutil.which("mkfs.erofs") and shutil.which("veritysetup")),
                                 reason="needs erofs-utils and cryptsetup-bin")

@@ -12,13 +12,13 @@ import subprocess
 
 import pytest
 import torch
+from support import flip_bit, make_keys, make_pki, save_tensors
 
 import sentry
 from sentry.cli import main
 from sentry.errors import BadSignature, ContentMismatch, InvalidBundle, SentryError, UnsupportedFormat
 from sentry.image import IMAGE_PREDICATE_TYPE, build_image, verify_signed_image
 from sentry.signing import KeySigner, load_private_key, make_statement, write_bundle
-from support import flip_bit, make_keys, make_pki, save_tensors
 
 pytestmark = pytest.mark.skipif(not (shutil.which("mkfs.erofs") and shutil.which("veritysetup")),
                                 reason="needs erofs-utils and cryptsetup-bin")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from support import flip_bit, run_cli, verification_fails
 
 import sentry
 from sentry import SentryError, VerificationError
@@ -11,7 +12,6 @@ from sentry.hashing.merkle import StreamRoot
 from sentry.manifest import sidecar
 from sentry.manifest.dataset import DatasetClaim
 from sentry.manifest.item import SAMPLE, Item
-from support import flip_bit, run_cli, verification_fails
 
 
 @pytest.fixture

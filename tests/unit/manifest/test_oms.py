@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import make_keys, make_pki, shared_interop
 
 import sentry
 from sentry.errors import SentryError, VerificationError
@@ -24,7 +25,6 @@ from sentry.signing import (
     make_statement,
     write_bundle,
 )
-from support import make_keys, make_pki, shared_interop
 
 model_signing = pytest.importorskip("model_signing")
 INTEROP = shared_interop()

@@ -9,15 +9,15 @@ import tarfile
 
 import pytest
 from pymerkle import InmemoryTree
+from support import verification_fails
 
 import sentry
 from sentry import SentryError, VerificationError
 from sentry.hashing import aligned
+from sentry.hashing.params import HashParams
 from sentry.manifest import partition
 from sentry.manifest.dataset import hash_samples
 from sentry.manifest.sidecar import is_plain_name
-from sentry.hashing.params import HashParams
-from support import verification_fails
 
 
 @pytest.fixture

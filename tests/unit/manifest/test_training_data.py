@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from support import make_keys, run_cli
 
 import sentry
 from sentry import SentryError, VerificationError
 from sentry.manifest.lineage import TrainingData
 from sentry.signing import KeySigner, load_private_key, make_statement, write_bundle
-from support import make_keys, run_cli
 
 
 @pytest.fixture

@@ -5,12 +5,12 @@ import json
 from pathlib import Path
 
 import pytest
+from support import make_keys
 
 import sentry
 import sentry.crypto
 from sentry.audit import audit
 from sentry.cli import main
-from support import make_keys
 
 
 def _model(path: Path, content: bytes) -> Path:

@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import REPO
 
 import sentry
 from sentry import doctor
 from sentry.cli import main
 from sentry.hashing import cpu
-from support import REPO
 
 ROOT = REPO
 

@@ -5,12 +5,20 @@ from __future__ import annotations
 import pickle
 
 import pytest
+from support import make_keys
 
 import sentry
 from sentry import cli
-from sentry.errors import (BadSignature, ContentMismatch, InvalidBundle, InvalidInput, Remedy, SentryError,
-                           UnsupportedFormat, VerificationError)
-from support import make_keys
+from sentry.errors import (
+    BadSignature,
+    ContentMismatch,
+    InvalidBundle,
+    InvalidInput,
+    Remedy,
+    SentryError,
+    UnsupportedFormat,
+    VerificationError,
+)
 
 
 def test_kinds_sit_under_the_two_exit_codes():

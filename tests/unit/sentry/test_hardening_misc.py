@@ -11,7 +11,6 @@ from torch import nn
 import sentry
 from sentry import SentryError, VerificationError
 
-
 # --- 3. protect(model) guards every submodule -------------------------------------------------
 
 class Net(nn.Module):
@@ -191,6 +190,7 @@ def test_gpu_batch_sign_leaves_no_key_bytes_in_host_staging_buffers(monkeypatch)
 
     import fake_gpu
     from ecdsa_vectors import N
+
     from sentry.crypto import batch_sign
 
     fake = fake_gpu.install_signer(monkeypatch)

@@ -9,13 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import make_deep, make_keys, remove_deep, save_tensors
 
 import sentry
 from sentry import SentryError, VerificationError
 from sentry.audit import audit
 from sentry.cli import main
 from sentry.manifest.compare import Report
-from support import make_deep, make_keys, remove_deep, save_tensors
 
 torch = pytest.importorskip("torch")
 nn = torch.nn

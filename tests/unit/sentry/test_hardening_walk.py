@@ -10,12 +10,12 @@ import py_compile
 from pathlib import Path
 
 import pytest
+from support import make_deep, remove_deep
 
 import sentry
 from sentry.cli import main
 from sentry.errors import SentryError, VerificationError
 from sentry.manifest.ignore import DEFAULT_IGNORES, IgnoreRules
-from support import make_deep, remove_deep
 
 
 def run(capsys, *args) -> tuple[int, str, str]:

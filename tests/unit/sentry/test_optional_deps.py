@@ -15,9 +15,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from support import REPO
 
 from sentry.errors import MissingDependency, SentryError
-from support import REPO
 
 ROOT = REPO
 PIP = r"pip install 'sentry-artifacts\[{}\]'$"

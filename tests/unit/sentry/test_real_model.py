@@ -24,10 +24,10 @@ torch = pytest.importorskip("torch")
 safetensors = pytest.importorskip("safetensors")
 from safetensors import safe_open  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
+from support import REPO, flip_bit, make_keys  # noqa: E402
 
 import sentry  # noqa: E402
 from sentry import VerificationError  # noqa: E402
-from support import REPO, flip_bit, make_keys  # noqa: E402
 
 SOURCE = Path(gt_model.__file__).parent / "model"
 WEIGHTS = "model.safetensors"

@@ -7,10 +7,10 @@ import shutil
 
 import pytest
 import torch
+from support import flip_bit, other_public_key, save_tensors, tensor_offset, verification_fails
 
 import sentry
 from sentry import SentryError, VerificationError
-from support import flip_bit, other_public_key, save_tensors, tensor_offset, verification_fails
 
 LEAF = 4096
 

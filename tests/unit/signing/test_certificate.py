@@ -6,11 +6,11 @@ import json
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
+from support import make_pki, shared_interop
 
 from sentry.errors import SentryError, VerificationError
 from sentry.signing import KeyVerifier, load_private_key, make_statement, read_bundle, write_bundle
 from sentry.signing.certificate import CertificateSigner, CertificateVerifier, load_certificates
-from support import make_pki, shared_interop
 
 STATEMENT = make_statement("model", "ab" * 32, {"items": []})
 INTEROP = shared_interop()

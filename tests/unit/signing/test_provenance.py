@@ -13,13 +13,13 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from support import flip_bit, make_keys, run_cli, verification_fails
 
 import sentry
 from sentry import SentryError, VerificationError
 from sentry.hashing.merkle import merkle_root
 from sentry.signing import load_public_key
 from sentry.signing import provenance as prov
-from support import flip_bit, make_keys, run_cli, verification_fails
 
 datasets = pytest.importorskip("sklearn.datasets")
 Image = pytest.importorskip("PIL.Image")

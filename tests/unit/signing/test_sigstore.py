@@ -11,15 +11,16 @@ import socket
 import time
 
 import pytest
+from support import shared_interop
 
 import sentry
 from sentry.errors import SentryError, VerificationError
 from sentry.signing import make_statement
-from support import shared_interop
 
 pytest.importorskip("sigstore")
-from sentry.signing.sigstore import NO_IDENTITY, SigstoreSigner, SigstoreVerifier  # noqa: E402
-from sigstore_support import fake_token, trust_config_file  # noqa: E402
+from sigstore_support import fake_token, trust_config_file
+
+from sentry.signing.sigstore import NO_IDENTITY, SigstoreSigner, SigstoreVerifier
 
 INTEROP = shared_interop()
 needs_interop = pytest.mark.skipif(INTEROP is None, reason="shared interop data absent")
