@@ -34,6 +34,13 @@ if TYPE_CHECKING:  # the layers below are imported when a call needs them; these
     from .signing.provenance import Provenance
     from .signing.statement import Statement
 
+__all__ = [  # sentry's lazy API, and the helpers that audit, image, data.ray and the tests use
+    "check_signed", "configure", "dataset_claim", "dataset_link", "dataset_outputs", "default_signature_path",
+    "hash_artifact", "load_provenance", "load_signed_dataset", "protect", "read_signed_manifest",
+    "read_signed_statement", "sign_dataset", "sign_model", "sign_samples", "signed_claim", "verifier_for",
+    "verify_dataset", "verify_model",
+]
+
 # The shapes the API's parameters take (those quoted name classes imported for type checkers only).
 # None for a key, a signature or a setting: the configured one.
 PathArg: TypeAlias = str | os.PathLike[str]
