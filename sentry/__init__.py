@@ -56,7 +56,7 @@ __all__ = [  # a literal, so linters and type checkers read it: the lazy API, "R
 ]
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> object:  # the lazy names' own types come from the TYPE_CHECKING imports
     if name in _API:
         from . import api
 
@@ -72,6 +72,6 @@ def __getattr__(name):
     raise AttributeError(f"module 'sentry' has no attribute {name!r}")
 
 
-def __dir__():
+def __dir__() -> list[str]:
     """The public API, lazy names included (REPL completion), and the module's own dunders."""
     return sorted({*__all__, *(name for name in globals() if name.startswith("__"))})

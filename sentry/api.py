@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, overload
 
 from .errors import (
     ContentMismatch,
@@ -18,10 +20,55 @@ from .manifest.sidecar import writes_inside
 from .manifest.sources import manifest_for_path
 from .manifest.tensors import is_sharded_manifest, state_dict_of, tensor_items
 
+if TYPE_CHECKING:  # the layers below are imported when a call needs them; these names are for type checkers
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from .hashing.params import HashParams
+    from .manifest.claim import Claim
+    from .manifest.dataset import DatasetClaim, SignedDataset
+    from .manifest.lineage import TrainingData
+    from .manifest.oms import OmsManifest
+    from .manifest.partition import Part
+    from .protection import Protection
+    from .signing.base import Signer, Verifier
+    from .signing.provenance import Provenance
+    from .signing.statement import Statement
+
+__all__ = [  # sentry's lazy API, and the helpers that audit, image, data.ray and the tests use
+    "check_signed", "configure", "dataset_claim", "dataset_link", "dataset_outputs", "default_signature_path",
+    "hash_artifact", "load_provenance", "load_signed_dataset", "protect", "read_signed_manifest",
+    "read_signed_statement", "sign_dataset", "sign_model", "sign_samples", "signed_claim", "verifier_for",
+    "verify_dataset", "verify_model",
+]
+
+# The shapes the API's parameters take (those quoted name classes imported for type checkers only).
+# None for a key, a signature or a setting: the configured one.
+PathArg: TypeAlias = str | os.PathLike[str]
+# A path, or a torch.nn.Module or state_dict in memory: Any, since torch is optional.
+Artifact: TypeAlias = Any
+ArtifactType: TypeAlias = Literal["model", "dataset"]
+SignatureFormat: TypeAlias = Literal["sentry", "oms"]
+SigningKey: TypeAlias = "PathArg | Signer | ec.EllipticCurvePrivateKey | None"
+PublicKey: TypeAlias = "PathArg | Verifier | ec.EllipticCurvePublicKey | None"
+Password: TypeAlias = str | bytes | None
+Progress: TypeAlias = Callable[[int], object] | None  # called with the bytes just hashed (ProgressBar)
+KeyFiles: TypeAlias = Iterable[PathArg] | Mapping[Any, str]  # paths, or path -> what it is
+TrainingDataArg: TypeAlias = "PathArg | TrainingData | Sequence[PathArg | TrainingData] | None"
+ProvenanceKey: TypeAlias = "PathArg | ec.EllipticCurvePublicKey"
+ProvenanceSources: TypeAlias = "Provenance | Mapping[Any, ProvenanceKey] | Iterable[tuple[PathArg, ProvenanceKey]]"
+
+
+class DatasetSeal(Protocol):
+    """:func:`dataset_outputs`'s ``seal``: writes the sidecar (or its parts), then the bundle."""
+
+    def __call__(self, params: HashParams, results: Iterable[tuple[Iterable[bytes], Part]], ignore: Iterable[str],
+                 allow_symlinks: bool, members: Iterable[str] = ()) -> None: ...
+
+
 _defaults = Defaults()
 
 
-def configure(**settings) -> None:
+def configure(**settings: Any) -> None:
     """Set defaults for later calls, e.g. ``configure(public_key="pub.pem", signature="model.sig")``
     so that a training script can call plain ``sentry.verify_model(model)``. ``None`` clears one.
     ``dataset_signature`` / ``dataset_public_key``: the same for datasets (loaders,
@@ -30,27 +77,27 @@ def configure(**settings) -> None:
     _defaults.set(**settings)
 
 
-def _setting(name, value):
+def _setting(name: str, value: Any) -> Any:
     return _defaults.pick(name, value)
 
 
-def _dataset_settings(public_key, signature) -> tuple:
+def _dataset_settings(public_key: PublicKey, signature: PathArg | None) -> tuple[PublicKey, PathArg | None]:
     """``(public_key, signature)`` for a dataset: as given, else the dataset settings; the general
     ones apply after (in ``verifier_for`` and ``_signature_path``)."""
     return _setting("dataset_public_key", public_key), _setting("dataset_signature", signature)
 
 
-def default_signature_path(path) -> Path:
+def default_signature_path(path: PathArg) -> Path:
     """``model/`` -> ``model.sig``; ``w.safetensors`` -> ``w.safetensors.sig``, beside the artifact."""
     p = Path(os.path.abspath(path))
     return p.with_name(p.name + ".sig")
 
 
-def _is_path(obj) -> bool:
+def _is_path(obj: object) -> bool:
     return isinstance(obj, (str, os.PathLike))
 
 
-def _signature_path(artifact, signature) -> Path:
+def _signature_path(artifact: Artifact, signature: PathArg | None) -> Path:
     signature = _setting("signature", signature)
     if signature is not None:
         return Path(signature)
@@ -59,7 +106,8 @@ def _signature_path(artifact, signature) -> Path:
     raise SentryError("a model in memory has no default signature path: pass signature=PATH")
 
 
-def _check_outputs(outputs, artifact, key, key_files, force) -> None:
+def _check_outputs(outputs: list[tuple[str, Path]], artifact: Artifact, key: SigningKey, key_files: KeyFiles,
+                   force: bool) -> None:
     """Before any hashing: refuse outputs that would overwrite the key, ``key_files``, the artifact
     or a file that is not an earlier output (without ``force``); see signing/outputs.py."""
     from .signing.outputs import check_outputs
@@ -71,10 +119,12 @@ def _check_outputs(outputs, artifact, key, key_files, force) -> None:
     check_outputs(outputs, artifact=artifact if _is_path(artifact) else None, keep=keep, force=force)
 
 
-def hash_artifact(artifact, *, artifact_type="model", leaf_size=None, ignore=(), default_ignores=True,
-                  allow_symlinks=False, exclude=(), strict=True, strip_prefix="", add_prefix="", device=None,
-                  progress=None, params=None, ignored=None, distributed_timeout=None,
-                  signed_roots=None) -> Manifest:
+def hash_artifact(artifact: Artifact, *, artifact_type: ArtifactType = "model", leaf_size: int | None = None,
+                  ignore: Sequence[str] = (), default_ignores: bool = True, allow_symlinks: bool = False,
+                  exclude: Sequence[PathArg] = (), strict: bool = True, strip_prefix: str = "", add_prefix: str = "",
+                  device: str | None = None, progress: Progress = None, params: HashParams | None = None,
+                  ignored: list[str] | None = None, distributed_timeout: float | None = None,
+                  signed_roots: Mapping[str, bytes] | None = None) -> Manifest:
     """The manifest of a path (directory or file) or of a model/state_dict in memory.
 
     ``default_ignores=False`` hashes the top-level VCS entries (.git, ...) too; ``ignored`` (a
@@ -89,8 +139,9 @@ def hash_artifact(artifact, *, artifact_type="model", leaf_size=None, ignore=(),
                  signed_roots=signed_roots)
 
 
-def _hash(artifact, o: Options, *, artifact_type="model", exclude=(), strict=True, ignored=None,
-          signed_roots=None) -> Manifest:
+def _hash(artifact: Artifact, o: Options, *, artifact_type: str = "model", exclude: Sequence[PathArg] = (),
+          strict: bool = True, ignored: list[str] | None = None,
+          signed_roots: Mapping[str, bytes] | None = None) -> Manifest:
     """:func:`hash_artifact` with its options resolved."""
     if _is_path(artifact):
         return manifest_for_path(artifact, o.params, artifact_type=artifact_type, ignore=o.ignore,
@@ -102,22 +153,22 @@ def _hash(artifact, o: Options, *, artifact_type="model", exclude=(), strict=Tru
     return Manifest(o.params, items, artifact_type, "memory")
 
 
-FORMATS = ("sentry", "oms")
+FORMATS: tuple[SignatureFormat, ...] = ("sentry", "oms")
 
 
-def _signer(key, password):
+def _signer(key: SigningKey, password: Password) -> Signer:
     from .signing.material import signer_for
 
     return signer_for(_setting("key", key), _setting("password", password))
 
 
-def _private_key(key, password):
+def _private_key(key: SigningKey, password: Password) -> object:
     from .signing.material import private_key_for
 
     return private_key_for(_setting("key", key), _setting("password", password))
 
 
-def verifier_for(public_key):
+def verifier_for(public_key: PublicKey) -> Verifier:
     """The verifier to use: a Verifier object as given (or configured), else a KeyVerifier for a
     key file or object."""
     from .signing import material
@@ -125,8 +176,9 @@ def verifier_for(public_key):
     return material.verifier_for(_setting("public_key", public_key))
 
 
-def _sign(artifact, artifact_type, key, signature, password, format="sentry", *, key_files=(), force=False,
-          training_data=(), **hash_options) -> Path:
+def _sign(artifact: Artifact, artifact_type: ArtifactType, key: SigningKey, signature: PathArg | None,
+          password: Password, format: SignatureFormat = "sentry", *, key_files: KeyFiles = (), force: bool = False,
+          training_data: tuple[TrainingData, ...] = (), **hash_options: Any) -> Path:
     from .signing import write_bundle
     from .signing.outputs import ITEMS, SIGNATURE
 
@@ -145,7 +197,7 @@ def _sign(artifact, artifact_type, key, signature, password, format="sentry", *,
         options = Options.resolve(_defaults, **hash_options)
         manifest = _hash(artifact, options, artifact_type=artifact_type, exclude=[sig_path])
 
-        def seal():
+        def seal() -> None:
             _seal(manifest, training_data, artifact, sig_path, name, signer,
                   lambda side: _check_outputs(outputs + [(ITEMS, side)], artifact, key, key_files, force))
 
@@ -157,7 +209,8 @@ def _sign(artifact, artifact_type, key, signature, password, format="sentry", *,
     return sig_path
 
 
-def _seal(manifest, training_data, artifact, sig_path, name, signer, check_sidecar) -> None:
+def _seal(manifest: Manifest, training_data: tuple[TrainingData, ...], artifact: Artifact, sig_path: Path, name: str,
+          signer: Signer, check_sidecar: Callable[[Path], None]) -> None:
     from .signing import write_bundle
     from .signing._files import write_atomic
 
@@ -166,7 +219,7 @@ def _seal(manifest, training_data, artifact, sig_path, name, signer, check_sidec
     write_bundle(sig_path, signer.sign_claim(name, manifest))
 
 
-def _sign_on_rank_0(seal, sig_path: Path, timeout) -> Path:
+def _sign_on_rank_0(seal: Callable[[], None], sig_path: Path, timeout: float | None) -> Path:
     """A sharded model: every rank computed the same manifest; rank 0 alone signs and writes (one
     signature, one Sigstore log entry), and no rank returns before it has, or fails unless all do."""
     from .hashing.sharded import any_rank, rank
@@ -183,8 +236,9 @@ def _sign_on_rank_0(seal, sig_path: Path, timeout) -> Path:
     return sig_path
 
 
-def _oms_manifest(artifact, artifact_type, sig_path, *, leaf_size=None, ignore=(), default_ignores=True,
-                   allow_symlinks=False, progress=None, **_tensor_options):
+def _oms_manifest(artifact: Artifact, artifact_type: ArtifactType, sig_path: Path, *, leaf_size: int | None = None,
+                  ignore: Sequence[str] = (), default_ignores: bool = True, allow_symlinks: bool = False,
+                  progress: Progress = None, **_tensor_options: Any) -> OmsManifest:
     """An OMS (model_signing) statement: plain SHA-256 per file, as model_signing makes them.
 
     The remaining options (state_dict prefixes, the hashing device) concern tensors and the
@@ -200,19 +254,19 @@ def _oms_manifest(artifact, artifact_type, sig_path, *, leaf_size=None, ignore=(
                                   progress=_setting("progress", progress))
 
 
-def read_signed_statement(signature: Path, verifier):
+def read_signed_statement(signature: Path, verifier: Verifier) -> Statement:
     """Check the bundle's signature with ``verifier``; return the statement it authenticates."""
     from .signing import parse_statement, read_bundle
 
     return parse_statement(verifier.verify(read_bundle(signature)))
 
 
-def read_signed_manifest(signature: Path, verifier) -> Manifest:
+def read_signed_manifest(signature: Path, verifier: Verifier) -> Manifest:
     """Check the signature, then rebuild the Sentry manifest it covers (nothing is hashed yet)."""
     return signed_manifest(read_signed_statement(signature, verifier), signature)
 
 
-def signed_manifest(statement, signature: Path) -> Manifest:
+def signed_manifest(statement: Statement, signature: Path) -> Manifest:
     """The manifest in a verified statement with Sentry's predicate."""
     from .manifest.claim import checked_claim
     from .manifest.manifest import PREDICATE_TYPE
@@ -222,7 +276,7 @@ def signed_manifest(statement, signature: Path) -> Manifest:
     return checked_claim(Manifest, statement, signature)
 
 
-def signed_claim(statement, signature: Path, artifact_type: str | None = None):
+def signed_claim(statement: Statement, signature: Path, artifact_type: ArtifactType | None = None) -> Claim:
     """What a verified statement signs (:func:`~sentry.manifest.claim.read_claim`): an
     ``OmsManifest`` (model_signing), a :class:`Manifest` (a Sentry model) or a ``DatasetClaim``
     (a Sentry dataset, whose sidecar is not read yet), checked against the signed digest.
@@ -232,13 +286,14 @@ def signed_claim(statement, signature: Path, artifact_type: str | None = None):
     return read_claim(statement, Path(signature), artifact_type)
 
 
-def _require_artifact(artifact) -> None:
+def _require_artifact(artifact: Artifact) -> None:
     """A path that is not there: said first, before its signature (also missing then) is looked for."""
     if _is_path(artifact) and not os.path.lexists(artifact):
         raise SentryError(f"{artifact} does not exist")
 
 
-def _verify(artifact, artifact_type, public_key, signature, **options) -> Report:
+def _verify(artifact: Artifact, artifact_type: ArtifactType, public_key: PublicKey, signature: PathArg | None,
+            **options: Any) -> Report:
     _require_artifact(artifact)
     sig_path, signed = _read_claim(artifact, public_key, signature, artifact_type)
     report = check_signed(artifact, signed, sig_path, **options)
@@ -247,7 +302,14 @@ def _verify(artifact, artifact_type, public_key, signature, **options) -> Report
     return report
 
 
-def _read_claim(artifact, public_key, signature, artifact_type: str) -> tuple:
+@overload  # a dataset's: claim_class reads it as a DatasetClaim, or refuses it (another kind, a bad type)
+def _read_claim(artifact: Artifact, public_key: PublicKey, signature: PathArg | None,
+                artifact_type: Literal["dataset"]) -> tuple[Path, DatasetClaim]: ...
+@overload
+def _read_claim(artifact: Artifact, public_key: PublicKey, signature: PathArg | None,
+                artifact_type: ArtifactType) -> tuple[Path, Claim]: ...
+def _read_claim(artifact: Artifact, public_key: PublicKey, signature: PathArg | None,
+                artifact_type: ArtifactType) -> tuple[Path, Claim]:
     """(signature path, its checked claim: :func:`signed_claim`); nothing is hashed yet."""
     verifier = verifier_for(public_key)
     sig_path = _signature_path(artifact, signature)
@@ -256,8 +318,9 @@ def _read_claim(artifact, public_key, signature, artifact_type: str) -> tuple:
     return sig_path, signed_claim(read_signed_statement(sig_path, verifier), sig_path, artifact_type)
 
 
-def check_signed(artifact, signed, sig_path: Path, *, ignore=(), default_ignores=True, allow_symlinks=False,
-                 device=None, progress=None, **options) -> Report:
+def check_signed(artifact: Artifact, signed: Claim, sig_path: Path, *, ignore: Sequence[str] = (),
+                 default_ignores: bool = True, allow_symlinks: bool = False, device: str | None = None,
+                 progress: Progress = None, **options: Any) -> Report:
     """Check ``artifact`` against what a verified signature signs (:func:`signed_claim`'s result),
     the way its format says; VerificationError on a difference. ``options``: those of
     :func:`check_artifact` for a Sentry model, of :func:`_check_dataset` for a dataset; the OMS
@@ -271,14 +334,17 @@ def check_signed(artifact, signed, sig_path: Path, *, ignore=(), default_ignores
         return _verdict(oms.verify_model(signed, artifact, patterns=ignore, default_ignores=default_ignores,
                                          allow_symlinks=allow_symlinks, exclude=[sig_path],
                                          progress=_setting("progress", progress)))
-    check = _check_dataset if isinstance(signed, DatasetClaim) else check_artifact
+    # not OMS, not a dataset: claim_class read a Sentry model, a Manifest
+    check: Callable[..., Report] = _check_dataset if isinstance(signed, DatasetClaim) else check_artifact
     return check(artifact, signed, sig_path, ignore=ignore, default_ignores=default_ignores,
                  allow_symlinks=allow_symlinks, device=device, progress=progress, **options)
 
 
-def check_artifact(artifact, signed: Manifest, sig_path: Path, *, ignore=(), default_ignores=True,
-                   allow_symlinks=False, allow_missing=(), allow_uncovered=False, strip_prefix="", add_prefix="",
-                   device=None, progress=None, distributed_timeout=None) -> Report:
+def check_artifact(artifact: Artifact, signed: Manifest, sig_path: Path, *, ignore: Sequence[str] = (),
+                   default_ignores: bool = True, allow_symlinks: bool = False, allow_missing: Iterable[str] = (),
+                   allow_uncovered: bool = False, strip_prefix: str = "", add_prefix: str = "",
+                   device: str | None = None, progress: Progress = None,
+                   distributed_timeout: float | None = None) -> Report:
     """Hash the artifact as the signed manifest says and compare; VerificationError on a difference.
     The signed default ignores apply unless ``default_ignores`` is False; what was left out is
     listed in the report."""
@@ -287,7 +353,7 @@ def check_artifact(artifact, signed: Manifest, sig_path: Path, *, ignore=(), def
                               allow_symlinks=signed.allow_symlinks or allow_symlinks, strip_prefix=strip_prefix,
                               add_prefix=add_prefix, device=device, progress=progress,
                               distributed_timeout=distributed_timeout)
-    ignored: list = []
+    ignored: list[str] = []
     actual = _hash(artifact, options, artifact_type=signed.artifact_type, strict=False, ignored=ignored,
                    exclude=[sig_path] + ([signed.sidecar.path] if signed.sidecar else []),
                    signed_roots={it.name: it.root for it in signed.items if it.kind == "file"})
@@ -298,7 +364,7 @@ def check_artifact(artifact, signed: Manifest, sig_path: Path, *, ignore=(), def
     return _verdict(report)
 
 
-def _verdict_of_all_ranks(report: Report, timeout) -> Report:
+def _verdict_of_all_ranks(report: Report, timeout: float | None) -> Report:
     """Every rank folded the same roots, so each names the changed tensors itself; the flags are
     combined before anyone raises, so no rank is left waiting in a collective for one that did."""
     from .hashing.sharded import any_rank
@@ -317,10 +383,12 @@ def _verdict(report: Report) -> Report:
     return report
 
 
-def sign_model(model_or_path, key=None, signature=None, *, password=None, format="sentry", ignore=(),
-               default_ignores=True, allow_symlinks=False, leaf_size=None, strip_prefix="", add_prefix="",
-               device=None, progress=None, force=False, key_files=(), training_data=None,
-               dataset_public_key=None, distributed_timeout=None) -> Path:
+def sign_model(model_or_path: Artifact, key: SigningKey = None, signature: PathArg | None = None, *,
+               password: Password = None, format: SignatureFormat = "sentry", ignore: Sequence[str] = (),
+               default_ignores: bool = True, allow_symlinks: bool = False, leaf_size: int | None = None,
+               strip_prefix: str = "", add_prefix: str = "", device: str | None = None, progress: Progress = None,
+               force: bool = False, key_files: KeyFiles = (), training_data: TrainingDataArg = None,
+               dataset_public_key: PublicKey = None, distributed_timeout: float | None = None) -> Path:
     """Hash a model directory, checkpoint file or in-memory model and write a signature bundle.
 
     ``key`` is a private key (path or object) or a Signer (``CertificateSigner``,
@@ -347,7 +415,7 @@ def sign_model(model_or_path, key=None, signature=None, *, password=None, format
                  training_data=links, distributed_timeout=distributed_timeout)
 
 
-def _training_data(given, dataset_public_key) -> tuple:
+def _training_data(given: TrainingDataArg, dataset_public_key: PublicKey) -> tuple[TrainingData, ...]:
     """The checked links of :func:`sign_model`'s ``training_data``, before any hashing."""
     from .manifest.lineage import checked_links
 
@@ -355,7 +423,7 @@ def _training_data(given, dataset_public_key) -> tuple:
                          lambda signature: dataset_link(signature, dataset_public_key))
 
 
-def dataset_link(signature, public_key=None):
+def dataset_link(signature: PathArg, public_key: PublicKey = None) -> TrainingData:
     """Verify a dataset signature (not its samples) and return the link a model signature records
     to it (docs/spec.md §3.1): a :class:`~sentry.manifest.lineage.TrainingData` with the dataset's
     name, signed root and the SHA-256 of the signature file's bytes. Comparing it with a verified
@@ -375,9 +443,11 @@ def dataset_link(signature, public_key=None):
     return TrainingData(statement.subject_name, claim.subject_digest().hex(), digest)
 
 
-def verify_model(model_or_path, public_key=None, signature=None, *, ignore=(), default_ignores=True,
-                 allow_symlinks=False, allow_missing=(), allow_uncovered=False, strip_prefix="", add_prefix="", device=None,
-                 progress=None, distributed_timeout=None) -> Report:
+def verify_model(model_or_path: Artifact, public_key: PublicKey = None, signature: PathArg | None = None, *,
+                 ignore: Sequence[str] = (), default_ignores: bool = True, allow_symlinks: bool = False,
+                 allow_missing: Iterable[str] = (), allow_uncovered: bool = False, strip_prefix: str = "",
+                 add_prefix: str = "", device: str | None = None, progress: Progress = None,
+                 distributed_timeout: float | None = None) -> Report:
     """Verify the signature, recompute, compare. Raises VerificationError (with ``.report``) on
     any missing, extra or changed item; returns the Report when everything matches.
 
@@ -399,8 +469,11 @@ def verify_model(model_or_path, public_key=None, signature=None, *, ignore=(), d
                    add_prefix=add_prefix, device=device, progress=progress, distributed_timeout=distributed_timeout)
 
 
-def sign_dataset(path, key=None, signature=None, *, sidecar=None, password=None, ignore=(), allow_symlinks=False,
-                 leaf_size=None, device=None, progress=None, force=False, key_files=(), part_samples=0) -> Path:
+def sign_dataset(path: PathArg, key: SigningKey = None, signature: PathArg | None = None, *,
+                 sidecar: PathArg | None = None, password: Password = None, ignore: Sequence[str] = (),
+                 allow_symlinks: bool = False, leaf_size: int | None = None, device: str | None = None,
+                 progress: Progress = None, force: bool = False, key_files: KeyFiles = (),
+                 part_samples: int = 0) -> Path:
     """Sign a dataset directory: every file is a sample (no default ignores: a top-level .git is
     samples too), listed in a sidecar (default beside the signature: ``train.sig`` +
     ``train.samples.jsonl``) whose records root the signature covers. ``part_samples`` (a power
@@ -423,7 +496,9 @@ def sign_dataset(path, key=None, signature=None, *, sidecar=None, password=None,
     return sig_path
 
 
-def dataset_outputs(path, key, signature, sidecar, password, force, key_files, part_samples):
+def dataset_outputs(path: PathArg, key: SigningKey, signature: PathArg | None, sidecar: PathArg | None,
+                    password: Password, force: bool, key_files: KeyFiles,
+                    part_samples: int) -> tuple[Path, Path, DatasetSeal]:
     """(signature path, sidecar path, seal) for signing the dataset ``path``, the outputs checked
     before any hashing; ``seal(params, results, ignore, allow_symlinks)`` writes the sidecar (or
     its parts) from :func:`~sentry.manifest.partition.task` results in record order, then the
@@ -445,12 +520,13 @@ def dataset_outputs(path, key, signature, sidecar, password, force, key_files, p
                           remedy=Remedy("sidecar", "PATH", purpose="outside the dataset"))
     _check_outputs([(SIGNATURE, sig_path), (SIDECAR, first)], path, key, key_files, force)
 
-    def write(part, lines):  # parts after the first, known only now, get the same check first
+    def write(part: Path, lines: Iterable[bytes]) -> None:  # parts after the first, known only now, get the same check first
         if part != first:
             _check_outputs([(SIDECAR, part)], path, key, key_files, force)
         write_atomic(part, lines)
 
-    def seal(params, results, ignore, allow_symlinks, members=()):
+    def seal(params: HashParams, results: Iterable[tuple[Iterable[bytes], Part]], ignore: Iterable[str],
+             allow_symlinks: bool, members: Iterable[str] = ()) -> None:
         root, count, files = dataset.write_sidecars(side_path, results, write, part_samples)
         options = Options(params, tuple(ignore), (), allow_symlinks)
         claim = claim_of_sidecars(options, side_path, root, count, files, part_samples, members)
@@ -459,7 +535,8 @@ def dataset_outputs(path, key, signature, sidecar, password, force, key_files, p
     return sig_path, side_path, seal
 
 
-def _dataset_files(path, public_key, signature, sidecar) -> tuple:
+def _dataset_files(path: PathArg | None, public_key: PublicKey, signature: PathArg | None,
+                   sidecar: PathArg | None) -> tuple[Path, DatasetClaim, Path]:
     """(signature path, checked claim, sidecar path) of a dataset signature; the sidecar is not
     read yet. ``path`` (the dataset directory) only locates the default signature ``PATH.sig``."""
     from .manifest.dataset_claims import sidecar_location
@@ -470,7 +547,8 @@ def _dataset_files(path, public_key, signature, sidecar) -> tuple:
     return sig_path, claim, sidecar_location(sig_path, claim, sidecar)
 
 
-def dataset_claim(path=None, public_key=None, signature=None, *, sidecar=None) -> tuple:
+def dataset_claim(path: PathArg | None = None, public_key: PublicKey = None, signature: PathArg | None = None, *,
+                  sidecar: PathArg | None = None) -> tuple[Path, DatasetClaim, Path]:
     """(signature path, checked :class:`~sentry.manifest.dataset.DatasetClaim`, sidecar location)
     of a dataset signature, for an engine that hashes the samples itself and streams the
     comparison (:func:`~sentry.manifest.dataset.compare_all`); the sidecar is not read yet."""
@@ -478,7 +556,8 @@ def dataset_claim(path=None, public_key=None, signature=None, *, sidecar=None) -
     return _dataset_files(path, public_key, signature, sidecar)
 
 
-def load_signed_dataset(path=None, public_key=None, signature=None, *, sidecar=None):
+def load_signed_dataset(path: PathArg | None = None, public_key: PublicKey = None, signature: PathArg | None = None,
+                        *, sidecar: PathArg | None = None) -> SignedDataset:
     """Check a dataset signature and its sidecar; the :class:`SignedDataset` that any sample can
     then be checked against on its own. ``path`` (the dataset directory) only locates the default
     signature ``PATH.sig``."""
@@ -489,8 +568,11 @@ def load_signed_dataset(path=None, public_key=None, signature=None, *, sidecar=N
     return SignedDataset.load(claim, side_path, sig_path)
 
 
-def verify_dataset(path_or_root, public_key=None, signature=None, *, sidecar=None, samples=None, ignore=(),
-                   default_ignores=True, allow_symlinks=False, provenance=None, device=None, progress=None) -> Report:
+def verify_dataset(path_or_root: PathArg | bytes | bytearray, public_key: PublicKey = None,
+                   signature: PathArg | None = None, *, sidecar: PathArg | None = None,
+                   samples: Iterable[str] | None = None, ignore: Sequence[str] = (), default_ignores: bool = True,
+                   allow_symlinks: bool = False, provenance: ProvenanceSources | None = None,
+                   device: str | None = None, progress: Progress = None) -> Report:
     """Verify a dataset directory against its signature and sidecar: every sample, or just the
     named ``samples`` (each hashed on its own). Given a 32-byte root instead (a loader's
     ``hasher.compute()``), check that root against the signature.
@@ -517,8 +599,10 @@ def verify_dataset(path_or_root, public_key=None, signature=None, *, sidecar=Non
                    default_ignores=default_ignores, allow_symlinks=allow_symlinks, provenance=provenance, device=device, progress=progress)
 
 
-def _check_dataset(path, claim, sig_path: Path, *, sidecar=None, samples=None, ignore=(), default_ignores=True,
-                   allow_symlinks=False, provenance=None, device=None, progress=None) -> Report:
+def _check_dataset(path: PathArg, claim: DatasetClaim, sig_path: Path, *, sidecar: PathArg | None = None,
+                   samples: Iterable[str] | None = None, ignore: Sequence[str] = (), default_ignores: bool = True,
+                   allow_symlinks: bool = False, provenance: ProvenanceSources | None = None,
+                   device: str | None = None, progress: Progress = None) -> Report:
     """A dataset directory against a verified claim and its sidecar (:func:`verify_dataset`)."""
     from .manifest.dataset_claims import check_directory, sidecar_location
 
@@ -530,8 +614,10 @@ def _check_dataset(path, claim, sig_path: Path, *, sidecar=None, samples=None, i
                                     samples=samples, load_sources=load_sources))
 
 
-def sign_samples(path, key=None, output=None, *, prefix="", password=None, ignore=(), allow_symlinks=False,
-                 leaf_size=None, device=None, progress=None, force=False, key_files=()) -> Path:
+def sign_samples(path: PathArg, key: SigningKey = None, output: PathArg | None = None, *, prefix: str = "",
+                 password: Password = None, ignore: Sequence[str] = (), allow_symlinks: bool = False,
+                 leaf_size: int | None = None, device: str | None = None, progress: Progress = None,
+                 force: bool = False, key_files: KeyFiles = ()) -> Path:
     """Per-sample provenance, at one of a dataset's sources: sign the root of every sample under
     ``path`` (batch ECDSA P-256, one call per 16k samples) into a provenance file, by default
     ``PATH.provenance.jsonl`` beside the directory. ``prefix`` (a directory path ending in ``/``)
@@ -558,7 +644,7 @@ def sign_samples(path, key=None, output=None, *, prefix="", password=None, ignor
     return out
 
 
-def load_provenance(sources, leaf_size: int | None = None):
+def load_provenance(sources: ProvenanceSources, leaf_size: int | None = None) -> Provenance:
     """Per-sample provenance to check samples against: ``sources`` maps each source's provenance
     file to its trusted public key (PEM path or key object), as a dict or ``(file, key)`` pairs;
     a :class:`~sentry.signing.provenance.Provenance` is returned as it is. ``leaf_size``: the
@@ -572,7 +658,7 @@ def load_provenance(sources, leaf_size: int | None = None):
     return loaded
 
 
-def protect(model, **verify_options):
+def protect(model: Artifact, **verify_options: Any) -> Protection:
     """Refuse every forward of ``model`` and of each of its submodules until the whole model
     verified (``verify_model(model, **verify_options)``, once); after a failure every call raises
     it again. Returns a handle whose ``remove()`` takes all hooks off.

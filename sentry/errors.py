@@ -17,6 +17,10 @@ Lower layers never name a command-line option: an error that a setting would get
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the errors sit below every layer: the report's class is named for type checkers only
+    from .manifest.compare import Report
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,7 @@ class VerificationError(SentryError):
 
     exit_code = 1
 
-    def __init__(self, message: str = "", report=None, *, remedy: Remedy | None = None):
+    def __init__(self, message: str = "", report: Report | None = None, *, remedy: Remedy | None = None):
         super().__init__(message, remedy=remedy)
         self.report = report
 
