@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 import os
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from .ignore import DEFAULT_IGNORES, IgnoreRules
 from .item import FILE, TENSOR, Item
 from .manifest import Manifest
 from .safetensors import InvalidSafetensors, read_tensor_ranges
+
+log = logging.getLogger(__name__)
 
 
 def list_files(root: Path, skip, allow_symlinks=False, exclude=()) -> list[tuple[str, str]]:
@@ -169,6 +172,7 @@ def manifest_for_path(
         for item, offset, size in file_specs:
             specs.append(item)
             ranges.append(FileRange(real, offset, size))
+    log.debug("%s: %d files, %d items (%d ranges to hash)", path, len(files), len(specs), len(ranges))
     if hasattr(progress, "set_total"):
         progress.set_total(sum(r.size for r in ranges))
     digests = digest_ranges(ranges, params, progress=progress, device=device)
