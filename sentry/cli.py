@@ -416,7 +416,7 @@ def _password_for(key_path, password_file):
     return read_password(password_file, prompt=True)
 
 
-def cmd_keygen(args, out: Output) -> int:
+def cmd_keygen(args, out: Output) -> None:
     from .signing import write_keypair
     from .signing.keys import read_password
 
@@ -430,10 +430,9 @@ def cmd_keygen(args, out: Output) -> int:
         raise SentryError("--encrypt needs a password: --password-file, SENTRY_KEY_PASSWORD or a terminal to ask on")
     write_keypair(key, public, password, overwrite=args.force)
     out.say(f"wrote private key {key} and public key {public}")
-    return 0
 
 
-def cmd_hash(args, out: Output) -> int:
+def cmd_hash(args, out: Output) -> None:
     from .api import hash_artifact
 
     out.note(path=args.path)
@@ -446,7 +445,6 @@ def cmd_hash(args, out: Output) -> int:
     out.report = {"root": root, **manifest.to_predicate()}
     out.say(*(f"{it.root.hex()}  {it.size:>14}  {it.label}" for it in manifest.items),
             f"manifest root {root} ({len(manifest.items)} items, leaf size {manifest.params.leaf_size})")
-    return 0
 
 
 def _signer_for(args):
@@ -526,7 +524,7 @@ def _sign_options(args) -> dict:
     return {**options, **_dataset_args(args)}
 
 
-def cmd_sign(args, out: Output) -> int:
+def cmd_sign(args, out: Output) -> None:
     from .api import sign_dataset, sign_model
     from .manifest.claim import read_claim
     from .manifest.dataset import default_sidecar_path
@@ -552,10 +550,9 @@ def cmd_sign(args, out: Output) -> int:
     else:
         out.say(f"signed {args.path} -> {sig} (samples listed in "
                 f"{f'parts beside {sidecar}' if args.part_samples else sidecar})")
-    return 0
 
 
-def cmd_verify(args, out: Output) -> int:
+def cmd_verify(args, out: Output) -> None:
     from .api import default_signature_path, verify_dataset, verify_model
 
     if args.dataset and args.allow_uncovered:
@@ -581,10 +578,9 @@ def cmd_verify(args, out: Output) -> int:
     out.report = report.to_json()
     # What passed without being compared (allowed, tied, uncovered) is said on success too.
     out.say(*report.lines(), f"OK: {report.summary()}")
-    return 0
 
 
-def cmd_audit(args, out: Output) -> int:
+def cmd_audit(args, out: Output) -> None:
     from .audit import audit
 
     out.note(path=args.directory)
@@ -599,13 +595,11 @@ def cmd_audit(args, out: Output) -> int:
     for e in entries:
         out.say(f"OK    {e.signature}: {e.summary}" if e.ok else f"FAIL  {e.signature}: {e.error}")
     out.say(f"{len(entries) - len(failed)} of {len(entries)} bundles verified")
-    if failed:
-        out.failure = {"kind": "VerificationError",
-                       "message": f"{len(failed)} of {len(entries)} bundles failed verification"}
-    return 1 if failed else 0
+    if failed:  # each bundle's error is in its line (and its record) above
+        raise VerificationError(f"{len(failed)} of {len(entries)} bundles failed verification")
 
 
-def cmd_sign_samples(args, out: Output) -> int:
+def cmd_sign_samples(args, out: Output) -> None:
     from .api import sign_samples
     from .signing import load_private_key
 
@@ -615,15 +609,13 @@ def cmd_sign_samples(args, out: Output) -> int:
                                allow_symlinks=args.allow_symlinks, leaf_size=args.leaf_size, device=args.device,
                                progress=bar, force=args.force, key_files=_key_files(args))
     out.say(f"signed the samples of {args.path} -> {written}")
-    return 0
 
 
-def cmd_doctor(args, out: Output) -> int:
+def cmd_doctor(args, out: Output) -> None:
     from .doctor import collect, lines
 
     out.report = collect()
     out.say(*lines(out.report))
-    return 0
 
 
 # -- sentry image: model disk images (EROFS + dm-verity), sentry/image ----------------------------------
@@ -675,11 +667,11 @@ def _signing_asked(args) -> bool:
                 args.identity_token, args.staging, args.trust_config, args.cache_dir))
 
 
-def cmd_image(args, out: Output) -> int:
-    return (_cmd_image_verify if args.image_command == "verify" else _cmd_image_build)(args, out)
+def cmd_image(args, out: Output) -> None:
+    (_cmd_image_verify if args.image_command == "verify" else _cmd_image_build)(args, out)
 
 
-def _cmd_image_verify(args, out: Output) -> int:
+def _cmd_image_verify(args, out: Output) -> None:
     out.note(path=args.image, artifact_type="image", signature=args.signature)
     summary, verifier = _image_verify(args)
     out.report = summary
@@ -687,10 +679,9 @@ def _cmd_image_verify(args, out: Output) -> int:
         _note_image_signature(out, summary["signature"], verifier, summary["manifest_root"])
     out.say(f"OK: {args.image} matches root hash {summary['root_hash']}"
             + (f" (signed by {summary['signature']})" if "signature" in summary else ""))
-    return 0
 
 
-def _cmd_image_build(args, out: Output) -> int:
+def _cmd_image_build(args, out: Output) -> None:
     from . import image
 
     out.note(path=args.path, artifact_type="image")
@@ -706,7 +697,6 @@ def _cmd_image_build(args, out: Output) -> int:
         _note_image_signature(out, str(args.signature or f"{args.output}.sig"), None, j["manifest_root"])
     out.say(f"wrote {', '.join(j['outputs'])}: root hash {j['root_hash']}, hash offset {j['hash_offset']}, "
             f"salt {j['salt'] or '-'}" + (f"; reference {j['reference']}" if "reference" in j else ""))
-    return 0
 
 
 # -- errors in the command line's words ------------------------------------------------------------------
@@ -776,16 +766,19 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
-_LOG_HANDLER = _StderrHandler()
-
-
-def _configure_logging(verbose: int, level: str | None) -> None:
-    """The ``sentry`` loggers' level: --log-level, else WARNING, lowered a step per -v; one handler
-    on stderr, however often main runs in a process."""
+@contextlib.contextmanager
+def _logging(verbose: int, level: str | None):
+    """The ``sentry`` loggers' level while a command runs: --log-level, else WARNING lowered a step
+    per -v, on stderr; restored after, for a caller that runs main in its own process."""
     logger = logging.getLogger("sentry")
+    handler, before = _StderrHandler(), logger.level
     logger.setLevel(level or max(logging.DEBUG, logging.WARNING - 10 * verbose))
-    if _LOG_HANDLER not in logger.handlers:
-        logger.addHandler(_LOG_HANDLER)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(before)
 
 
 def main(argv=None) -> int:
@@ -796,14 +789,17 @@ def main(argv=None) -> int:
         if wants_json(argv):  # a script asked for JSON: it gets it for a usage error too
             Output(command_of(argv, COMMANDS, _ACTIONS), True).fail(SentryError(), exc.message)
         raise
-    _configure_logging(args.verbose, args.log_level)
     command = args.command + (f" {args.image_command}" if args.command == "image" else "")
-    out = Output(command, getattr(args, "json", False))
+    with _logging(args.verbose, args.log_level):
+        return _run(args, Output(command, getattr(args, "json", False)))
+
+
+def _run(args, out: Output) -> int:
     try:
-        code = COMMANDS[args.command](args, out)
-        out.finish(code)
+        COMMANDS[args.command](args, out)  # a failure raises: SentryError, or VerificationError (exit 1)
+        out.finish()
         sys.stdout.flush()  # a closed pipe must show up here, not as a message at interpreter exit
-        return code
+        return 0
     except BrokenPipeError:
         # stdout was closed early (`sentry hash big/ | head`): stop quietly, as a tool killed by SIGPIPE
         # would (not 0 or 1: the output is incomplete, and 1 means "verification failed").
