@@ -36,6 +36,19 @@ class Output:
         assert not unknown, unknown  # a programming error: the shape is fixed
         self.context.update({k: v for k, v in context.items() if v is not None})
 
+    def note_bundle(self, signature, verifier=None):
+        """With --json, note what a bundle says (format, root, signer; verified again with
+        ``verifier``) and return its statement; None otherwise, or if it cannot be read again (the
+        context never changes an outcome). Text output skips it: a bundle may hold 64 MiB to parse."""
+        if not self.as_json:
+            return None
+        try:
+            context, statement = bundle_context(signature, verifier)
+        except (SentryError, OSError):
+            return None
+        self.note(**context)
+        return statement
+
     def finish(self) -> None:
         """A success: every failure raises (a SentryError, for :meth:`fail`)."""
         if self.as_json:
@@ -141,11 +154,3 @@ def certificate_identity(cert) -> str:
             return names[0]
     return cert.subject.rfc4514_string()
 
-
-def quiet_context(signature, verifier=None) -> tuple[dict, Any]:
-    """:func:`bundle_context`, or ({}, None) if the bundle cannot be read again: the context must
-    never change a command's outcome."""
-    try:
-        return bundle_context(signature, verifier)
-    except (SentryError, OSError):
-        return {}, None

@@ -16,7 +16,7 @@ import signal
 import sys
 from pathlib import Path
 
-from ._cli_output import Output, bundle_context, command_of, quiet_context, wants_json
+from ._cli_output import Output, command_of, wants_json
 from .errors import SentryError, VerificationError
 
 EPILOG = """exit codes: 0 success, 1 verification failed, 2 usage or input error.
@@ -77,11 +77,13 @@ def _selection_group(p: argparse.ArgumentParser, where: str = "PATH", *, default
     return group
 
 
-def _hashing_group(p: argparse.ArgumentParser, *, leaf_size: str | None, device_help: str | None = None):
+def _hashing_group(p: argparse.ArgumentParser, *, leaf_size: str | None, device_for: str | None = None):
+    """--device (``device_for``: what else than hashing it runs), --leaf-size (its note), -q."""
     group = p.add_argument_group("hashing")
+    auto = "(default: auto = CUDA when a GPU is usable, else CPU)"
     group.add_argument("--device", choices=DEVICES, default="auto",
-                       help=device_help or "hashing backend (default: auto = CUDA when a GPU is usable, else CPU); "
-                       "CUDA reads files with kvikio (GPUDirect Storage or its compatibility mode) when it is installed")
+                       help=f"for {device_for} {auto}" if device_for else f"hashing backend {auto}; CUDA reads files "
+                       "with kvikio (GPUDirect Storage or its compatibility mode) when it is installed")
     if leaf_size is not None:
         group.add_argument("--leaf-size", type=int, metavar="BYTES",
                            help=f"Merkle leaf size, a power of two (default 4096); {leaf_size}")
@@ -99,8 +101,11 @@ def _json_option(p: argparse.ArgumentParser, what: str) -> None:
         help=f"print {what} as JSON: one object of one shape on success and on every error (docs/cli-json.md)")
 
 
-def _input_path(p: argparse.ArgumentParser) -> None:
+def _artifact_options(p: argparse.ArgumentParser, *, leaf_size: str | None) -> None:
+    """PATH, what of it to hash, and how: shared by hash, sign and verify."""
     p.add_argument("path", help="model directory, checkpoint file (.safetensors: per tensor too) or dataset directory")
+    _selection_group(p)
+    _hashing_group(p, leaf_size=leaf_size)
 
 
 def _dataset_args(args) -> dict:
@@ -214,9 +219,7 @@ def _add_keygen(sub, made) -> None:
 def _add_hash(sub, made) -> None:
     p = _subcommand(sub, "hash", made, "print the Merkle roots of an artifact's items",
                     "Print every item's size and RFC 9162 Merkle root, and the manifest root.")
-    _input_path(p)
-    _selection_group(p)
-    _hashing_group(p, leaf_size="recorded in the signature")
+    _artifact_options(p, leaf_size="recorded in the signature")
     _json_option(p, "the manifest")
 
 
@@ -224,9 +227,7 @@ def _add_sign(sub, made) -> None:
     p = _subcommand(sub, "sign", made, "hash an artifact and write a signature bundle",
                     "Hash an artifact and write a Sigstore bundle (DSSE, in-toto statement) signing its manifest: "
                     "with a private key, a key and its X.509 certificate, or Sigstore keyless.")
-    _input_path(p)
-    _selection_group(p)
-    _hashing_group(p, leaf_size="recorded in the signature")
+    _artifact_options(p, leaf_size="recorded in the signature")
     _signing_options(p)
     group = p.add_argument_group("signature")
     group.add_argument("--format", choices=("sentry", "oms"), default="sentry",
@@ -256,9 +257,7 @@ def _add_verify(sub, made) -> None:
     p = _subcommand(sub, "verify", made, "check a signature, then the artifact against it",
                     "Check the bundle's signature, recompute the artifact's manifest and name every missing, "
                     "extra or changed item.")
-    _input_path(p)
-    _selection_group(p)
-    _hashing_group(p, leaf_size=None)
+    _artifact_options(p, leaf_size=None)
     _verifying_options(p)
     group = p.add_argument_group("signature")
     group.add_argument("--signature", metavar="SIG", help="the bundle (default: PATH.sig beside PATH)")
@@ -296,8 +295,7 @@ def _add_sign_samples(sub, made) -> None:
                             f"{_never_over('an earlier provenance file')}")
     group.add_argument("--force", action="store_true", help=FORCE_HELP)
     _selection_group(p, "DIR", defaults=False)
-    _hashing_group(p, leaf_size="must be the dataset's", device_help="for the hashing and the signatures "
-                   "(default: auto = CUDA when a GPU is usable, else CPU)")
+    _hashing_group(p, leaf_size="must be the dataset's", device_for="the hashing and the signatures")
 
 
 def _add_audit(sub, made) -> None:
@@ -310,8 +308,7 @@ def _add_audit(sub, made) -> None:
     group = p.add_argument_group("verifier")
     group.add_argument("--public-key", required=True, metavar="PUB.pem", help="public key of the signer (PEM)")
     group.add_argument("--signatures-only", action="store_true", help="check the signatures, not the artifacts")
-    _hashing_group(p, leaf_size=None, device_help="for the signatures and the hashing (default: auto = CUDA when a "
-                   "GPU is usable, else CPU)")
+    _hashing_group(p, leaf_size=None, device_for="the signatures and the hashing")
     _json_option(p, "one record per bundle")
 
 
@@ -538,13 +535,14 @@ def cmd_sign(args, out: Output) -> None:
         sig = sign(args.path, key=signer, signature=args.signature, ignore=args.ignore, allow_symlinks=args.allow_symlinks,
                    leaf_size=args.leaf_size, device=args.device, progress=bar, force=args.force,
                    key_files=_key_files(args), **options)
-    context, statement = bundle_context(sig)  # what was just written, read back
-    out.note(signature=str(sig), **context)
-    claim = read_claim(statement, Path(sig))
-    sidecar = (args.sidecar or default_sidecar_path(sig)) if args.dataset else getattr(
-        getattr(claim, "sidecar", None), "path", None)
-    out.report = {"items": claim.item_count(), "sidecar": None if sidecar is None else str(sidecar),
-                  "part_samples": args.part_samples or None, "training_data": args.training_data}
+    out.note(signature=str(sig))
+    sidecar = (args.sidecar or default_sidecar_path(sig)) if args.dataset else None
+    statement = out.note_bundle(sig)  # what was just written, read back
+    if statement is not None:
+        claim = read_claim(statement, Path(sig))
+        sidecar = sidecar or getattr(getattr(claim, "sidecar", None), "path", None)  # a model's item list
+        out.report = {"items": claim.item_count(), "sidecar": None if sidecar is None else str(sidecar),
+                      "part_samples": args.part_samples or None, "training_data": args.training_data}
     if not args.dataset:
         out.say(f"signed {args.path} -> {sig}")
     else:
@@ -570,11 +568,11 @@ def cmd_verify(args, out: Output) -> None:
                             device=args.device, progress=bar, **_dataset_args(args), **model_options)
     except VerificationError as exc:
         if exc.report is not None:  # the signature verified; what it signs did not match
-            out.note(**quiet_context(out.context["signature"], verifier)[0])
+            out.note_bundle(out.context["signature"], verifier)
             out.report = exc.report.to_json()
             out.say(*exc.report.lines())
         raise
-    out.note(**quiet_context(out.context["signature"], verifier)[0])
+    out.note_bundle(out.context["signature"], verifier)
     out.report = report.to_json()
     # What passed without being compared (allowed, tied, uncovered) is said on success too.
     out.say(*report.lines(), f"OK: {report.summary()}")
@@ -658,7 +656,7 @@ def _image_verify(args) -> tuple[dict, object]:
 def _note_image_signature(out: Output, signature: str, verifier, manifest_root: str) -> None:
     """An image signature's context; its root is the model's manifest root, not the statement's
     subject (the image's digest)."""
-    out.note(**quiet_context(signature, verifier)[0])
+    out.note_bundle(signature, verifier)
     out.note(signature=signature, root=manifest_root)
 
 
