@@ -19,6 +19,8 @@ from pathlib import Path
 from ._cli_output import Output, command_of, wants_json
 from .errors import SentryError, VerificationError
 
+log = logging.getLogger("sentry.cli")  # not __name__: under `python -m` that is __main__
+
 EPILOG = """exit codes: 0 success, 1 verification failed, 2 usage or input error.
 examples:
   sentry keygen signing-key.pem            # writes signing-key.pem (0600) and signing-key.pub.pem
@@ -54,12 +56,16 @@ def _logging_options(p: argparse.ArgumentParser, default=argparse.SUPPRESS) -> N
     SUPPRESS, so one that is not given them keeps what the top level parsed)."""
     group = p.add_argument_group("logging (on stderr)")
     group.add_argument("-v", "--verbose", action="count", default=0 if default is None else default,
-                       help="say more on stderr: -v INFO, -vv DEBUG (which backend hashed, C accelerator or not, file counts)")
+                       help="say more on stderr: -v INFO (the key, certificate or identity used), -vv DEBUG (which "
+                            "backend hashed, C accelerator or not, file counts)")
     group.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default=default,
                        help="the least severe messages to show (default WARNING; overrides -v)")
 
 
-def _selection_group(p: argparse.ArgumentParser, where: str = "PATH", *, defaults: bool = True):
+def _selection_group(p: argparse.ArgumentParser, where: str = "PATH", *, defaults: bool = True,
+                     symlinks: str = SYMLINKS_HELP):
+    """--ignore, --no-default-ignores (unless not ``defaults``) and --allow-symlinks (``symlinks``:
+    its help, where ``{}`` is ``where``)."""
     group = p.add_argument_group("what to hash")
     group.add_argument("--ignore", action="append", default=[], metavar="PATTERN",
                        help="leave out paths matching PATTERN (a signature records it); repeatable. A glob "
@@ -73,7 +79,7 @@ def _selection_group(p: argparse.ArgumentParser, where: str = "PATH", *, default
                                 "git paths, as model_signing's --no-ignore-git-paths); a signature records it. On "
                                 "verify: check them too, whatever the signature recorded. Datasets have no default "
                                 "ignores")
-    group.add_argument("--allow-symlinks", action="store_true", help=SYMLINKS_HELP.format(where))
+    group.add_argument("--allow-symlinks", action="store_true", help=symlinks.format(where))
     return group
 
 
@@ -343,7 +349,7 @@ def _add_image_build(actions, made) -> None:
     group.add_argument("--salt", metavar="HEX", help="plain: the verity salt (default 00)")
     group.add_argument("--uuid", help="plain: the file system and verity UUID (default all zeros)")
     group.add_argument("--force", action="store_true", help="replace existing outputs")
-    group = _selection_group(p, "DIR")
+    group = _selection_group(p, "DIR", symlinks="copy what symbolic links point to (only inside {})")
     group.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the verity tree is hashed")
     _quiet_option(group)
     _signing_options(p)
@@ -455,6 +461,7 @@ def _signer_for(args):
             raise SentryError("--sigstore signs without a key of yours: leave out --key and --certificate")
         from .signing.sigstore import SigstoreSigner
 
+        log.info("signing keyless with Sigstore%s", " (staging)" if args.staging else "")
         return SigstoreSigner(identity_token=args.identity_token, staging=args.staging,
                               trust_config=args.trust_config, cache_dir=args.cache_dir)
     if sigstore_only:
@@ -464,6 +471,7 @@ def _signer_for(args):
     if args.certificate_chain and not args.certificate:
         raise SentryError("--certificate-chain goes with --certificate")
     key = load_private_key(args.key, _password_for(args.key, args.password_file))
+    log.info("signing with the key %s%s", args.key, f" and the certificate {args.certificate}" if args.certificate else "")
     if not args.certificate:
         return KeySigner(key)
     certificate, *chain = load_certificates(args.certificate)
@@ -481,6 +489,9 @@ def _verifier_for(args):
                           "or --identity ID with --issuer URL")
     if (args.trust_config or args.staging) and not (args.identity or args.issuer):
         raise SentryError("--trust-config and --staging are for Sigstore bundles: add --identity and --issuer")
+    log.info("trusting %s", f"the public key {args.public_key}" if args.public_key else
+             f"the CA certificates in {', '.join(args.certificate_chain)}" if args.certificate_chain else
+             f"the Sigstore identity {args.identity} from {args.issuer}")
     if args.public_key:
         return KeyVerifier(load_public_key(args.public_key))
     if args.certificate_chain:

@@ -240,11 +240,13 @@ def test_image_verify_input_errors(capsys, tmp_path):
 # ---------------------------------------------------------------------------- logging
 
 
-def test_verbosity_and_log_level(capsys, model):
+def test_verbosity_and_log_level(capsys, model, keys, signed):
     from sentry.hashing import cpu
 
     assert main(["hash", str(model), "-q"]) == 0
     assert capsys.readouterr().err == ""  # default WARNING: quiet
+    assert main(["verify", str(model), "--public-key", str(keys[1]), "-q", "-v"]) == 0
+    assert capsys.readouterr().err == f"sentry: INFO: sentry.cli: trusting the public key {keys[1]}\n"
     assert main(["hash", str(model), "-q", "-vv"]) == 0
     err = capsys.readouterr().err
     assert "sentry: DEBUG: sentry.hashing: hashing 4 file ranges on the cpu backend" in err
