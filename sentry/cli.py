@@ -51,14 +51,14 @@ def _never_over(earlier: str) -> str:
 # -- option groups shared by several subcommands ---------------------------------------------------------
 
 
-def _logging_options(p: argparse.ArgumentParser, default=argparse.SUPPRESS) -> None:
+def _logging_options(p: argparse.ArgumentParser, *, top: bool = False) -> None:
     """-v and --log-level, accepted before the subcommand and after it (a subcommand's default is
     SUPPRESS, so one that is not given them keeps what the top level parsed)."""
     group = p.add_argument_group("logging (on stderr)")
-    group.add_argument("-v", "--verbose", action="count", default=0 if default is None else default,
+    group.add_argument("-v", "--verbose", action="count", default=0 if top else argparse.SUPPRESS,
                        help="say more on stderr: -v INFO (the key, certificate or identity used), -vv DEBUG (which "
                             "backend hashed, C accelerator or not, file counts)")
-    group.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default=default,
+    group.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default=None if top else argparse.SUPPRESS,
                        help="the least severe messages to show (default WARNING; overrides -v)")
 
 
@@ -193,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action=_Version, help="print the version, the CPU hashing path and the "
                         "optional dependencies installed, then exit (`sentry doctor` also probes CUDA)")
-    _logging_options(parser, default=None)
+    _logging_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     made: list[argparse.ArgumentParser] = []
     for add in (_add_keygen, _add_hash, _add_sign, _add_verify, _add_sign_samples, _add_audit, _add_image,
@@ -471,7 +471,8 @@ def _signer_for(args):
     if args.certificate_chain and not args.certificate:
         raise SentryError("--certificate-chain goes with --certificate")
     key = load_private_key(args.key, _password_for(args.key, args.password_file))
-    log.info("signing with the key %s%s", args.key, f" and the certificate {args.certificate}" if args.certificate else "")
+    log.info("signing with the key %s%s", args.key,
+             f" and the certificate {args.certificate}" if args.certificate else "")
     if not args.certificate:
         return KeySigner(key)
     certificate, *chain = load_certificates(args.certificate)

@@ -97,7 +97,8 @@ def test_sign_dataset_and_oms(capsys, model, keys, tmp_path):
         (data / "a" / f"{i}.bin").write_bytes(bytes([i]) * 100)
     code, doc, _ = run(capsys, "sign", data, "--key", keys[0], "--dataset", "-q")
     assert code == 0 and doc["context"]["artifact_type"] == "dataset" and doc["report"]["items"] == 3
-    assert doc["report"]["sidecar"] == str(tmp_path / "data.samples.jsonl") and (tmp_path / "data.samples.jsonl").is_file()
+    sidecar = tmp_path / "data.samples.jsonl"
+    assert doc["report"]["sidecar"] == str(sidecar) and sidecar.is_file()
     assert doc["context"]["root"] == statement(tmp_path / "data.sig")["subject"][0]["digest"]["sha256"]
     code, doc, _ = run(capsys, "sign", model, "--key", keys[0], "--format", "oms", "--signature", tmp_path / "o.sig")
     assert code == 0 and doc["context"]["format"] == "oms" and doc["report"]["items"] == 2  # files only
@@ -230,9 +231,15 @@ def test_image_build_and_verify(capsys, model, keys, tmp_path):
     assert code == 1 and doc["error"]["kind"] == "ContentMismatch" and doc["report"] is None
 
 
-def test_image_verify_input_errors(capsys, tmp_path):
+def test_image_input_errors(capsys, model, tmp_path):
+    code, doc, _ = run(capsys, "image", "build", tmp_path / "absent", "-o", tmp_path / "x.img")
+    assert code == 2 and doc["command"] == "image build" and "is not a directory" in doc["error"]["message"]
+    assert doc["context"]["path"] == str(tmp_path / "absent") and not (tmp_path / "x.img").exists()
+    code, doc, _ = run(capsys, "image", "build", model)
+    assert code == 2 and doc["command"] == "image build" and "-o/--output" in doc["error"]["message"]
     code, doc, _ = run(capsys, "image", "verify", tmp_path / "x.img", "--root-hash", "12")
-    assert code == 2 and doc["command"] == "image verify" and doc["error"]["message"] == "--root-hash must be 64 hex digits"
+    assert code == 2 and doc["command"] == "image verify"
+    assert doc["error"]["message"] == "--root-hash must be 64 hex digits"
     code, doc, _ = run(capsys, "image", "verify")
     assert code == 2 and doc["command"] == "image verify" and "IMAGE" in doc["error"]["message"]
 
