@@ -1,11 +1,15 @@
 """The Merkle engine: one front for both backends, CPU (``cpu.py``) and CUDA (``cuda.py``)."""
 from __future__ import annotations
 
+import logging
+
 from .. import _gpu
 from .params import HashParams
 from .plan import FileRange, ItemDigest  # the engine's input and result types
 
 __all__ = ["FileRange", "ItemDigest", "digest_ranges", "digest_tensor", "digest_tensors", "resolve_device"]
+
+log = logging.getLogger(__name__)
 
 
 def resolve_device(device: str) -> str:
@@ -16,7 +20,9 @@ def resolve_device(device: str) -> str:
 
 def digest_ranges(ranges, params: HashParams, *, progress=None, device="auto"):
     """Digests of file byte ranges (``plan.FileRange``), in order."""
-    if resolve_device(device) == "cuda":
+    backend = resolve_device(device)
+    log.debug("hashing %d file ranges on the %s backend (device %r)", len(ranges), backend, device)
+    if backend == "cuda":
         from . import cuda
 
         return cuda.digest_ranges(ranges, params, progress)

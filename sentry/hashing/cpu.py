@@ -17,6 +17,7 @@ Where blocks start and how their roots fold (and why that gives the RFC 9162 roo
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -28,6 +29,8 @@ from .params import HashParams
 from .plan import FileRange, ItemDigest
 
 __all__ = ["BLOCK_BYTES", "SMALL_FILES_PER_TASK", "digest_bytes", "digest_ranges"]
+
+log = logging.getLogger(__name__)
 
 try:
     from . import _cmerkle
@@ -222,6 +225,8 @@ class _RangeDigests:
         # says why. Files are answered in order, so the first error in a task is its first file's.
         self.in_c = (_cmerkle is not None and _chunk_roots is _cmerkle.chunk_roots
                      and hash_blocks is _hash_file_blocks and open_file is FileSource)
+        log.debug("%d ranges, %d threads; whole small files in C: %s; Merkle leaves: %s", len(ranges), workers,
+                  self.in_c, "C accelerator" if ACCELERATED else "hashlib (no C accelerator)")
 
     def run(self) -> list:
         limit = 2 * self.workers

@@ -11,6 +11,32 @@ from .tensors import tied_twin
 __all__ = ["Change", "Report", "compare", "compare_digests", "compare_manifests", "diff_item"]
 
 
+class ItemLabel(str):
+    """An item's label ("tensor w (in a.safetensors)") that keeps the item's identity, so a report's
+    JSON names its kind, name and file without parsing the text (a tensor's name may hold anything)."""
+
+    kind: str
+    name: str
+    file: str | None
+
+    @classmethod
+    def of(cls, item: Item) -> ItemLabel:
+        label = cls(item.label)
+        label.kind, label.name, label.file = item.kind, item.name, item.file
+        return label
+
+
+def identity(label: str, kind: str | None = None) -> dict:
+    """``{"kind", "name", "file", "label"}`` of a report entry: an :class:`ItemLabel`'s own; else a
+    plain label (a file or sample: "KIND NAME"), or a bare tensor name when ``kind`` is given."""
+    if isinstance(label, ItemLabel):
+        return {"kind": label.kind, "name": label.name, "file": label.file, "label": str(label)}
+    if kind is not None:
+        return {"kind": kind, "name": label, "file": None, "label": f"{kind} {label}"}
+    first, _, name = label.partition(" ")
+    return {"kind": first, "name": name, "file": None, "label": label}
+
+
 @dataclass(frozen=True)
 class Change:
     label: str
@@ -21,7 +47,7 @@ class Change:
     source: str | None = None
 
     def to_json(self) -> dict:
-        obj = {"item": self.label, "reasons": list(self.reasons)}
+        obj = {**identity(self.label), "reasons": list(self.reasons)}
         if self.first_difference:
             obj["first_difference"] = {"offset": self.first_difference[0], "length": self.first_difference[1]}
         if self.source is not None:
@@ -72,12 +98,12 @@ class Report:
         return {
             "ok": self.ok,
             "checked": self.checked,
-            "missing": self.missing,
-            "extra": self.extra,
+            "missing": [identity(m) for m in self.missing],
+            "extra": [identity(e) for e in self.extra],
             "changed": [c.to_json() for c in self.changed],
-            "allowed_absent": self.allowed_absent,
-            "tied": [{"item": a, "same_memory_as": b} for a, b in self.tied],
-            "uncovered": self.uncovered,
+            "allowed_absent": [identity(a, "tensor") for a in self.allowed_absent],
+            "tied": [{"item": identity(a, "tensor"), "same_memory_as": identity(b, "tensor")} for a, b in self.tied],
+            "uncovered": [identity(u) for u in self.uncovered],
             "uncovered_allowed": self.uncovered_allowed,
             "ignored": self.ignored,
             "root": self.root,
@@ -120,7 +146,7 @@ def diff_item(signed: Item, actual: Item, leaf_size: int, max_chunks: int) -> Ch
         reasons.append("content differs")
     if not reasons:
         return None
-    return Change(signed.label, tuple(reasons), _first_difference(signed, actual, leaf_size, max_chunks))
+    return Change(ItemLabel.of(signed), tuple(reasons), _first_difference(signed, actual, leaf_size, max_chunks))
 
 
 def _first_difference(signed: Item, actual: Item, leaf_size: int, max_chunks: int):
@@ -143,9 +169,9 @@ def compare(signed: list[Item], actual: list[Item], key, leaf_size: int, max_chu
     have = {key(it): it for it in actual}
     report.checked += len(want.keys() | have.keys())
     for k in sorted(want.keys() - have.keys()):
-        report.missing.append(want[k].label)
+        report.missing.append(ItemLabel.of(want[k]))
     for k in sorted(have.keys() - want.keys()):
-        report.extra.append(have[k].label)
+        report.extra.append(ItemLabel.of(have[k]))
     for k in sorted(want.keys() & have.keys()):
         change = diff_item(want[k], have[k], leaf_size, max_chunks)
         if change:
@@ -183,7 +209,7 @@ def compare_manifests(signed, actual, *, allow_missing=(), allow_uncovered=False
         # Every tensor read from a file is compared below, so such a file is covered by its tensors.
         # (A DCP checkpoint's tensor names the files it was read from: docs/spec.md §11.2.)
         holding_tensors = {f for it in actual.items if it.kind == "tensor" for f in (it.extra or {}).get("covers", (it.file,))}
-        report.uncovered = [it.label for it in actual.items if it.kind == "file" and it.name not in holding_tensors]
+        report.uncovered = [ItemLabel.of(it) for it in actual.items if it.kind == "file" and it.name not in holding_tensors]
         report.uncovered_allowed = allow_uncovered
     want, have = _tensors_by_name(signed), _tensors_by_name(actual)
     allowed = set(allow_missing)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 import os
 from pathlib import Path
 from typing import Literal
@@ -25,6 +26,7 @@ __all__ = [
     "stamp",
 ]
 
+log = logging.getLogger(__name__)
 FOLLOW_LINKS = Remedy("allow_symlinks", purpose="to hash what it points to")
 
 
@@ -181,6 +183,7 @@ def manifest_for_path(
         for item, offset, size in file_specs:
             specs.append(item)
             ranges.append(FileRange(real, offset, size))
+    log.debug("%s: %d files, %d items (%d ranges to hash)", path, len(files), len(specs), len(ranges))
     if hasattr(progress, "set_total"):
         progress.set_total(sum(r.size or 0 for r in ranges))  # file_ranges gives every size
     digests = digest_ranges(ranges, params, progress=progress, device=device)

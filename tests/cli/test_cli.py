@@ -218,7 +218,7 @@ def test_hash_text_lists_every_item_and_the_root(model):
 
 def test_hash_json(model):
     r = ok(cli("hash", "model", "--json", cwd=model.parent))
-    data = json.loads(r.stdout)
+    data = json.loads(r.stdout)["report"]
     assert data["root"] == sentry.hash_artifact(model).root().hex()
     assert data["hashing"]["leaf_size"] == 4096
     items = data["items"]
@@ -243,7 +243,7 @@ def test_hash_json(model):
 
 def test_hash_single_file(model):
     r = ok(cli("hash", model / "weights.safetensors", "--json", cwd=model.parent))
-    data = json.loads(r.stdout)
+    data = json.loads(r.stdout)["report"]
     assert data["artifact"]["source"] == "file"
     assert sorted((it["kind"], it["name"]) for it in data["items"]) == [
         ("file", "weights.safetensors"), ("tensor", "b"), ("tensor", "mask"), ("tensor", "w")]
@@ -251,8 +251,8 @@ def test_hash_single_file(model):
 
 
 def test_leaf_size_changes_the_roots(model):
-    default = json.loads(ok(cli("hash", "model", "--json", cwd=model.parent)).stdout)
-    small = json.loads(ok(cli("hash", "model", "--json", "--leaf-size", "1024", cwd=model.parent)).stdout)
+    default = json.loads(ok(cli("hash", "model", "--json", cwd=model.parent)).stdout)["report"]
+    small = json.loads(ok(cli("hash", "model", "--json", "--leaf-size", "1024", cwd=model.parent)).stdout)["report"]
     assert small["hashing"]["leaf_size"] == 1024
     assert small["root"] != default["root"]
     assert small["root"] == sentry.hash_artifact(model, leaf_size=1024).root().hex()
@@ -348,8 +348,8 @@ def test_verify_ok(model, keys, signed):
     r = ok(cli("verify", "model", "--public-key", keys[1], cwd=model.parent))
     assert r.stdout == "OK: verified 6 items\n" and r.stderr == ""  # three files, three tensors
     data = json.loads(ok(cli("verify", "model", "--public-key", keys[1], "--json", cwd=model.parent)).stdout)
-    assert data["ok"] is True and data["checked"] == 6
-    assert data["changed"] == data["missing"] == data["extra"] == []
+    assert data["ok"] is True and data["error"] is None and data["report"]["checked"] == 6
+    assert data["report"]["changed"] == data["report"]["missing"] == data["report"]["extra"] == []
 
 
 def test_verify_tampered_file(model, keys, signed):
@@ -363,9 +363,11 @@ def test_verify_tampered_file(model, keys, signed):
     r = cli("verify", "model", "--public-key", keys[1], "--json", cwd=model.parent)
     error(r, 1)
     data = json.loads(r.stdout)
-    assert data["ok"] is False and data["missing"] == [] and data["extra"] == []
-    assert data["changed"] == [{"item": "file sub/data.bin", "reasons": ["content differs"],
-                                "first_difference": {"offset": 4096, "length": 4096}}]
+    assert data["ok"] is False and data["error"]["kind"] == "ContentMismatch"
+    report = data["report"]
+    assert report["missing"] == [] and report["extra"] == []
+    assert report["changed"] == [{"kind": "file", "name": "sub/data.bin", "file": None, "label": "file sub/data.bin",
+                                  "reasons": ["content differs"], "first_difference": {"offset": 4096, "length": 4096}}]
 
 
 def test_verify_tampered_tensor(model, keys, signed):
@@ -382,7 +384,9 @@ def test_verify_tampered_tensor(model, keys, signed):
         "changed: tensor w (in weights.safetensors): content differs (first difference in bytes 4096..8191)",
     ]
     data = json.loads(cli("verify", "model", "--public-key", keys[1], "--json", cwd=model.parent).stdout)
-    assert {c["item"] for c in data["changed"]} == {"file weights.safetensors", "tensor w (in weights.safetensors)"}
+    assert {(c["kind"], c["name"], c["file"], c["label"]) for c in data["report"]["changed"]} == {
+        ("file", "weights.safetensors", None, "file weights.safetensors"),
+        ("tensor", "w", "weights.safetensors", "tensor w (in weights.safetensors)")}
 
 
 def test_verify_added_and_removed_files(model, keys, signed):
@@ -390,8 +394,9 @@ def test_verify_added_and_removed_files(model, keys, signed):
     (model / "new.txt").write_text("added")
     r = cli("verify", "model", "--public-key", keys[1], "--json", cwd=model.parent)
     error(r, 1)
-    data = json.loads(r.stdout)
-    assert data["missing"] == ["file config.json"] and data["extra"] == ["file new.txt"] and data["changed"] == []
+    data = json.loads(r.stdout)["report"]
+    assert [(m["kind"], m["name"]) for m in data["missing"]] == [("file", "config.json")]
+    assert [(e["kind"], e["name"]) for e in data["extra"]] == [("file", "new.txt")] and data["changed"] == []
 
 
 def test_verify_wrong_public_key(model, signed, tmp_path):
@@ -401,7 +406,8 @@ def test_verify_wrong_public_key(model, signed, tmp_path):
     assert r.stdout == ""
     r = cli("verify", "model", "--public-key", other, "--json", cwd=model.parent)
     verdict = json.loads(r.stdout)
-    assert verdict["ok"] is False and "signature" in verdict["error"] and "signature" in error(r, 1)
+    assert verdict["ok"] is False and verdict["error"]["kind"] == "BadSignature" and verdict["report"] is None
+    assert "signature" in verdict["error"]["message"] and verdict["error"]["message"] in error(r, 1)
 
 
 def test_verify_missing_signature(model, keys):
@@ -614,7 +620,9 @@ def test_oms_format_round_trip_and_detection(model, keys):
     statement = json.loads(base64.b64decode(json.loads((model / "model.sig").read_text())["dsseEnvelope"]["payload"]))
     assert statement["predicateType"] == "https://model_signing/signature/v1.0"
     r = ok(cli("verify", "model", "--public-key", keys[1], "--signature", "model/model.sig", "--json", cwd=cwd))
-    assert json.loads(r.stdout)["checked"] == 3  # files only: OMS has no tensors
+    data = json.loads(r.stdout)
+    assert data["report"]["checked"] == 3  # files only: OMS has no tensors
+    assert data["context"]["format"] == "oms" and data["context"]["artifact_type"] == "model"
     (model / "config.json").write_text("{}")
     r = cli("verify", "model", "--public-key", keys[1], "--signature", "model/model.sig", cwd=cwd)
     assert "changed: file config.json" in error(r, 1) and "changed: file config.json" in r.stdout

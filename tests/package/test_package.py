@@ -115,7 +115,7 @@ def test_installed_package_answers_version_and_finds_its_data(installed):
     site = run(installed["python"], "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])",
                cwd=installed["cwd"], env=installed["env"]).stdout.strip()
     r = run(installed["sentry"], "doctor", "--json", cwd=installed["cwd"], env=installed["env"])
-    info = json.loads(r.stdout)
+    info = json.loads(r.stdout)["report"]
     package = Path(site) / "sentry"
     assert info["package"] == str(package)  # the installed copy, not the checkout
     assert info["files"] == {"kernels": str(package / "hashing" / "kernels"), "cufile_json": str(package / "io" / "cufile.json")}

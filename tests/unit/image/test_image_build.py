@@ -203,11 +203,11 @@ def test_cli_build_json_and_signed_statement(model, tmp_path, keys, capsys):
     out = tmp_path / "m.mpk"
     assert main(["image", "build", str(model), "-o", str(out), "--layout", "modelwrap", "--model-id", MODEL_ID,
                  "--json", "-q", "--key", str(keys[0])]) == 0
-    j = json.loads(capsys.readouterr().out)
+    j = json.loads(capsys.readouterr().out)["report"]
     assert set(j) >= {"root_hash", "hash_offset", "salt", "data_blocks", "uuid", "image_sha256", "manifest_root"}
     assert j["salt"] == hashlib.sha256(MODEL_ID.encode()).hexdigest()
     assert main(["hash", str(model), "--json", "-q"]) == 0
-    assert j["manifest_root"] == json.loads(capsys.readouterr().out)["root"]
+    assert j["manifest_root"] == json.loads(capsys.readouterr().out)["report"]["root"]
     bundle = read_bundle(tmp_path / "m.mpk.sig")
     st = parse_statement(KeyVerifier(load_public_key(keys[1])).verify(bundle))
     assert st.predicate_type == IMAGE_PREDICATE_TYPE

@@ -65,8 +65,10 @@ def test_the_signed_parameters_alone_verify_every_layout(work, layout):
 def test_cli_verifies_with_the_signature_and_an_agreeing_root(work, capsys):
     r = work["images"]["plain"]
     assert main(["image", "verify", str(r.path), "--public-key", str(work["pub"]), "--json"]) == 0
-    j = json.loads(capsys.readouterr().out)
-    assert j["ok"] and j["manifest_root"] == r.manifest_root and j["signature"] == str(r.path) + ".sig"
+    out = json.loads(capsys.readouterr().out)
+    j = out["report"]
+    assert out["ok"] and j["manifest_root"] == r.manifest_root and j["signature"] == str(r.path) + ".sig"
+    assert out["context"]["root"] == r.manifest_root and out["context"]["signature"] == j["signature"]
     assert main(["image", "verify", str(r.path), "--public-key", str(work["pub"]), "--root-hash", r.root_hash.hex()]) == 0
     assert capsys.readouterr().out.startswith(f"OK: {r.path} matches root hash {r.root_hash.hex()} (signed by")
     assert main(["image", "verify", str(r.path), "--public-key", str(work["pub"]), "--root-hash", "ab" * 32]) == 1
@@ -121,7 +123,7 @@ def test_model_signature_must_sign_the_images_manifest_root(work, tmp_path, caps
     same = sentry.sign_model(work["model"], key=work["priv"], signature=tmp_path / "same.sig")
     assert main(["image", "verify", str(r.path), "--public-key", str(work["pub"]), "--model-signature", str(same),
                  "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["manifest_root_checked_against"] == "model signature"
+    assert json.loads(capsys.readouterr().out)["report"]["manifest_root_checked_against"] == "model signature"
     other_leaf = sentry.sign_model(work["model"], key=work["priv"], signature=tmp_path / "leaf.sig", leaf_size=8192)
     with pytest.raises(ContentMismatch, match=r"\(leaf sizes 8192 and 4096\): they do not refer to the same weights"):
         verify_signed_image(r.path, work["pub"], model_signature=other_leaf)

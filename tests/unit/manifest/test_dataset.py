@@ -301,7 +301,8 @@ def test_cli_sign_verify_sample(data_dir, keys):
     r = run_cli("verify", data_dir, "--dataset", "--public-key", keys[1], "--sample", "dog/000.bin")
     assert r.returncode == 0, r.stderr
     r = run_cli("verify", data_dir, "--dataset", "--public-key", keys[1], "--json")
-    assert r.returncode == 1 and json.loads(r.stdout)["changed"][0]["item"] == "sample dog/001.bin"
+    changed = json.loads(r.stdout)["report"]["changed"]
+    assert r.returncode == 1 and (changed[0]["kind"], changed[0]["name"]) == ("sample", "dog/001.bin")
     r = run_cli("verify", data_dir, "--public-key", keys[1], "--sample", "x")
     assert r.returncode == 2 and "add --dataset" in r.stderr
 

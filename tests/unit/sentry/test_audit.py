@@ -72,7 +72,7 @@ def test_cli_audit(hub, capsys):
     assert "2 of 5 bundles verified" in out and "FAIL" in out
     assert main(["audit", str(root / "org"), "--public-key", str(public), "--json", "-q"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["ok"] and [b["ok"] for b in report["bundles"]] == [True]
+    assert report["ok"] and [b["ok"] for b in report["report"]["bundles"]] == [True]
 
 
 def test_cli_audit_of_a_directory_without_bundles(tmp_path, capsys):

@@ -48,7 +48,7 @@ def test_doctor_json_agrees_with_the_backends(capsys):
     from sentry.hashing import resolve_device
 
     assert main(["doctor", "--json"]) == 0
-    info = json.loads(capsys.readouterr().out)
+    info = json.loads(capsys.readouterr().out)["report"]
     assert info["version"] == sentry.__version__
     assert info["cpu"]["accelerated"] is cpu.ACCELERATED
     assert info["cuda"]["usable"] is (resolve_device("auto") == "cuda")

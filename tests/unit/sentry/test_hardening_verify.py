@@ -60,8 +60,9 @@ def test_files_a_memory_signature_does_not_cover_fail_the_verify(planted, keys, 
     assert code == 1 and "not covered by the signature" in err and "\n" not in err.strip()
     assert out.splitlines() == [f"not covered by the signature: {f}" for f in PLANTED]  # each named
     code, out, _ = _cli(capsys, *args, "--json")
-    report = json.loads(out)
-    assert code == 1 and not report["ok"] and report["uncovered"] == PLANTED and not report["uncovered_allowed"]
+    report = json.loads(out)["report"]
+    assert code == 1 and not report["ok"] and not report["uncovered_allowed"]
+    assert [(u["kind"], u["label"]) for u in report["uncovered"]] == [("file", p) for p in PLANTED]
     with pytest.raises(VerificationError) as exc:
         sentry.verify_model(ckpt, public_key=keys[1], signature=sig)
     assert exc.value.report.uncovered == PLANTED
@@ -173,7 +174,7 @@ def hub(tmp_path, keys):
 def test_audit_checks_every_kind_and_fails_only_the_bad_entries(hub, keys, capsys):
     code, out, _ = _cli(capsys, "audit", hub, "--public-key", keys[1], "--device", "cpu", "-q", "--json")
     assert code == 1
-    verdicts = {Path(b["signature"]).name: b for b in json.loads(out)["bundles"]}
+    verdicts = {Path(b["signature"]).name: b for b in json.loads(out)["report"]["bundles"]}
     assert sorted(verdicts) == ["deep.sig", "garbage.sig", "good-data.sig", "good-model.sig", "good-oms.sig",
                                 "hostile.sig", "tampered.sig"]
     for good in ("good-model.sig", "good-data.sig", "good-oms.sig"):

@@ -83,7 +83,7 @@ def test_top_level_ignored_paths_are_listed_on_success(capsys, keys, model):
     code, out, _ = verify(capsys, keys, model)
     assert code == 0 and "ignored: .git/\n" in out and "ignored: .gitignore\n" in out
     code, out, _ = verify(capsys, keys, model, "--json")
-    assert code == 0 and json.loads(out)["ignored"] == [".git/", ".gitignore"]
+    assert code == 0 and json.loads(out)["report"]["ignored"] == [".git/", ".gitignore"]
     # The verifier may refuse the signer's defaults: then they are extra files.
     code, out, _ = verify(capsys, keys, model, "--no-default-ignores")
     assert code == 1 and "extra: file .git/HEAD" in out
@@ -94,8 +94,8 @@ def test_no_default_ignores_is_recorded_and_reproduced(capsys, keys, model):
     (model / ".git" / "HEAD").write_text("ref: refs/heads/main")
     sign(capsys, keys, model, "--no-default-ignores")
     code, out, _ = run(capsys, "hash", model, "--no-default-ignores", "--json")
-    assert code == 0 and json.loads(out)["artifact"]["default_ignores"] == []
-    assert any(it["name"] == ".git/HEAD" for it in json.loads(out)["items"])
+    assert code == 0 and json.loads(out)["report"]["artifact"]["default_ignores"] == []
+    assert any(it["name"] == ".git/HEAD" for it in json.loads(out)["report"]["items"])
     assert verify(capsys, keys, model)[0] == 0  # the signature says: nothing is ignored by default
     (model / ".git" / "HEAD").write_text("ref: refs/heads/evil")
     code, out, _ = verify(capsys, keys, model)
@@ -292,7 +292,7 @@ def test_hf_snapshot_signs_and_verifies_with_logical_names(capsys, keys, tmp_pat
     sig = tmp_path / "snap.sig"
     sign(capsys, keys, snap, "--signature", sig)  # no --allow-symlinks needed
     code, out, _ = run(capsys, "hash", snap, "--json")
-    assert sorted(it["name"] for it in json.loads(out)["items"] if it["kind"] == "file") == [
+    assert sorted(it["name"] for it in json.loads(out)["report"]["items"] if it["kind"] == "file") == [
         "config.json", "sub/model.bin"]
     assert verify(capsys, keys, snap, "--signature", sig)[0] == 0
     blob = (snap / "config.json").resolve()

@@ -197,7 +197,7 @@ def test_cli_verifies_the_directory(real):
     )
     assert r.returncode == 0, r.stderr
     assert r.stderr == ""
-    data = json.loads(r.stdout)
+    data = json.loads(r.stdout)["report"]
     assert data["ok"] is True and data["changed"] == data["missing"] == data["extra"] == []
     files = [p for p in SOURCE.rglob("*") if p.is_file() and p.name != ".gitattributes"]
     assert data["checked"] == len(files) + len(real.header)

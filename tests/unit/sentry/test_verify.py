@@ -207,9 +207,9 @@ def test_report_json_names_everything(model_dir, keys):
     shutil.rmtree(model_dir / "sub")
     data = _fails(model_dir, keys[1]).to_json()
     assert data["ok"] is False
-    assert data["missing"] == ["file sub/weights.bin"]
-    assert data["changed"] == [{"item": "file config.json", "reasons": ["content differs"],
-                                "first_difference": {"offset": 0, "length": 14}}]
+    assert data["missing"] == [{"kind": "file", "name": "sub/weights.bin", "file": None, "label": "file sub/weights.bin"}]
+    assert data["changed"] == [{"kind": "file", "name": "config.json", "file": None, "label": "file config.json",
+                                "reasons": ["content differs"], "first_difference": {"offset": 0, "length": 14}}]
 
 
 def test_file_replaced_between_listing_and_hashing_is_an_error(model_dir, keys, monkeypatch):

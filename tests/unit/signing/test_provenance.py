@@ -356,8 +356,8 @@ def test_cli_sign_samples_and_verify_with_sources(sources, assembled, tmp_path):
     flip_bit(bad, 70)
     run = run_cli(*args, "--json")
     assert run.returncode == 1
-    (change,) = json.loads(run.stdout)["changed"]
-    assert change["item"] == f"sample 6/{bad.name}" and change["source"] == "lab-b"
+    (change,) = json.loads(run.stdout)["report"]["changed"]
+    assert (change["kind"], change["name"], change["source"]) == ("sample", f"6/{bad.name}", "lab-b")
     run = run_cli("verify", assembled, "--public-key", sources["owner"][1], "--source", out, sources["lab-a"][1])
     assert run.returncode == 2 and "add --dataset" in run.stderr
     run = run_cli("sign-samples", base / "lab-a", "--key", sources["lab-a"][1], "-o", tmp_path / "c.jsonl")
