@@ -14,6 +14,8 @@ from typing import Any
 
 from .errors import SentryError
 
+__all__ = ["CONTEXT_KEYS", "Output", "bundle_context", "certificate_identity", "command_of", "wants_json"]
+
 CONTEXT_KEYS = ("path", "artifact_type", "format", "root", "signature", "signer", "method")
 
 

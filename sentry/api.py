@@ -14,7 +14,7 @@ from .errors import (
     UnsupportedFormat,
 )
 from .manifest.compare import Report, compare_manifests
-from .manifest.manifest import Manifest
+from .manifest.manifest import ArtifactType, Manifest
 from .manifest.options import Defaults, Options
 from .manifest.sidecar import writes_inside
 from .manifest.sources import manifest_for_path
@@ -46,7 +46,6 @@ __all__ = [  # sentry's lazy API, and the helpers that audit, image, data.ray an
 PathArg: TypeAlias = str | os.PathLike[str]
 # A path, or a torch.nn.Module or state_dict in memory: Any, since torch is optional.
 Artifact: TypeAlias = Any
-ArtifactType: TypeAlias = Literal["model", "dataset"]
 SignatureFormat: TypeAlias = Literal["sentry", "oms"]
 SigningKey: TypeAlias = "PathArg | Signer | ec.EllipticCurvePrivateKey | None"
 PublicKey: TypeAlias = "PathArg | Verifier | ec.EllipticCurvePublicKey | None"
@@ -139,7 +138,7 @@ def hash_artifact(artifact: Artifact, *, artifact_type: ArtifactType = "model", 
                  signed_roots=signed_roots)
 
 
-def _hash(artifact: Artifact, o: Options, *, artifact_type: str = "model", exclude: Sequence[PathArg] = (),
+def _hash(artifact: Artifact, o: Options, *, artifact_type: ArtifactType = "model", exclude: Sequence[PathArg] = (),
           strict: bool = True, ignored: list[str] | None = None,
           signed_roots: Mapping[str, bytes] | None = None) -> Manifest:
     """:func:`hash_artifact` with its options resolved."""

@@ -19,6 +19,8 @@ from pathlib import Path
 from ._cli_output import Output, command_of, wants_json
 from .errors import SentryError, VerificationError
 
+__all__ = ["COMMANDS", "build_parser", "error_message", "main"]
+
 log = logging.getLogger("sentry.cli")  # not __name__: under `python -m` that is __main__
 
 EPILOG = """exit codes: 0 success, 1 verification failed, 2 usage or input error.

@@ -19,6 +19,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+__all__ = [
+    "BadSignature",
+    "ContentMismatch",
+    "InvalidBundle",
+    "InvalidInput",
+    "MissingDependency",
+    "Remedy",
+    "SentryError",
+    "UnsupportedFormat",
+    "VerificationError",
+    "reason",
+]
+
 if TYPE_CHECKING:  # the errors sit below every layer: the report's class is named for type checkers only
     from .manifest.compare import Report
 

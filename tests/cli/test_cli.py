@@ -18,9 +18,9 @@ import pytest
 import torch
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from support import REPO, flip_bit, make_keys, run_cli, save_tensors, shared_interop, tensor_offset
 
 import sentry
-from support import REPO, flip_bit, make_keys, run_cli, save_tensors, shared_interop, tensor_offset
 
 ROOT = REPO  # the checkout under test
 HEX64 = re.compile(r"[0-9a-f]{64}")

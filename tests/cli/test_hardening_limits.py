@@ -5,6 +5,7 @@ import json
 import struct
 
 import pytest
+from support import run_cli, save_tensors
 
 import sentry
 from sentry.errors import SentryError, VerificationError
@@ -19,7 +20,6 @@ from sentry.manifest.oms import OmsManifest
 from sentry.manifest.safetensors import read_tensor_ranges
 from sentry.signing import KeySigner, load_private_key, make_statement, write_bundle
 from sentry.signing import bundle as bundles
-from support import run_cli, save_tensors
 
 DEEP = "[" * 100_000 + "]" * 100_000  # JSON text nested 100k levels deep
 # Wrong-typed values for any field: each must be refused with a SentryError, nothing else.

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from support import make_pki
 
 import sentry
 from sentry.cli import main
 from sentry.errors import SentryError
 from sentry.signing import load_private_key, write_keypair
-from support import make_pki
 
 
 @pytest.fixture

@@ -16,10 +16,10 @@ import pytest
 import torch
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from support import flip_bit, make_keys, make_pki, save_tensors, tensor_offset
 
 import sentry
 from sentry.cli import main
-from support import flip_bit, make_keys, make_pki, save_tensors, tensor_offset
 
 CONTEXT = {"path", "artifact_type", "format", "root", "signature", "signer", "method"}
 # A tensor whose name looks like a label's "(in FILE)": its identity must come out exact.
