@@ -111,7 +111,7 @@ def _check_outputs(outputs: list[tuple[str, Path]], artifact: Artifact, key: Sig
     or a file that is not an earlier output (without ``force``); see signing/outputs.py."""
     from .signing.outputs import check_outputs
 
-    keep = dict(key_files) if isinstance(key_files, dict) else dict.fromkeys(key_files, "a key file given to sign with")
+    keep = dict(key_files) if isinstance(key_files, Mapping) else dict.fromkeys(key_files, "a key file given to sign with")
     key = _setting("key", key)
     if _is_path(key):
         keep[key] = "the signing key"
@@ -651,7 +651,7 @@ def load_provenance(sources: ProvenanceSources, leaf_size: int | None = None) ->
     from .signing.provenance import Provenance
 
     loaded = sources if isinstance(sources, Provenance) else Provenance.load(
-        sources.items() if isinstance(sources, dict) else sources)
+        sources.items() if isinstance(sources, Mapping) else sources)
     if leaf_size is not None:
         loaded.require_leaf_size(leaf_size)
     return loaded

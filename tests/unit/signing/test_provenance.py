@@ -121,6 +121,15 @@ def test_assembled_dataset_verifies_with_both_sources(sources, assembled):
     assert report.ok and report.checked == 1797
 
 
+def test_any_mapping_of_sources_loads_as_a_dict_does(sources):
+    from types import MappingProxyType
+
+    as_dict = sentry.load_provenance(both(sources))
+    as_proxy = sentry.load_provenance(MappingProxyType(both(sources)))  # was read as pairs: a TypeError traceback
+    assert [s.name for s in as_proxy.sources] == [s.name for s in as_dict.sources] == ["lab-a", "lab-b"]
+    assert as_proxy.vouches == as_dict.vouches and as_proxy.leaf_size == as_dict.leaf_size
+
+
 def test_a_tampered_sample_names_its_source(sources, assembled):
     bad = sorted((assembled / "7").glob("*.png"))[3]
     flip_bit(bad, bad.stat().st_size // 2)
