@@ -123,17 +123,18 @@ def hash_artifact(artifact: Artifact, *, artifact_type: ArtifactType = "model", 
                   exclude: Sequence[PathArg] = (), strict: bool = True, strip_prefix: str = "", add_prefix: str = "",
                   device: str | None = None, progress: Progress = None, params: HashParams | None = None,
                   ignored: list[str] | None = None, distributed_timeout: float | None = None,
-                  signed_roots: Mapping[str, bytes] | None = None) -> Manifest:
+                  signed_roots: Mapping[str, bytes] | None = None, spread_replicas: bool | None = None) -> Manifest:
     """The manifest of a path (directory or file) or of a model/state_dict in memory.
 
     ``default_ignores=False`` hashes the top-level VCS entries (.git, ...) too; ``ignored`` (a
     list), if given, receives the paths the ignore rules left out. A model whose parameters are
     DTensors is hashed by every rank of the process group together (all must call this), each
-    waiting at most ``distributed_timeout`` seconds (default 600) for the others."""
+    waiting at most ``distributed_timeout`` seconds (default 600) for the others; with
+    ``spread_replicas`` the ranks share the hashing of what they all hold (README "At scale")."""
     options = Options.resolve(_defaults, params=params, leaf_size=leaf_size, ignore=ignore,
                               default_ignores=default_ignores, allow_symlinks=allow_symlinks,
                               strip_prefix=strip_prefix, add_prefix=add_prefix, device=device, progress=progress,
-                              distributed_timeout=distributed_timeout)
+                              distributed_timeout=distributed_timeout, spread_replicas=spread_replicas)
     return _hash(artifact, options, artifact_type=artifact_type, exclude=exclude, strict=strict, ignored=ignored,
                  signed_roots=signed_roots)
 
@@ -148,7 +149,8 @@ def _hash(artifact: Artifact, o: Options, *, artifact_type: ArtifactType = "mode
                                  strict=strict, progress=o.progress, device=o.device, ignored=ignored,
                                  signed_roots=signed_roots)
     items = tensor_items(state_dict_of(artifact), o.params, strip_prefix=o.strip_prefix, add_prefix=o.add_prefix,
-                         device=o.device, progress=o.progress, timeout=o.distributed_timeout)
+                         device=o.device, progress=o.progress, timeout=o.distributed_timeout,
+                         spread_replicas=o.spread_replicas)
     return Manifest(o.params, items, artifact_type, "memory")
 
 
@@ -343,7 +345,7 @@ def check_artifact(artifact: Artifact, signed: Manifest, sig_path: Path, *, igno
                    default_ignores: bool = True, allow_symlinks: bool = False, allow_missing: Iterable[str] = (),
                    allow_uncovered: bool = False, strip_prefix: str = "", add_prefix: str = "",
                    device: str | None = None, progress: Progress = None,
-                   distributed_timeout: float | None = None) -> Report:
+                   distributed_timeout: float | None = None, spread_replicas: bool | None = None) -> Report:
     """Hash the artifact as the signed manifest says and compare; VerificationError on a difference.
     The signed default ignores apply unless ``default_ignores`` is False; what was left out is
     listed in the report."""
@@ -351,7 +353,7 @@ def check_artifact(artifact: Artifact, signed: Manifest, sig_path: Path, *, igno
                               default_ignores=default_ignores and signed.default_ignores,
                               allow_symlinks=signed.allow_symlinks or allow_symlinks, strip_prefix=strip_prefix,
                               add_prefix=add_prefix, device=device, progress=progress,
-                              distributed_timeout=distributed_timeout)
+                              distributed_timeout=distributed_timeout, spread_replicas=spread_replicas)
     ignored: list[str] = []
     actual = _hash(artifact, options, artifact_type=signed.artifact_type, strict=False, ignored=ignored,
                    exclude=[sig_path] + ([signed.sidecar.path] if signed.sidecar else []),
@@ -387,7 +389,8 @@ def sign_model(model_or_path: Artifact, key: SigningKey = None, signature: PathA
                default_ignores: bool = True, allow_symlinks: bool = False, leaf_size: int | None = None,
                strip_prefix: str = "", add_prefix: str = "", device: str | None = None, progress: Progress = None,
                force: bool = False, key_files: KeyFiles = (), training_data: TrainingDataArg = None,
-               dataset_public_key: PublicKey = None, distributed_timeout: float | None = None) -> Path:
+               dataset_public_key: PublicKey = None, distributed_timeout: float | None = None,
+               spread_replicas: bool | None = None) -> Path:
     """Hash a model directory, checkpoint file or in-memory model and write a signature bundle.
 
     ``key`` is a private key (path or object) or a Signer (``CertificateSigner``,
@@ -406,12 +409,13 @@ def sign_model(model_or_path: Artifact, key: SigningKey = None, signature: PathA
     of these. ``verify_model``'s report then lists them in ``training_data``.
 
     A sharded model (DTensors) is signed by every rank of its process group together: all
-    compute the same manifest from their shards, rank 0 alone writes the signature."""
+    compute the same manifest from their shards, rank 0 alone writes the signature
+    (``spread_replicas``: as for :func:`verify_model`)."""
     links = _training_data(training_data, dataset_public_key)
     return _sign(model_or_path, "model", key, signature, password, format, leaf_size=leaf_size, ignore=ignore,
                  default_ignores=default_ignores, allow_symlinks=allow_symlinks, strip_prefix=strip_prefix,
                  add_prefix=add_prefix, device=device, progress=progress, key_files=key_files, force=force,
-                 training_data=links, distributed_timeout=distributed_timeout)
+                 training_data=links, distributed_timeout=distributed_timeout, spread_replicas=spread_replicas)
 
 
 def _training_data(given: TrainingDataArg, dataset_public_key: PublicKey) -> tuple[TrainingData, ...]:
@@ -446,7 +450,7 @@ def verify_model(model_or_path: Artifact, public_key: PublicKey = None, signatur
                  ignore: Sequence[str] = (), default_ignores: bool = True, allow_symlinks: bool = False,
                  allow_missing: Iterable[str] = (), allow_uncovered: bool = False, strip_prefix: str = "",
                  add_prefix: str = "", device: str | None = None, progress: Progress = None,
-                 distributed_timeout: float | None = None) -> Report:
+                 distributed_timeout: float | None = None, spread_replicas: bool | None = None) -> Report:
     """Verify the signature, recompute, compare. Raises VerificationError (with ``.report``) on
     any missing, extra or changed item; returns the Report when everything matches.
 
@@ -461,11 +465,16 @@ def verify_model(model_or_path: Artifact, public_key: PublicKey = None, signatur
 
     A model whose parameters are DTensors (FSDP2, tensor parallel) is verified by every rank of
     its process group together, each hashing only its own shards (README "At scale");
-    ``distributed_timeout`` (seconds, default 600) bounds each wait for the other ranks."""
+    ``distributed_timeout`` (seconds, default 600) bounds each wait for the other ranks.
+    Replicated tensors (``Replicate`` placements) are hashed whole by every replica, and the copies
+    must agree; ``spread_replicas=True`` splits that work among the replicas instead (also for
+    plain tensors every rank holds, as under DDP): each rank hashes 1/k and checks only its part
+    of its own copy, so use it where the replicas are known to be in sync."""
     return _verify(model_or_path, "model", public_key, signature, ignore=ignore, default_ignores=default_ignores,
                    allow_symlinks=allow_symlinks,
                    allow_missing=allow_missing, allow_uncovered=allow_uncovered, strip_prefix=strip_prefix,
-                   add_prefix=add_prefix, device=device, progress=progress, distributed_timeout=distributed_timeout)
+                   add_prefix=add_prefix, device=device, progress=progress, distributed_timeout=distributed_timeout,
+                   spread_replicas=spread_replicas)
 
 
 def sign_dataset(path: PathArg, key: SigningKey = None, signature: PathArg | None = None, *,

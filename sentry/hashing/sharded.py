@@ -6,6 +6,12 @@ exchange over the default group (two ``all_gather`` calls, sizes then bytes, as
 ``all_gather_object`` does, but with a timeout and without pickle: a peer's message is parsed,
 never unpickled). Every rank then folds all pieces and gets exactly the roots of the unsharded
 tensor (docs/spec.md §1.3, §11). Each step waits at most ``timeout`` seconds for the other ranks.
+
+Replicas (a ``Replicate`` mesh dimension; with ``spread_replicas``, also the plain tensors every
+rank holds whole, as under DDP) each hash their whole copy by default, and the fold checks that
+the copies agree. ``spread_replicas`` splits each replicated range among its holders instead, on
+leaf boundaries: each rank hashes 1/k of it, and the parts another replica hashed of its own copy
+are not checked (README "At scale").
 """
 from __future__ import annotations
 
@@ -18,7 +24,8 @@ from ..errors import SentryError
 from .params import HashParams
 from .pieces import Pieces, plan_range
 
-__all__ = ["DEFAULT_TIMEOUT", "all_gather_bytes", "any_rank", "digest_sharded", "is_sharded", "local_range", "rank"]
+__all__ = ["DEFAULT_TIMEOUT", "all_gather_bytes", "any_rank", "digest_sharded", "held_bytes", "is_sharded", "local_range",
+           "rank", "spread_part"]
 
 DEFAULT_TIMEOUT = 600.0  # seconds a rank waits for the others before it gives up with an error
 _MAGIC = b"SENTRY-SHARDS-1"
@@ -64,16 +71,58 @@ def local_range(name: str, dt):
     return held
 
 
-def _local_pieces(name: str, dt, params: HashParams, device: str) -> bytes:
-    """This rank's pieces of one tensor, encoded."""
-    import torch
+def _replica_slot(dt) -> tuple[int, int]:
+    """(this rank's index among the ranks that hold the same bytes of ``dt``, how many hold them):
+    its coordinates on the mesh dimensions where ``dt`` is replicated."""
+    from torch.distributed.tensor import Replicate
 
+    coordinate = dt.device_mesh.get_coordinate()
+    index, count = 0, 1
+    for dim, placement in enumerate(dt.placements):
+        if isinstance(placement, Replicate):
+            n = dt.device_mesh.size(dim)
+            index, count = index * n + coordinate[dim], count * n
+    return index, count
+
+
+def spread_part(start: int, end: int, index: int, count: int, leaf_size: int) -> tuple[int, int]:
+    """Replica ``index`` of ``count``'s part of ``[start, end)``: consecutive parts that cover it,
+    cut on leaf boundaries (so a part adds no partial leaves beyond the range's own)."""
+    def cut(j: int) -> int:
+        if j in (0, count):
+            return start if j == 0 else end
+        return min(max((start + (end - start) * j // count) // leaf_size * leaf_size, start), end)
+
+    return cut(index), cut(index + 1)
+
+
+def held_bytes(name: str, t, params: HashParams, spread_replicas: bool):
+    """(the flat bytes this rank hashes of ``t``, their start and end in the tensor's bytes). A
+    plain tensor (only given with ``spread_replicas``) is one every rank of the group holds whole."""
+    import torch
+    import torch.distributed as dist
+
+    if is_sharded(t):
+        held = _contiguous_range(t)
+        slot = _replica_slot(t) if held is not None and spread_replicas else (0, 1)
+        local, start, end = held if held is not None else local_range(name, t)
+    else:
+        local, start, end = t, 0, t.numel() * t.element_size()
+        slot = (dist.get_rank(), dist.get_world_size())
+    flat = local.detach().contiguous().reshape(-1).view(torch.uint8)
+    if slot[1] > 1:
+        lo, hi = spread_part(start, end, *slot, params.leaf_size)
+        flat, start, end = flat[lo - start: hi - start], lo, hi
+    return flat, start, end
+
+
+def _local_pieces(name: str, size: int, held, params: HashParams, device: str) -> bytes:
+    """This rank's pieces of one tensor of ``size`` bytes, of which it holds ``held``
+    (:func:`held_bytes`), encoded."""
     from . import digest_tensors
 
-    local, start, end = local_range(name, dt)
-    size = dt.numel() * dt.element_size()
+    flat, start, end = held
     plan = plan_range(size, start, end, params)
-    flat = local.detach().contiguous().reshape(-1).view(torch.uint8)
     ls, blocks = params.leaf_size, []
     for r in plan.regions:
         view = flat[r.lo * ls - start: min(r.hi * ls, size) - start]
@@ -112,15 +161,23 @@ def _layout_digest(named) -> bytes:
     return hashlib.sha256(text.encode()).digest()
 
 
-def digest_sharded(named, params: HashParams, *, device="auto", timeout=None, stats=None) -> list:
+def digest_sharded(named, params: HashParams, *, device="auto", timeout=None, stats=None,
+                   spread_replicas=False) -> list:
     """Digests (``cpu.ItemDigest``) of the DTensors ``named`` ([(name, dtensor)], the same list on
-    every rank of the default group, which all call this). ``stats`` (a dict), if given, receives
-    ``bytes_sent`` and ``bytes_gathered``."""
+    every rank of the default group, which all call this); with ``spread_replicas``, plain tensors
+    too (each held whole by every rank) and replicas share the hashing. ``stats`` (a dict), if
+    given, receives ``bytes_sent``, ``bytes_gathered`` and ``bytes_hashed`` (by this rank)."""
     named = list(named)
-    payload = _MAGIC + _layout_digest(named) + b"".join(_local_pieces(n, t, params, device) for n, t in named)
+    pieces_here, hashed = [], 0
+    for name, t in named:  # one tensor at a time: a redistributed copy lives only for its turn
+        held = held_bytes(name, t, params, spread_replicas)
+        hashed += held[2] - held[1]
+        pieces_here.append(_local_pieces(name, t.numel() * t.element_size(), held, params, device))
+    payload = _MAGIC + _layout_digest(named) + b"".join(pieces_here)
     messages = all_gather_bytes(payload, timeout)
     if stats is not None:
-        stats.update(bytes_sent=len(payload), bytes_gathered=sum(len(m) for m in messages))
+        stats.update(bytes_sent=len(payload), bytes_gathered=sum(len(m) for m in messages),
+                     bytes_hashed=hashed)
     pieces = [Pieces(n, t.numel() * t.element_size(), params) for n, t in named]
     head = len(_MAGIC) + 32
     for rank, msg in enumerate(messages):

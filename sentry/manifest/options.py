@@ -21,7 +21,7 @@ class Defaults:
     """What ``configure`` set: a value given to a call wins, else the configured one."""
 
     KEYS = frozenset({"key", "public_key", "signature", "dataset_public_key", "dataset_signature", "password",
-                      "device", "leaf_size", "progress", "distributed_timeout"})
+                      "device", "leaf_size", "progress", "distributed_timeout", "spread_replicas"})
 
     def __init__(self) -> None:
         self._values: dict[str, Any] = {}
@@ -46,7 +46,8 @@ class Defaults:
 class Options:
     """How to hash (model: ``model_signing.hashing.Config``): the tree parameters, what the walk
     leaves out and follows, state_dict name mapping, the engine's device, progress reporting, and
-    how long a rank of a sharded model waits for the others (None: 600 s)."""
+    how long a rank of a sharded model waits for the others (None: 600 s), and whether replicas
+    share the hashing of what they all hold (hashing/sharded.py)."""
 
     params: HashParams = field(default_factory=HashParams)
     ignore: tuple[str, ...] = ()
@@ -57,11 +58,12 @@ class Options:
     device: str = "auto"
     progress: Any = None
     distributed_timeout: float | None = None
+    spread_replicas: bool = False
 
     @classmethod
     def resolve(cls, defaults: Defaults, *, params: HashParams | None = None, leaf_size=None, ignore=(),
                 default_ignores=True, allow_symlinks=False, strip_prefix="", add_prefix="", device=None,
-                progress=None, distributed_timeout=None) -> Options:
+                progress=None, distributed_timeout=None, spread_replicas=None) -> Options:
         """The options of one call: its keyword arguments, else the configured ``defaults``.
         ``params`` (a signature's) wins over ``leaf_size``; ``default_ignores`` as for
         :func:`default_ignore_names`."""
@@ -70,7 +72,8 @@ class Options:
             params = HashParams() if leaf_size is None else HashParams(leaf_size=leaf_size)
         return cls(params, tuple(ignore), default_ignore_names(default_ignores), allow_symlinks, strip_prefix,
                    add_prefix, defaults.pick("device", device) or "auto", defaults.pick("progress", progress),
-                   defaults.pick("distributed_timeout", distributed_timeout))
+                   defaults.pick("distributed_timeout", distributed_timeout),
+                   bool(defaults.pick("spread_replicas", spread_replicas)))
 
     def replace(self, **changes) -> Options:
         return dataclasses.replace(self, **changes)

@@ -32,37 +32,51 @@ def state_dict_of(model) -> dict:
 
 
 def tensor_items(state: dict, params: HashParams, *, strip_prefix="", add_prefix="", device="auto", progress=None,
-                 timeout=None) -> list[Item]:
+                 timeout=None, spread_replicas=False) -> list[Item]:
     """One item per tensor, named by its state_dict key after prefix mapping; ``extra`` holds the tensor
     (for a DTensor, ``sharded``: its roots came from every rank's shard, see hashing/sharded.py,
-    which waits at most ``timeout`` seconds for the other ranks)."""
+    which waits at most ``timeout`` seconds for the other ranks). ``spread_replicas`` inside an
+    initialized process group: the ranks share the hashing of replicated bytes, plain tensors too."""
     from ..hashing.sharded import is_sharded
+
+    spread_replicas = spread_replicas and _in_process_group()
 
     if hasattr(progress, "set_total"):
         progress.set_total(sum(t.numel() * t.element_size() for t in state.values()))
     for key, t in state.items():
         if torch_dtype_name(t.dtype) is None:
             raise SentryError(f"tensor {key!r} has dtype {t.dtype}, which safetensors cannot store")
-    digests = _digests(state, params, device, progress, timeout)
+    digests = _digests(state, params, device, progress, timeout, spread_replicas)
     items = []
     for (key, t), d in zip(state.items(), digests):
         dtype = torch_dtype_name(t.dtype)
         name = add_prefix + (key[len(strip_prefix):] if strip_prefix and key.startswith(strip_prefix) else key)
         extra = {"sharded": True, "key": key} if is_sharded(t) else {"tensor": t, "key": key}
+        if spread_replicas:
+            extra["sharded"] = True  # its roots came from several ranks: every rank takes the verdict of all
         items.append(Item(TENSOR, name, d.size, d.root, d.chunks if len(d.chunks) > 1 else (), dtype, tuple(t.shape), None, extra))
     return items
 
 
-def _digests(state: dict, params: HashParams, device, progress, timeout) -> list:
-    """The tensors' digests in state order: plain ones in one engine run, DTensors from their shards."""
+def _in_process_group() -> bool:
+    import sys
+
+    dist = sys.modules.get("torch.distributed")
+    return dist is not None and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _digests(state: dict, params: HashParams, device, progress, timeout, spread_replicas=False) -> list:
+    """The tensors' digests in state order: plain ones in one engine run, DTensors from their shards
+    (with ``spread_replicas``, plain ones too, each rank hashing its part)."""
     from ..hashing import digest_tensors
     from ..hashing.sharded import digest_sharded, is_sharded
 
-    sharded = [(k, t) for k, t in state.items() if is_sharded(t)]
-    plain = [(k, t) for k, t in state.items() if not is_sharded(t)]
+    sharded = [(k, t) for k, t in state.items() if spread_replicas or is_sharded(t)]
+    plain = [(k, t) for k, t in state.items() if not (spread_replicas or is_sharded(t))]
     by_key = dict(zip((k for k, _ in plain), digest_tensors(plain, params, device=device, progress=progress)))
     if sharded:
-        by_key.update(zip((k for k, _ in sharded), digest_sharded(sharded, params, device=device, timeout=timeout)))
+        by_key.update(zip((k for k, _ in sharded), digest_sharded(sharded, params, device=device, timeout=timeout,
+                                                                 spread_replicas=spread_replicas)))
         for k, _ in sharded if progress else ():
             progress(by_key[k].size)
     return [by_key[k] for k in state]

@@ -123,6 +123,39 @@ def scenario_fsdp():
     say("dcp_saved", ok=True)
 
 
+def scenario_spread():
+    """Replicas sharing the hashing: Replicate DTensors, then a plain (DDP-like) model."""
+    from sentry.hashing.params import HashParams
+    from sentry.hashing.sharded import digest_sharded
+
+    full, replicated = dtensors((dist.get_world_size(),), lambda k: [Replicate()])
+    want = reference_items(full)
+    for spread in (False, True):
+        stats = {}
+        digests = digest_sharded(list(replicated.items()), HashParams(), device="cpu", stats=stats,
+                                 spread_replicas=spread)
+        got = {k: (d.root.hex(), d.chunks if len(d.chunks) > 1 else (), d.size) for k, d in zip(replicated, digests)}
+        say("replicated", spread=spread, same=got == want, bytes_hashed=stats["bytes_hashed"],
+            total=sum(d.size for d in digests))
+    sig = os.path.join(OUT, "ddp.sig")
+    if dist.get_rank() == 0:
+        sentry.sign_model(mlp(), KEY, sig)
+    dist.barrier()
+    model = mlp()
+    say("ddp_spread_verifies", ok=sentry.verify_model(model, PUB, sig, spread_replicas=True).ok)
+    last = dist.get_world_size() - 1
+    for where, index in (("own_part", -1), ("other_part", 0)):  # the last rank hashes the end of each tensor
+        model = mlp()
+        with torch.no_grad():
+            if dist.get_rank() == last:
+                model[0].weight.view(-1)[index] += 1
+        try:
+            sentry.verify_model(model, PUB, sig, spread_replicas=True)
+            say("ddp_spread_tampered", where=where, raised=False)
+        except VerificationError as exc:
+            say("ddp_spread_tampered", where=where, raised=True, lines=exc.report.lines())
+
+
 def mlp_state_sharded(mesh):
     from torch.distributed.fsdp import fully_shard
 

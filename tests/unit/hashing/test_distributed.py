@@ -45,7 +45,7 @@ def two_ranks(tmp_path_factory):
     from sentry.cli import main
 
     main(["keygen", str(out / "key.pem"), "--public-key", str(out / "key.pub.pem")])
-    return out, torchrun(out, 2, "dtensor", "fsdp", "dead_rank")
+    return out, torchrun(out, 2, "dtensor", "fsdp", "spread", "dead_rank")
 
 
 def test_dtensor_shards_fold_to_the_single_process_roots(two_ranks):
@@ -63,6 +63,27 @@ def test_fsdp2_model_verifies_and_signs_both_ways(two_ranks):
     assert [l["exists"] for l in by_check(lines, "fsdp_signed")] == [True, True]
     assert by_check(lines, "whole_verifies_sharded_signature") == [{"rank": 0, "check": "whole_verifies_sharded_signature", "ok": True}]
     sentry.verify_model(mlp(), out / "key.pub.pem", out / "sharded.sig")  # here too, outside torchrun
+
+
+def test_replicas_hash_their_whole_copies_by_default_and_share_the_work_when_spread(two_ranks):
+    _, lines = two_ranks
+    default, spread = ([l for l in by_check(lines, "replicated") if l["spread"] is s] for s in (False, True))
+    assert all(l["same"] for l in default + spread)  # both give the single-process roots
+    total = default[0]["total"]
+    assert [l["bytes_hashed"] for l in default] == [total, total]
+    assert sum(l["bytes_hashed"] for l in spread) == total  # the parts cover the bytes once
+    assert all(abs(l["bytes_hashed"] - total / 2) <= 4096 * 5 for l in spread)  # halves, cut on leaf boundaries
+
+
+def test_a_plain_model_verifies_with_spread_replicas_and_what_it_leaves_unchecked(two_ranks):
+    _, lines = two_ranks
+    assert [l["ok"] for l in by_check(lines, "ddp_spread_verifies")] == [True, True]
+    tampered = by_check(lines, "ddp_spread_tampered")
+    own = [l for l in tampered if l["where"] == "own_part"]
+    assert [l["raised"] for l in own] == [True, True]  # every rank fails, naming the tensor
+    assert all(any("0.weight" in line for line in l["lines"]) for l in own)
+    # the documented trade-off: a copy's bytes that another replica hashed are not checked
+    assert [l["raised"] for l in tampered if l["where"] == "other_part"] == [False, False]
 
 
 def test_a_changed_shard_fails_on_every_rank_naming_the_tensor(two_ranks):
@@ -115,3 +136,17 @@ def test_a_2d_mesh_on_four_ranks(tmp_path):
     for l in by_check(lines, "replicas_disagree"):
         assert l["raised"] and "tensor 'unaligned': two holders of " in l["message"]
     assert len(by_check(lines, "replicas_disagree")) == 4
+
+
+@pytest.mark.parametrize("start,end,count", [(0, 10_000, 2), (100, 9_000, 3), (0, 5, 4), (4096, 3 * 4096 + 7, 2),
+                                             (123, 10 ** 9 + 17, 7)])
+def test_spread_parts_cover_the_range_once_cut_on_leaf_boundaries(start, end, count):
+    from sentry.hashing.sharded import spread_part
+
+    parts = [spread_part(start, end, j, count, 4096) for j in range(count)]
+    assert parts[0][0] == start and parts[-1][1] == end
+    assert all(parts[j][1] == parts[j + 1][0] for j in range(count - 1))
+    assert all(lo <= hi for lo, hi in parts)
+    assert all(cut in (start, end) or cut % 4096 == 0 for _, cut in parts)
+    if end - start > 4096 * count * 8:  # long ranges: parts within a leaf of even
+        assert max(hi - lo for lo, hi in parts) - min(hi - lo for lo, hi in parts) <= 2 * 4096
