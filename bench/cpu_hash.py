@@ -24,6 +24,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from report import publish
 
 MiB, GiB = 1 << 20, 1 << 30
 
@@ -265,9 +266,7 @@ def main(argv=None) -> int:
         say("(peak = the child's VmHWM; Linux carries the parent's high-water mark into a child's "
             "ru_maxrss across fork/exec, so ru_maxrss is shown only for reference)")
 
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write("\n".join(lines) + "\n")
+    publish(lines, args.out, echo=False)  # say() printed each line as it came
     return 0
 
 

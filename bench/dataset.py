@@ -27,6 +27,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from cpu_hash import cpu_model, mem_total
+from report import publish
 
 CASES = [(100_000, 4096), (10_000, 100 * 1024)]
 
@@ -215,9 +216,7 @@ def main():
     out(f"load average before (this machine is shared): {load()}")
     (run_gpu if args.gpu else run_cpu)(args, out)
     out(f"load average after: {load()}")
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write("\n".join(lines) + "\n")
+    publish(lines, args.out, echo=False)  # out() printed each line as it came
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
 from cpu_hash import cpu_model, mem_total  # noqa: E402  (bench/ is on sys.path when run as a script)
 from dataset import best, make_dataset  # noqa: E402
+from report import publish  # noqa: E402
 
 CASES = [(20000, 4 << 10), (2000, 256 << 10)]
 
@@ -70,11 +71,7 @@ def main() -> None:
     lines.append(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     lines.append("sidecars identical (byte for byte) in every case")
     ray.shutdown()
-    text = "\n".join(lines) + "\n"
-    print(text, end="")
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+    publish(lines, args.out)
 
 
 if __name__ == "__main__":

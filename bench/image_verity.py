@@ -25,6 +25,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from cpu_hash import cpu_model, mem_total
+from report import publish
 
 MiB = 1 << 20
 
@@ -82,11 +83,7 @@ def main() -> None:
                 theirs.append(veritysetup_tree(path, salt, hash_path))
             (a, ra), (b, rb) = min(ours), min(theirs)
             lines.append(f"{label:<10} {a:9.3f} {size / a / 1e9:6.2f} {b:14.3f} {size / b / 1e9:6.2f} {b / a:7.2f}x  {ra == rb}")
-    text = "\n".join(lines) + "\n"
-    print(text, end="")
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+    publish(lines, args.out)
 
 
 if __name__ == "__main__":
