@@ -9,9 +9,9 @@ from sentry.hashing import cpu
 BLOCK = 16384  # small blocks, so that files span several
 
 
-def ranges_of_every_size(tmp_path) -> list:
-    """Whole files and middle thirds around leaf and block sizes, then 150 small files (hashed
-    whole in batches), written under ``tmp_path``."""
+def ranges_of_every_size(tmp_path, small_files: int = 150) -> list:
+    """Whole files and middle thirds around leaf and block sizes, then ``small_files`` small files
+    (hashed whole in batches), written under ``tmp_path``."""
     rng = np.random.default_rng(0)
     ranges = []
     for n in (0, 1, 4095, 4096, 4097, 3 * BLOCK + 17, 5 * BLOCK):
@@ -20,7 +20,7 @@ def ranges_of_every_size(tmp_path) -> list:
         ranges += [cpu.FileRange(f), cpu.FileRange(f, n // 3, n - n // 3)]
     small = tmp_path / "small"
     small.mkdir()
-    for k in range(150):
+    for k in range(small_files):
         f = small / f"{k}.bin"
         f.write_bytes(rng.integers(0, 256, int(rng.integers(0, 9000)), np.uint8).tobytes())
         ranges.append(cpu.FileRange(f))

@@ -3,13 +3,11 @@ blocks of large files and whole small files, read into a reader's buffer (poison
 and hashed together in one run, give the CPU engine's roots."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
+from gpu_inputs import BLOCK, ranges_of_every_size
 
 from sentry.hashing import cpu, cuda
 from sentry.hashing.params import HashParams
-
-BLOCK = 16384
 
 
 @pytest.mark.parametrize("params", [HashParams(), HashParams(leaf_size=1024, max_chunks=3)],
@@ -17,16 +15,7 @@ BLOCK = 16384
 def test_batched_file_runs_on_the_emulated_kernels_give_the_cpu_roots(emu_cupy, monkeypatch, tmp_path, params):
     monkeypatch.setattr(cuda, "FILE_BLOCK_BYTES", BLOCK)
     monkeypatch.setattr(cuda, "FILE_BATCH_BYTES", 4 * BLOCK)
-    rng = np.random.default_rng(3)
-    ranges = []
-    for n in (0, 1, 4095, 4096, 4097, 3 * BLOCK + 17, 5 * BLOCK):
-        f = tmp_path / f"{n}.bin"
-        f.write_bytes(rng.integers(0, 256, n, np.uint8).tobytes())
-        ranges += [cpu.FileRange(f), cpu.FileRange(f, n // 3, n - n // 3)]
-    for k in range(60):  # small files, several to a run
-        f = tmp_path / f"small{k}.bin"
-        f.write_bytes(rng.integers(0, 256, int(rng.integers(0, 9000)), np.uint8).tobytes())
-        ranges.append(cpu.FileRange(f))
+    ranges = ranges_of_every_size(tmp_path, small_files=60)  # small files: several to a run
     seen = []
     got = cuda.digest_ranges(ranges, params, progress=seen.append)
     assert got == cpu.digest_ranges(ranges, params)
