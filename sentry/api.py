@@ -361,6 +361,7 @@ def check_artifact(artifact: Artifact, signed: Manifest, sig_path: Path, *, igno
     report = compare_manifests(signed, actual, allow_missing=allow_missing, allow_uncovered=allow_uncovered)
     report.ignored = ignored
     if is_sharded_manifest(actual.items):
+        report.replicas_spread = options.spread_replicas
         return _verdict_of_all_ranks(report, options.distributed_timeout)
     return _verdict(report)
 

@@ -82,6 +82,9 @@ class Report:
     uncovered_allowed: bool = False
     # Paths on disk the ignore rules left out (a directory with a trailing '/'): not a failure, shown.
     ignored: list[str] = field(default_factory=list)
+    # spread_replicas: each rank hashed only its part of what replicas hold; the rest of its own
+    # copy was not checked (another replica hashed that part of its copy). Not a failure, shown.
+    replicas_spread: bool = False
     # What the verified signature signs (its subject digest, hex) and, for a model, the datasets
     # it names as its training data (manifest/lineage.py TrainingData); set by the API's verify calls.
     root: str | None = None
@@ -106,6 +109,7 @@ class Report:
             "uncovered": [identity(u) for u in self.uncovered],
             "uncovered_allowed": self.uncovered_allowed,
             "ignored": self.ignored,
+            "replicas_spread": self.replicas_spread,
             "root": self.root,
             "training_data": [link.to_json() for link in self.training_data],
         }
@@ -120,6 +124,8 @@ class Report:
         out += [f"absent (allowed): {a}" for a in self.allowed_absent]
         out += [f"tied: {a} shares memory with {b}" for a, b in self.tied]
         out += [f"ignored: {i}" for i in self.ignored]
+        if self.replicas_spread:
+            out.append("replicas spread: this rank checked only its part of the replicated bytes it holds")
         out += [f"trained on: {t.name} (dataset root {t.root})" for t in self.training_data]
         return out
 

@@ -142,7 +142,9 @@ def scenario_spread():
         sentry.sign_model(mlp(), KEY, sig)
     dist.barrier()
     model = mlp()
-    say("ddp_spread_verifies", ok=sentry.verify_model(model, PUB, sig, spread_replicas=True).ok)
+    report = sentry.verify_model(model, PUB, sig, spread_replicas=True)
+    say("ddp_spread_verifies", ok=report.ok, shown=report.replicas_spread and any("replicas spread" in line
+                                                                                for line in report.lines()))
     last = dist.get_world_size() - 1
     for where, index in (("own_part", -1), ("other_part", 0)):  # the last rank hashes the end of each tensor
         model = mlp()

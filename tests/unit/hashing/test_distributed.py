@@ -78,6 +78,7 @@ def test_replicas_hash_their_whole_copies_by_default_and_share_the_work_when_spr
 def test_a_plain_model_verifies_with_spread_replicas_and_what_it_leaves_unchecked(two_ranks):
     _, lines = two_ranks
     assert [l["ok"] for l in by_check(lines, "ddp_spread_verifies")] == [True, True]
+    assert all(l["shown"] for l in by_check(lines, "ddp_spread_verifies"))  # what it left unchecked is said
     tampered = by_check(lines, "ddp_spread_tampered")
     own = [l for l in tampered if l["where"] == "own_part"]
     assert [l["raised"] for l in own] == [True, True]  # every rank fails, naming the tensor
