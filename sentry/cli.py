@@ -587,6 +587,7 @@ def cmd_verify(args, out: Output) -> None:
             out.say(*exc.report.lines())
         raise
     out.note_bundle(out.context["signature"], verifier)
+    out.note(root=report.root)  # the root the verify checked (the bundle read again could have been replaced)
     out.report = report.to_json()
     # What passed without being compared (allowed, tied, uncovered) is said on success too.
     out.say(*report.lines(), f"OK: {report.summary()}")
